@@ -1,0 +1,175 @@
+// Command pierd is the pier daemon: it serves the Kubernetes CRI
+// (RuntimeService and ImageService) on a unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/cri"
+	"github.com/pier-runtime/pier/image"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "pierd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("pierd", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	configPath := fs.String("config", "/etc/pier/config.toml", "configuration file (TOML; see `pierd config default`)")
+	root := fs.String("root", "", "persistent state directory (overrides the config's root)")
+	state := fs.String("state", "", "volatile state directory (overrides the config's state)")
+	listen := fs.String("listen", "", "CRI socket, unix:///path (overrides the config's listen)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd version\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	switch strings.Join(fs.Args(), " ") {
+	case "":
+	case "config default":
+		fmt.Print(defaultConfig)
+		return nil
+	case "version":
+		fmt.Println("pierd", version)
+		return nil
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown command %q", strings.Join(fs.Args(), " "))
+	}
+	named := false
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "config" })
+	cfg, err := loadConfig(*configPath, named)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		flag  string
+		field *string
+	}{{*root, &cfg.Root}, {*state, &cfg.State}, {*listen, &cfg.Listen}} {
+		if o.flag != "" {
+			*o.field = o.flag
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	return serve(cfg)
+}
+
+func serve(cfg *Config) error {
+	klog.InfoS("Starting pierd", "version", version, "root", cfg.Root, "state", cfg.State, "listen", cfg.Listen)
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return err
+		}
+	}
+	images, err := image.New(image.Options{
+		Root:                   cfg.Root,
+		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
+		ProgressInterval:       cfg.Image.ProgressInterval.Duration,
+		Registries:             cfg.Registries,
+		Pinned:                 cfg.Image.PinnedImages,
+		Keychain:               authn.DefaultKeychain,
+	})
+	if err != nil {
+		return fmt.Errorf("open image store: %w", err)
+	}
+	image.UserAgent = "pier/" + version
+
+	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
+	cri.Register(server,
+		cri.NewRuntimeService(version, cgroupDriver(cfg.CgroupDriver)),
+		cri.NewImageService(images))
+
+	socket := strings.TrimPrefix(cfg.Listen, "unix://")
+	lis, err := listenUnix(socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(socket)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		klog.InfoS("Shutting down")
+		t := time.AfterFunc(10*time.Second, server.Stop)
+		server.GracefulStop()
+		t.Stop()
+	}()
+	klog.InfoS("Serving CRI", "socket", socket)
+	if err := server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	klog.InfoS("Stopped")
+	return nil
+}
+
+// listenUnix listens on socket (mode 0660, owned by root), replacing a
+// stale socket file but never one a live pierd serves.
+func listenUnix(socket string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o711); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", socket, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is in use: is another pierd running?", socket)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	lis, err := net.Listen("unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(socket, 0o660); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	if err := os.Chown(socket, 0, 0); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
+
+// cgroupDriver resolves the configured driver; "" picks systemd when the
+// host boots with systemd.
+func cgroupDriver(name string) runtimeapi.CgroupDriver {
+	if name == "" {
+		if _, err := os.Stat("/run/systemd/system"); err == nil {
+			name = "systemd"
+		}
+	}
+	if name == "systemd" {
+		return runtimeapi.CgroupDriver_SYSTEMD
+	}
+	return runtimeapi.CgroupDriver_CGROUPFS
+}

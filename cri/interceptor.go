@@ -1,0 +1,81 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/image"
+)
+
+var requestID atomic.Uint64
+
+// Interceptor logs each request with an id and its duration, turns panics
+// into Internal errors, and maps pier's errors to gRPC codes. It never logs
+// request bodies: they may hold registry credentials.
+func Interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	id := requestID.Add(1)
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			klog.ErrorS(nil, "Panic in CRI handler", "id", id, "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, p)
+		}
+	}()
+	resp, err = handler(ctx, req)
+	err = toStatus(err)
+	if err != nil {
+		level := klog.Level(2)
+		if c := status.Code(err); c == codes.Internal || c == codes.Unknown {
+			level = 0
+		}
+		klog.V(level).InfoS("CRI request failed", "id", id, "method", info.FullMethod, "code", status.Code(err), "err", err, "duration", time.Since(start))
+	} else {
+		klog.V(4).InfoS("CRI request", "id", id, "method", info.FullMethod, "duration", time.Since(start))
+	}
+	return resp, err
+}
+
+// codeOf lists pier's error kinds in order of precedence: an error made of
+// several (a pull tried on a mirror and upstream) takes the first that matches.
+var codeOf = []struct {
+	err  error
+	code codes.Code
+}{
+	{image.ErrInvalidReference, codes.InvalidArgument},
+	{image.ErrPlatform, codes.FailedPrecondition},
+	{image.ErrNotFound, codes.NotFound},
+	{image.ErrUnauthorized, codes.Unauthenticated},
+	{image.ErrCorrupt, codes.DataLoss},
+	{image.ErrUnavailable, codes.Unavailable},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{context.Canceled, codes.Canceled},
+}
+
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, c := range codeOf {
+		if errors.Is(err, c.err) {
+			return status.Error(c.code, err.Error())
+		}
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// invalid is the error for a request that lacks a required field.
+func invalid(format string, a ...any) error {
+	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, a...))
+}

@@ -1,0 +1,233 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/archive"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/internal/atomicfile"
+)
+
+// layerRecord is layers/<chain>/layer.json.
+type layerRecord struct {
+	Version   int       `json:"version"`
+	ChainID   string    `json:"chainID"`
+	DiffID    string    `json:"diffID"`
+	Digest    string    `json:"digest"`
+	Size      int64     `json:"size"`
+	MediaType string    `json:"mediaType"`
+	Usage     usage     `json:"usage"`
+	Unpacked  time.Time `json:"unpacked"`
+}
+
+type usage struct {
+	Bytes  uint64 `json:"bytes"`
+	Inodes uint64 `json:"inodes"`
+}
+
+// unpackResult lets concurrent pulls of one layer wait for the first.
+type unpackResult struct {
+	done chan struct{}
+	err  error
+}
+
+func (s *Store) layerDir(chainID string) string {
+	return filepath.Join(s.layersDir(), strings.TrimPrefix(chainID, "sha256:"))
+}
+
+// LayerDir is the directory holding the unpacked files of a layer.
+func (s *Store) LayerDir(chainID string) string {
+	return filepath.Join(s.layerDir(chainID), "fs")
+}
+
+func (s *Store) loadLayers() error {
+	entries, err := os.ReadDir(s.layersDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(s.layersDir(), e.Name())
+		var rec layerRecord
+		data, err := os.ReadFile(filepath.Join(dir, "layer.json"))
+		if err == nil {
+			err = json.Unmarshal(data, &rec)
+		}
+		if err == nil && (rec.Version != recordVersion || s.layerDir(rec.ChainID) != dir) {
+			err = fmt.Errorf("record does not match its directory")
+		}
+		if err != nil {
+			klog.ErrorS(err, "Dropping unreadable layer", "dir", dir)
+			if err := s.deleteDir(dir); err != nil {
+				return err
+			}
+			continue
+		}
+		s.layers[rec.ChainID] = &rec
+	}
+	return nil
+}
+
+// fetchFunc opens a layer blob. The stream it returns fails on its last read
+// if the content does not match the blob's digest and size.
+type fetchFunc func() (io.ReadCloser, error)
+
+// ensureLayer makes sure layer l is unpacked, fetching it unless it is
+// already there. Concurrent calls for one layer unpack it once.
+func (s *Store) ensureLayer(ctx context.Context, l Layer, fetch fetchFunc, done *atomic.Int64) error {
+	for {
+		s.mu.Lock()
+		if s.layers[l.ChainID] != nil {
+			s.mu.Unlock()
+			done.Add(l.Size)
+			return nil
+		}
+		if r := s.inflight[l.ChainID]; r != nil {
+			s.mu.Unlock()
+			select {
+			case <-r.done:
+				if r.err != nil && ctx.Err() == nil {
+					// The other pull failed, perhaps cancelled: try ourselves.
+					continue
+				}
+				if r.err != nil {
+					return r.err
+				}
+				continue // recorded now: counted in the next pass
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		r := &unpackResult{done: make(chan struct{})}
+		s.inflight[l.ChainID] = r
+		s.mu.Unlock()
+
+		rec, err := s.unpack(ctx, l, fetch, done)
+		s.mu.Lock()
+		delete(s.inflight, l.ChainID)
+		if err == nil {
+			s.layers[l.ChainID] = rec
+		}
+		s.mu.Unlock()
+		r.err = err
+		close(r.done)
+		return err
+	}
+}
+
+// unpack fetches layer l and unpacks it into a dot-named directory that is
+// renamed into place only once the blob's digest and the tar's diff ID have
+// been verified.
+func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atomic.Int64) (*layerRecord, error) {
+	start := time.Now()
+	tmp, err := os.MkdirTemp(s.layersDir(), ".tmp-"+strings.TrimPrefix(l.ChainID, "sha256:")[:12]+"-")
+	if err != nil {
+		return nil, err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.RemoveAll(tmp)
+		}
+	}()
+	fsDir := filepath.Join(tmp, "fs")
+	if err := os.Mkdir(fsDir, 0o755); err != nil {
+		return nil, err
+	}
+	blob, err := fetch()
+	if err != nil {
+		return nil, err
+	}
+	defer blob.Close()
+	counted := &countingReader{r: blob, n: done}
+	tarStream, err := compression.DecompressStream(counted)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	defer tarStream.Close()
+	diff := sha256.New()
+	tee := io.TeeReader(tarStream, diff)
+	if _, err := archive.Apply(ctx, fsDir, tee, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)); err != nil {
+		return nil, fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+	}
+	// Read what the tar reader left (end-of-archive padding) and the rest of
+	// the blob: the digest and size are checked when the blob ends.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	if _, err := io.Copy(io.Discard, counted); err != nil {
+		return nil, withKind(ErrCorrupt, fmt.Errorf("layer %s: %w", l.Digest, err))
+	}
+	if got := "sha256:" + hex.EncodeToString(diff.Sum(nil)); got != l.DiffID {
+		return nil, errorf(ErrCorrupt, "layer %s: uncompressed content has digest %s, the image config says %s", l.Digest, got, l.DiffID)
+	}
+	u, err := diskUsage(fsDir)
+	if err != nil {
+		return nil, err
+	}
+	rec := &layerRecord{
+		Version: recordVersion, ChainID: l.ChainID, DiffID: l.DiffID, Digest: l.Digest,
+		Size: l.Size, MediaType: l.MediaType, Usage: u, Unpacked: time.Now().UTC(),
+	}
+	if err := atomicfile.WriteJSON(filepath.Join(tmp, "layer.json"), rec); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, s.layerDir(l.ChainID)); err != nil {
+		return nil, err
+	}
+	keep = true
+	if err := atomicfile.SyncDir(s.layersDir()); err != nil {
+		return nil, err
+	}
+	klog.V(2).InfoS("Unpacked layer", "digest", l.Digest, "chainID", l.ChainID, "bytes", l.Size, "duration", time.Since(start))
+	return rec, nil
+}
+
+// diskUsage counts the blocks and inodes under dir, each inode once.
+func diskUsage(dir string) (usage, error) {
+	var u usage
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || seen[st.Ino] {
+			return nil
+		}
+		seen[st.Ino] = true
+		u.Inodes++
+		u.Bytes += uint64(st.Blocks) * 512
+		return nil
+	})
+	return u, err
+}
+
+// countingReader adds the bytes read to a pull's progress counter.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

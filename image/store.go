@@ -1,0 +1,510 @@
+// Package image is pier's image store. It pulls images from registries over
+// the registry v2 protocol for this node's platform, verifies every blob's
+// digest and size while streaming, unpacks each layer once into its own
+// read-only directory keyed by chain ID (whiteouts converted for overlayfs),
+// shares layers between images, and keeps the image index on disk.
+//
+// On-disk layout under the store's root:
+//
+//	layers/<chain-id hex>/fs/          the unpacked layer
+//	layers/<chain-id hex>/layer.json   its record (written before the directory is renamed into place)
+//	images/<image-id hex>/config.json  the image config, byte for byte as pulled
+//	images/<image-id hex>/image.json   the image record: tags, digests, layers
+//
+// Directories are built under a dot-name and renamed into place, and renamed
+// to a dot-name before they are deleted, so a crash at any moment leaves
+// either a complete object or a dot-name that the next start removes.
+package image
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/internal/atomicfile"
+)
+
+const recordVersion = 1
+
+// Options configure a Store.
+type Options struct {
+	// Root is the store's directory, e.g. /var/lib/pier/image.
+	Root string
+	// MaxConcurrentDownloads bounds the layers one pull fetches at once.
+	MaxConcurrentDownloads int
+	// ProgressInterval is how often a running pull logs its progress.
+	ProgressInterval time.Duration
+	// Registries holds per-registry settings (mirrors, TLS), by host.
+	Registries map[string]RegistryConfig
+	// Pinned lists image references that are reported as pinned.
+	Pinned []string
+	// Keychain supplies credentials when the client sends none
+	// (authn.DefaultKeychain reads docker's config.json).
+	Keychain authn.Keychain
+	// Platform is the node's platform; zero means NodePlatform().
+	Platform Platform
+}
+
+// Image is a stored image. Values returned by the Store are copies.
+type Image struct {
+	ID          string    `json:"id"` // config digest, "sha256:..."
+	RepoTags    []string  `json:"repoTags"`
+	RepoDigests []string  `json:"repoDigests"`
+	Manifest    string    `json:"manifest"` // digest of the platform manifest
+	MediaType   string    `json:"mediaType"`
+	Layers      []Layer   `json:"layers"`
+	Size        int64     `json:"size"` // config and compressed layers, as in the registry
+	Pulled      time.Time `json:"pulled"`
+
+	Config *v1.ConfigFile `json:"-"`
+	Pinned bool           `json:"-"`
+}
+
+// Layer is one layer of an image.
+type Layer struct {
+	Digest    string `json:"digest"` // of the blob as stored in the registry
+	DiffID    string `json:"diffID"` // of the uncompressed tar
+	ChainID   string `json:"chainID"`
+	Size      int64  `json:"size"` // of the blob
+	MediaType string `json:"mediaType"`
+}
+
+// User returns the config's user as a uid or, if it is a name, as a
+// username (the group part, if any, is not part of either).
+func (img *Image) User() (uid *int64, username string) {
+	if img.Config == nil || img.Config.Config.User == "" {
+		return nil, ""
+	}
+	user, _, _ := strings.Cut(img.Config.Config.User, ":")
+	var n int64
+	if _, err := fmt.Sscanf(user, "%d", &n); err == nil && fmt.Sprint(n) == user {
+		return &n, ""
+	}
+	return nil, user
+}
+
+type imageRecord struct {
+	Version int `json:"version"`
+	Image
+}
+
+// Store is the image store.
+type Store struct {
+	root     string
+	opts     Options
+	reg      *registries
+	platform Platform
+	pinned   map[string]bool
+
+	mu       sync.Mutex
+	images   map[string]*Image        // by ID
+	layers   map[string]*layerRecord  // by chain ID
+	inflight map[string]*unpackResult // layers being unpacked, by chain ID
+	leases   map[string]int           // chain IDs a running pull needs
+}
+
+// New opens (or creates) the store at opts.Root and loads its index.
+func New(opts Options) (*Store, error) {
+	if opts.MaxConcurrentDownloads <= 0 {
+		opts.MaxConcurrentDownloads = 3
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 5 * time.Second
+	}
+	if opts.Platform == (Platform{}) {
+		opts.Platform = NodePlatform()
+	}
+	reg, err := newRegistries(opts.Registries, opts.Keychain)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		root:     opts.Root,
+		opts:     opts,
+		reg:      reg,
+		platform: opts.Platform,
+		pinned:   map[string]bool{},
+		images:   map[string]*Image{},
+		layers:   map[string]*layerRecord{},
+		inflight: map[string]*unpackResult{},
+		leases:   map[string]int{},
+	}
+	for _, p := range opts.Pinned {
+		named, err := normalize(p)
+		if err != nil {
+			return nil, fmt.Errorf("pinned image: %w", err)
+		}
+		s.pinned[named.String()] = true
+	}
+	for _, dir := range []string{s.layersDir(), s.imagesDir()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := removeDotEntries(dir); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.loadLayers(); err != nil {
+		return nil, err
+	}
+	if err := s.loadImages(); err != nil {
+		return nil, err
+	}
+	klog.InfoS("Image store loaded", "root", s.root, "images", len(s.images), "layers", len(s.layers), "platform", s.platform)
+	return s, nil
+}
+
+func (s *Store) layersDir() string { return filepath.Join(s.root, "layers") }
+func (s *Store) imagesDir() string { return filepath.Join(s.root, "images") }
+
+func (s *Store) imageDir(id string) string {
+	return filepath.Join(s.imagesDir(), strings.TrimPrefix(id, "sha256:"))
+}
+
+// removeDotEntries deletes what an interrupted write or delete left behind.
+func removeDotEntries(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			klog.V(2).InfoS("Removing leftover of an interrupted operation", "path", filepath.Join(dir, e.Name()))
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) loadImages() error {
+	entries, err := os.ReadDir(s.imagesDir())
+	if err != nil {
+		return err
+	}
+	owner := map[string]*Image{} // tag or digest -> image claiming it
+	for _, e := range entries {
+		img, err := s.loadImage(filepath.Join(s.imagesDir(), e.Name()))
+		if err != nil {
+			klog.ErrorS(err, "Dropping unreadable image record; pull the image again", "dir", e.Name())
+			if err := s.deleteDir(filepath.Join(s.imagesDir(), e.Name())); err != nil {
+				return err
+			}
+			continue
+		}
+		s.images[img.ID] = img
+		// A crash while a tag moved between images may leave it on both:
+		// the newer pull keeps it.
+		for _, name := range slices.Concat(img.RepoTags, img.RepoDigests) {
+			if prev := owner[name]; prev != nil && prev.Pulled.After(img.Pulled) {
+				img.drop(name)
+			} else {
+				if prev != nil {
+					prev.drop(name)
+				}
+				owner[name] = img
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) loadImage(dir string) (*Image, error) {
+	var rec imageRecord
+	data, err := os.ReadFile(filepath.Join(dir, "image.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("image.json: %w", err)
+	}
+	if rec.Version != recordVersion {
+		return nil, fmt.Errorf("image.json: unknown version %d", rec.Version)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	if h, _, err := v1.SHA256(bytes.NewReader(raw)); err != nil || h.String() != rec.ID {
+		return nil, fmt.Errorf("config.json does not match image ID %s", rec.ID)
+	}
+	if rec.Config, err = v1.ParseConfigFile(bytes.NewReader(raw)); err != nil {
+		return nil, err
+	}
+	for _, l := range rec.Layers {
+		if s.layers[l.ChainID] == nil {
+			return nil, fmt.Errorf("layer %s of image %s is missing", l.ChainID, rec.ID)
+		}
+	}
+	return &rec.Image, nil
+}
+
+// drop removes a tag or digest from the image.
+func (img *Image) drop(name string) {
+	img.RepoTags = slices.DeleteFunc(img.RepoTags, func(t string) bool { return t == name })
+	img.RepoDigests = slices.DeleteFunc(img.RepoDigests, func(t string) bool { return t == name })
+}
+
+// copyOf returns a copy the caller may keep, with Pinned filled in.
+func (s *Store) copyOf(img *Image) *Image {
+	c := *img
+	c.RepoTags = slices.Clone(img.RepoTags)
+	c.RepoDigests = slices.Clone(img.RepoDigests)
+	c.Layers = slices.Clone(img.Layers)
+	c.Pinned = s.pinned[img.ID]
+	for _, n := range slices.Concat(img.RepoTags, img.RepoDigests) {
+		c.Pinned = c.Pinned || s.pinned[n]
+	}
+	return &c
+}
+
+// List returns every image, ordered by ID.
+func (s *Store) List() []*Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Image, 0, len(s.images))
+	for _, img := range s.images {
+		out = append(out, s.copyOf(img))
+	}
+	slices.SortFunc(out, func(a, b *Image) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Get finds an image by ID, unique ID prefix, tag or digest reference.
+// It returns an error wrapping ErrNotFound when there is none.
+func (s *Store) Get(ref string) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	img, err := s.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.copyOf(img), nil
+}
+
+func (s *Store) resolve(ref string) (*Image, error) {
+	if isID(ref) {
+		id := "sha256:" + strings.TrimPrefix(ref, "sha256:")
+		if img := s.images[id]; img != nil {
+			return img, nil
+		}
+		return nil, errorf(ErrNotFound, "image %s not found", ref)
+	}
+	if named, err := normalize(ref); err == nil {
+		n := named.String()
+		for _, img := range s.images {
+			if slices.Contains(img.RepoTags, n) || slices.Contains(img.RepoDigests, n) {
+				return img, nil
+			}
+		}
+	}
+	// A short ID, as `crictl images` prints them.
+	if prefix := strings.TrimPrefix(ref, "sha256:"); len(prefix) >= 4 && len(prefix) < 64 && isHex(prefix) {
+		var found *Image
+		for id, img := range s.images {
+			if strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), prefix) {
+				if found != nil {
+					return nil, errorf(ErrNotFound, "image ID prefix %s is ambiguous: use more characters", ref)
+				}
+				found = img
+			}
+		}
+		if found != nil {
+			return found, nil
+		}
+	}
+	return nil, errorf(ErrNotFound, "image %s not found", ref)
+}
+
+func isHex(s string) bool {
+	return strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// Remove deletes the image ref names, with all its tags. Layers no other
+// image uses are deleted too. Removing an absent image is not an error.
+func (s *Store) Remove(ref string) error {
+	s.mu.Lock()
+	img, err := s.resolve(ref)
+	if err != nil {
+		s.mu.Unlock()
+		if _, perr := normalize(ref); perr != nil && !isID(ref) && !isHex(strings.TrimPrefix(ref, "sha256:")) {
+			return perr
+		}
+		return nil
+	}
+	delete(s.images, img.ID)
+	err = s.deleteDir(s.imageDir(img.ID))
+	doomed := s.unusedLayersLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("remove image %s: %w", img.ID, err)
+	}
+	klog.InfoS("Removed image", "id", img.ID, "tags", img.RepoTags, "layersFreed", len(doomed))
+	for _, dir := range doomed {
+		if err := os.RemoveAll(dir); err != nil {
+			klog.ErrorS(err, "Removing unused layer", "dir", dir)
+		}
+	}
+	return nil
+}
+
+// unusedLayersLocked forgets the layers no image and no running pull uses,
+// renames them to dot-names, and returns those for the caller to delete.
+func (s *Store) unusedLayersLocked() []string {
+	used := map[string]bool{}
+	for _, img := range s.images {
+		for _, l := range img.Layers {
+			used[l.ChainID] = true
+		}
+	}
+	var doomed []string
+	for id := range s.layers {
+		if used[id] || s.leases[id] > 0 {
+			continue
+		}
+		dir := s.layerDir(id)
+		dead := filepath.Join(s.layersDir(), ".del-"+filepath.Base(dir))
+		if err := os.Rename(dir, dead); err != nil {
+			klog.ErrorS(err, "Removing unused layer", "dir", dir)
+			continue
+		}
+		delete(s.layers, id)
+		doomed = append(doomed, dead)
+	}
+	return doomed
+}
+
+// deleteDir renames dir to a dot-name (so loaders skip it even if the
+// removal is interrupted) and removes it.
+func (s *Store) deleteDir(dir string) error {
+	dead := filepath.Join(filepath.Dir(dir), ".del-"+filepath.Base(dir))
+	if err := os.Rename(dir, dead); err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	return os.RemoveAll(dead)
+}
+
+// commit records a pulled image, moving the tag from any image that had it.
+func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.images[img.ID]
+	if cur == nil {
+		if err := s.writeNewImage(img, rawConfig); err != nil {
+			return nil, err
+		}
+		cur = img
+	}
+	updated := *cur
+	updated.RepoTags = slices.Clone(cur.RepoTags)
+	updated.RepoDigests = slices.Clone(cur.RepoDigests)
+	updated.Pulled = img.Pulled
+	for _, n := range names {
+		if strings.Contains(n, "@") {
+			if !slices.Contains(updated.RepoDigests, n) {
+				updated.RepoDigests = append(updated.RepoDigests, n)
+			}
+		} else if !slices.Contains(updated.RepoTags, n) {
+			updated.RepoTags = append(updated.RepoTags, n)
+		}
+	}
+	if err := writeRecord(s.imageDir(img.ID), &updated); err != nil {
+		return nil, err
+	}
+	s.images[img.ID] = &updated
+	// The names now belong to this image: take them from any other.
+	for _, other := range s.images {
+		if other.ID == img.ID {
+			continue
+		}
+		before := len(other.RepoTags) + len(other.RepoDigests)
+		moved := *other
+		moved.RepoTags, moved.RepoDigests = slices.Clone(other.RepoTags), slices.Clone(other.RepoDigests)
+		for _, n := range names {
+			moved.drop(n)
+		}
+		if len(moved.RepoTags)+len(moved.RepoDigests) != before {
+			if err := writeRecord(s.imageDir(other.ID), &moved); err != nil {
+				return nil, err
+			}
+			s.images[other.ID] = &moved
+		}
+	}
+	return s.copyOf(&updated), nil
+}
+
+// writeNewImage creates the image's directory: config and record are
+// written under a dot-name that is renamed into place.
+func (s *Store) writeNewImage(img *Image, rawConfig []byte) error {
+	tmp, err := os.MkdirTemp(s.imagesDir(), ".tmp-")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(tmp, "config.json"), rawConfig, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := writeRecord(tmp, img); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, s.imageDir(img.ID)); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	return atomicfile.SyncDir(s.imagesDir())
+}
+
+func writeRecord(dir string, img *Image) error {
+	return atomicfile.WriteJSON(filepath.Join(dir, "image.json"), imageRecord{Version: recordVersion, Image: *img})
+}
+
+// FsUsage is the space and inodes the store's layers use.
+type FsUsage struct {
+	Mountpoint string
+	Bytes      uint64
+	Inodes     uint64
+}
+
+// Usage returns the store's file-system usage, from the figures measured
+// when each layer was unpacked.
+func (s *Store) Usage() FsUsage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := FsUsage{Mountpoint: s.root}
+	for _, l := range s.layers {
+		u.Bytes += l.Usage.Bytes
+		u.Inodes += l.Usage.Inodes
+	}
+	return u
+}
+
+// lease adds delta to the holds running pulls have on layers, so that a
+// concurrent Remove does not delete a layer a pull is about to record.
+func (s *Store) lease(chainIDs []string, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range chainIDs {
+		s.leases[id] += delta
+		if s.leases[id] <= 0 {
+			delete(s.leases, id)
+		}
+	}
+}
