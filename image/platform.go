@@ -39,7 +39,7 @@ func (p Platform) String() string {
 // runs reports whether an image built for have runs on a node of platform p.
 // A missing variant on either side matches; arm64's only variant is v8.
 func (p Platform) runs(have Platform) bool {
-	if have.OS != p.OS || have.Architecture != p.Architecture {
+	if have.OS != p.OS || (have.Architecture != p.Architecture && have.Architecture != "") {
 		return false
 	}
 	norm := func(v string) string {

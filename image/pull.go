@@ -127,7 +127,8 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	if err != nil {
 		return nil, withKind(ErrCorrupt, fmt.Errorf("image config of %s: %w", refStr, err))
 	}
-	if have := (Platform{OS: config.OS, Architecture: config.Architecture, Variant: config.Variant}); !s.platform.accepts(have) {
+	// A config that names no platform is taken to be for any.
+	if have := (Platform{OS: config.OS, Architecture: config.Architecture, Variant: config.Variant}); have.OS != "" && !s.platform.accepts(have) {
 		return nil, s.platform.mismatch(refStr, []Platform{have})
 	}
 	layers, err := layersOf(manifest, config)

@@ -1,0 +1,53 @@
+# pier: `make run` starts pierd with the default configuration, `make test`
+# runs every test. Both install what they need on a fresh Debian machine.
+
+GO        ?= go
+PREFIX    ?= /usr/local
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+# Debian packages pier and its tests use.
+DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates
+CRI_TOOLS := v1.37.0
+export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
+
+.PHONY: all build run test e2e unit bench lint install deps FORCE
+
+all: build
+
+build: bin/pierd
+
+bin/pierd: FORCE
+	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
+
+# deps installs the Debian packages and Go tools (crictl) that are missing.
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update && apt-get install -y $$missing; fi
+	@crictl --version 2>/dev/null | grep -q $(CRI_TOOLS) || GOBIN=/usr/local/bin $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRI_TOOLS)
+
+# run starts pierd in the foreground on unix:///run/pier/pier.sock.
+run: deps build
+	./bin/pierd -v 2
+
+test: deps lint
+	$(GO) test -count=1 -timeout 40m ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: deps
+	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+
+# bench pulls the benchmark image through a CRI endpoint (a fresh pierd
+# unless ENDPOINT=unix:///path is given) and prints the figures.
+bench: deps build
+	$(GO) run ./e2e/bench -pierd ./bin/pierd $(if $(ENDPOINT),-endpoint $(ENDPOINT))
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+install: build
+	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
+	install -D -m 0644 deploy/pier.service $(DESTDIR)/etc/systemd/system/pier.service
+	@if [ ! -f $(DESTDIR)/etc/pier/config.toml ]; then install -d $(DESTDIR)/etc/pier && ./bin/pierd config default > $(DESTDIR)/etc/pier/config.toml; fi

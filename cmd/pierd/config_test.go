@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Root != "/var/lib/pier" || c.State != "/run/pier" || c.Listen != "unix:///run/pier/pier.sock" ||
+		c.Image.MaxConcurrentDownloads != 3 || c.Image.ProgressInterval.Duration != 5*time.Second {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if _, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {
+		t.Fatal("a named config file that is missing must be an error")
+	}
+}
+
+func TestConfigOverrides(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, []byte(`
+root = "/srv/pier"
+[image]
+pinned_images = ["registry.k8s.io/pause:3.10"]
+[registries."registry.k8s.io"]
+mirrors = ["http://127.0.0.1:5000"]
+`), 0o644)
+	c, err := loadConfig(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Root != "/srv/pier" || c.State != "/run/pier" || c.Image.MaxConcurrentDownloads != 3 ||
+		c.Registries["registry.k8s.io"].Mirrors[0] != "http://127.0.0.1:5000" || len(c.Image.PinnedImages) != 1 {
+		t.Fatalf("overrides: %+v", c)
+	}
+	os.WriteFile(path, []byte("rooot = \"/x\"\n"), 0o644)
+	if _, err := loadConfig(path, true); err == nil || !strings.Contains(err.Error(), "rooot") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	os.WriteFile(path, []byte("cgroup_driver = \"magic\"\n"), 0o644)
+	if _, err := loadConfig(path, true); err == nil {
+		t.Fatal("bad cgroup driver accepted")
+	}
+}

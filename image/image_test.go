@@ -1,0 +1,136 @@
+package image
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"busybox":                        "docker.io/library/busybox:latest",
+		"busybox:1.29":                   "docker.io/library/busybox:1.29",
+		"registry.k8s.io/pause:3.10":     "registry.k8s.io/pause:3.10",
+		"127.0.0.1:5000/a/b":             "127.0.0.1:5000/a/b:latest",
+		"quay.io/x@sha256:" + hex64("a"): "quay.io/x@sha256:" + hex64("a"),
+	} {
+		got, err := normalize(in)
+		if err != nil || got.String() != want {
+			t.Errorf("normalize(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "busybox:", "x@sha256:bad", "bad ref!!", "a:b:c"} {
+		if _, err := normalize(bad); !errors.Is(err, ErrInvalidReference) {
+			t.Errorf("normalize(%q): err %v, want ErrInvalidReference", bad, err)
+		}
+	}
+}
+
+func hex64(c string) string { return strings.Repeat(c, 64) }
+
+func TestPickManifest(t *testing.T) {
+	node := Platform{OS: "linux", Architecture: "amd64"}
+	desc := func(os, arch, variant string) v1.Descriptor {
+		return v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: v1.Hash{Algorithm: "sha256", Hex: hex64("1")},
+			Platform: &v1.Platform{OS: os, Architecture: arch, Variant: variant}}
+	}
+	idx := &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "arm64", "v8"), desc("unknown", "unknown", ""), desc("linux", "amd64", "")}}
+	if m, err := node.pickManifest("x", idx); err != nil || m.Platform.Architecture != "amd64" {
+		t.Fatalf("pickManifest = %v, %v", m.Platform, err)
+	}
+	arm := Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	if m, err := arm.pickManifest("x", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "arm64", "")}}); err != nil || m.Platform.Architecture != "arm64" {
+		t.Fatalf("arm64 without variant not picked: %v", err)
+	}
+
+	_, err := node.pickManifest("example/win:1", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("windows", "amd64", "")}})
+	if !errors.Is(err, ErrPlatform) || err.Error() != "image example/win:1 is built for windows/amd64 only; this node runs linux/amd64" {
+		t.Fatalf("windows-only: %v", err)
+	}
+	_, err = node.pickManifest("m", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "s390x", ""), desc("linux", "arm", "v7")}})
+	if !errors.Is(err, ErrPlatform) || !strings.Contains(err.Error(), "built for linux/arm/v7, linux/s390x; this node runs linux/amd64") {
+		t.Fatalf("two platforms: %v", err)
+	}
+}
+
+func TestLayersOfChainIDs(t *testing.T) {
+	d1, d2 := v1.Hash{Algorithm: "sha256", Hex: hex64("1")}, v1.Hash{Algorithm: "sha256", Hex: hex64("2")}
+	m := &v1.Manifest{Layers: []v1.Descriptor{{MediaType: types.DockerLayer, Digest: d1, Size: 3}, {MediaType: types.OCILayerZStd, Digest: d2, Size: 4}}}
+	c := &v1.ConfigFile{RootFS: v1.RootFS{DiffIDs: []v1.Hash{d1, d2}}}
+	layers, err := layersOf(m, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// chain(L1) = diffID(L1); chain(L2) = sha256(chain(L1) + " " + diffID(L2)).
+	want, _, _ := v1.SHA256(strings.NewReader(d1.String() + " " + d2.String()))
+	if layers[0].ChainID != d1.String() || layers[1].ChainID != want.String() {
+		t.Fatalf("chain IDs %s %s", layers[0].ChainID, layers[1].ChainID)
+	}
+	c.RootFS.DiffIDs = c.RootFS.DiffIDs[:1]
+	if _, err := layersOf(m, c); err == nil {
+		t.Fatal("diff ID count mismatch accepted")
+	}
+}
+
+func TestUser(t *testing.T) {
+	for user, want := range map[string]string{"": "none", "1002": "uid 1002", "1003:1004": "uid 1003", "www-data": "name www-data", "www-data:1004": "name www-data", "0": "uid 0"} {
+		img := &Image{Config: &v1.ConfigFile{Config: v1.Config{User: user}}}
+		uid, name := img.User()
+		got := "none"
+		if uid != nil {
+			got = "uid " + strconv.FormatInt(*uid, 10)
+		} else if name != "" {
+			got = "name " + name
+		}
+		if got != want {
+			t.Errorf("User %q: got %s, want %s", user, got, want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	ep := endpoint{host: "reg.example:5000"}
+	cases := []struct {
+		err  error
+		kind error
+	}{
+		{&transport.Error{StatusCode: http.StatusNotFound}, ErrNotFound},
+		{&transport.Error{StatusCode: http.StatusBadRequest, Errors: []transport.Diagnostic{{Code: transport.ManifestUnknownErrorCode}}}, ErrNotFound},
+		{&transport.Error{StatusCode: http.StatusUnauthorized}, ErrUnauthorized},
+	}
+	for _, c := range cases {
+		err := classify(c.err, "reg.example:5000/a:1", ep)
+		if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), "reg.example:5000") {
+			t.Errorf("classify(%v) = %v, want kind %v naming the host", c.err, err, c.kind)
+		}
+	}
+}
+
+func TestPlainHTTP(t *testing.T) {
+	r, err := newRegistries(map[string]RegistryConfig{"insecure.example": {Insecure: true}, "m.example": {Mirrors: []string{"http://127.0.0.1:5000", "mirror.example"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{"localhost:5000": true, "127.0.0.1:5000": true, "[::1]:80": true, "insecure.example": true, "10.0.0.1:5000": false, "docker.io": false} {
+		if got := r.plainHTTPAllowed(host); got != want {
+			t.Errorf("plainHTTPAllowed(%s) = %v", host, got)
+		}
+	}
+	eps := r.endpoints("m.example")
+	if len(eps) != 3 || eps[0].host != "127.0.0.1:5000" || !eps[0].plainHTTP || eps[1].host != "mirror.example" || eps[1].plainHTTP || !eps[1].mirror || eps[2].mirror {
+		t.Fatalf("endpoints: %+v", eps)
+	}
+	if _, err := newRegistries(map[string]RegistryConfig{"x": {Mirrors: []string{"ftp://x"}}}, nil); err == nil {
+		t.Fatal("bad mirror accepted")
+	}
+	req, _ := http.NewRequest("GET", "http://10.0.0.1:5000/v2/", nil)
+	if _, err := (&httpGuard{next: http.DefaultTransport}).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "insecure") {
+		t.Fatalf("plain HTTP to a private address not refused: %v", err)
+	}
+}
