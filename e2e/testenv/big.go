@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -114,10 +113,7 @@ func bigEntries(i int) []entry {
 	dir := fmt.Sprintf("data/layer%d", i)
 	entries := []entry{dirEntry("data", 0o755), dirEntry(dir, 0o755)}
 	for f := 1; f <= bigFiles; f++ {
-		entries = append(entries, entry{
-			hdr:  tarHeader(fmt.Sprintf("%s/blob%02d", dir, f), bigFileSize),
-			body: io.LimitReader(rng, bigFileSize),
-		})
+		entries = append(entries, streamEntry(fmt.Sprintf("%s/blob%02d", dir, f), 0o644, bigFileSize, rng))
 	}
 	return entries
 }
@@ -135,43 +131,27 @@ func cachedLayerFile(dir, name string, build func(io.Writer) error) (*fileLayer,
 		}
 	}
 
-	f, err := os.CreateTemp(dir, ".tmp-"+name+"-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	digest, diffID := sha256.New(), sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(f, digest), 1<<20)
-	zw, err := gzip.NewWriterLevel(bw, gzip.DefaultCompression)
+	err := writeFileAtomic(path, func(w io.Writer) error {
+		zw, err := gzip.NewWriterLevel(io.MultiWriter(w, digest), gzip.DefaultCompression)
+		if err != nil {
+			return err
+		}
+		if err := build(io.MultiWriter(zw, diffID)); err != nil {
+			return fmt.Errorf("build %s: %w", path, err)
+		}
+		return zw.Close()
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := build(io.MultiWriter(zw, diffID)); err != nil {
-		return nil, fmt.Errorf("build %s: %w", path, err)
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, err
-	}
-	size, err := f.Seek(0, io.SeekCurrent)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	info = layerInfo{Digest: hashOf(digest), DiffID: hashOf(diffID), Size: size}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(info)
+	info = layerInfo{Digest: hashOf(digest), DiffID: hashOf(diffID), Size: fi.Size()}
+	err = writeFileAtomic(infoPath, func(w io.Writer) error { return json.NewEncoder(w).Encode(info) })
 	if err != nil {
-		return nil, err
-	}
-	if err := writeFileAtomic(infoPath, b); err != nil {
 		return nil, err
 	}
 	return openLayerFile(path, info), nil
@@ -207,18 +187,26 @@ type readCloser struct {
 	io.Closer
 }
 
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))+"-")
+// writeFileAtomic creates path (mode 0644) with what write writes, through
+// a temporary file and a rename.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := f.Close(); err != nil {
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if closeErr := f.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
 		return err
 	}
 	return os.Rename(f.Name(), path)

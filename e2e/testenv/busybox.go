@@ -179,7 +179,7 @@ func shadow(passwd string) string {
 
 // busyboxBinary returns the busybox binary to ship and whether it is
 // Debian's dynamic one (which needs the host's glibc).
-func busyboxBinary() (path string, dynamic bool) {
+var busyboxBinary = sync.OnceValues(func() (path string, dynamic bool) {
 	dir := BusyboxCacheDir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		userCache, _ := os.UserCacheDir()
@@ -190,12 +190,12 @@ func busyboxBinary() (path string, dynamic bool) {
 		return bin, true
 	}
 	if err := fetchBusybox(dir); err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: WARNING: apt-get download busybox failed (%v); using busybox-static %s, "+
+		fmt.Fprintf(os.Stderr, "testenv: WARNING: %v; using busybox-static %s, "+
 			"whose sh runs applets internally (critest's MaskedPaths spec will fail)\n", err, staticBusybox)
 		return staticBusybox, false
 	}
 	return bin, true
-}
+})
 
 // fetchBusybox downloads Debian's busybox package (without installing it) and
 // unpacks it as dir/root.
@@ -232,7 +232,7 @@ func run(dir, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return fmt.Errorf("%s %s: %w %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func Whiteout() (v1.Image, error) {
 		})
 }
 
-// MultiArch returns an index of a linux/amd64 image (busybox and /arch
+// MultiArch returns an index (Docker manifest list) of a linux/amd64 image (busybox and /arch
 // containing "amd64") and a linux/arm64/v8 image (only /arch containing
 // "arm64").
 func MultiArch() (v1.ImageIndex, error) {
@@ -150,7 +150,7 @@ func WindowsImage() (v1.Image, error) {
 	return newImage(windowsAMD64, false, v1.Config{Cmd: []string{"cmd.exe"}}, l)
 }
 
-// WindowsOnly returns an index whose only manifest is WindowsImage.
+// WindowsOnly returns an index (Docker manifest list) whose only manifest is WindowsImage.
 func WindowsOnly() (v1.ImageIndex, error) {
 	img, err := WindowsImage()
 	if err != nil {

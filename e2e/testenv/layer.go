@@ -29,9 +29,14 @@ func dirEntry(name string, mode int64) entry {
 }
 
 func fileEntry(name string, mode int64, data []byte) entry {
+	return streamEntry(name, mode, int64(len(data)), bytes.NewReader(data))
+}
+
+// streamEntry is a regular file of size bytes read from r.
+func streamEntry(name string, mode, size int64, r io.Reader) entry {
 	return entry{
-		hdr:  tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))},
-		body: bytes.NewReader(data),
+		hdr:  tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: size},
+		body: io.LimitReader(r, size),
 	}
 }
 
