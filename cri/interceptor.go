@@ -55,6 +55,7 @@ var codeOf = []struct {
 	{image.ErrNotFound, codes.NotFound},
 	{image.ErrUnauthorized, codes.Unauthenticated},
 	{image.ErrCorrupt, codes.DataLoss},
+	{image.ErrBadLayer, codes.FailedPrecondition},
 	{image.ErrUnavailable, codes.Unavailable},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},

@@ -20,6 +20,9 @@ var (
 	ErrPlatform = errors.New("image not built for this node's platform")
 	// ErrCorrupt: registry content did not match its digest, size or diff ID.
 	ErrCorrupt = errors.New("content does not match its digest")
+	// ErrBadLayer: a layer's tar cannot be unpacked safely (say, a link
+	// that points outside the layer).
+	ErrBadLayer = errors.New("layer cannot be unpacked")
 )
 
 // kindError gives err the kind of a sentinel without adding the sentinel's

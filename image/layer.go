@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -161,7 +162,11 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	diff := sha256.New()
 	tee := io.TeeReader(tarStream, diff)
 	if _, err := archive.Apply(ctx, fsDir, tee, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)); err != nil {
-		return nil, fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+		err = fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, withKind(ErrBadLayer, err)
 	}
 	// Read what the tar reader left (end-of-archive padding) and the rest of
 	// the blob: the digest and size are checked when the blob ends.

@@ -25,6 +25,9 @@ const (
 	bigVersion = "v1"
 )
 
+// BigCacheDir is where tests and the benchmark keep Big's layer files.
+const BigCacheDir = "/var/cache/pier-e2e/big"
+
 // Big returns the benchmark image (about 211 MB): the busybox layer and four
 // layers of ten 5 MiB files of incompressible pseudo-random data, gzip
 // compressed. The layers are files in dir, built in parallel on first use and

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -76,7 +77,9 @@ func (p *Pierd) Start() error {
 	p.exit = make(chan error, 1)
 	go func(c *exec.Cmd, exit chan error) { exit <- c.Wait() }(p.cmd, p.exit)
 
-	conn, err := grpc.NewClient(p.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Retry the dial quickly while pierd starts (gRPC waits a second by default).
+	fast := grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5, MaxDelay: 200 * time.Millisecond}, MinConnectTimeout: time.Second}
+	conn, err := grpc.NewClient(p.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(fast))
 	if err != nil {
 		p.Kill()
 		return err
