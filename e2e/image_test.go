@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -455,5 +456,33 @@ func TestAuth(t *testing.T) {
 	}
 	if log := p.LogText(); strings.Contains(log, "wrong-secret-value") || strings.Contains(log, creds.Password) || strings.Contains(log, creds.IdentityToken) {
 		t.Fatal("pierd logged a credential")
+	}
+}
+
+// TestTLSRegistry: a registry with a certificate pier cannot verify is
+// refused, unless it is configured skip_verify.
+func TestTLSRegistry(t *testing.T) {
+	srv := httptest.NewTLSServer(reg)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ref := host + "/" + busyboxImg
+	if _, err := pull(t, startPierd(t, ""), ref, nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("pull from an unverifiable registry: %v", err)
+	}
+	mustPull(t, startPierd(t, "[registries.\""+host+"\"]\nskip_verify = true\n"), ref)
+}
+
+func TestRuntimeBasics(t *testing.T) {
+	p := startPierd(t, "cgroup_driver = \"systemd\"\n")
+	fi, err := os.Stat(p.Socket)
+	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket: %v %v", fi.Mode(), err)
+	}
+	rc, err := p.Runtime.RuntimeConfig(ctx(t), &runtimeapi.RuntimeConfigRequest{})
+	if err != nil || rc.Linux.CgroupDriver != runtimeapi.CgroupDriver_SYSTEMD {
+		t.Fatalf("RuntimeConfig: %v %v", rc, err)
+	}
+	if _, err := p.Runtime.UpdateRuntimeConfig(ctx(t), &runtimeapi.UpdateRuntimeConfigRequest{RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.88.0.0/16"}}}); err != nil {
+		t.Fatal(err)
 	}
 }

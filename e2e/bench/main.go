@@ -1,0 +1,161 @@
+// Command bench measures pier against any CRI endpoint: the time to pull
+// and unpack a ~200 MB image of five gzip layers from a registry on
+// loopback into a cold store, beside a sequential `gzip -dc | tar -x` of the
+// same layers as a physical reference.
+//
+// Without -endpoint it starts a fresh pierd (-pierd) on a temporary root for
+// every run. With -endpoint it removes the image before every run, so that
+// another runtime (configured to reach -registry over plain HTTP) can be
+// measured the same way.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+func main() {
+	endpoint := flag.String("endpoint", "", "CRI endpoint to measure, unix:///path (default: a fresh pierd per run)")
+	pierd := flag.String("pierd", "bin/pierd", "pierd binary, when no -endpoint is given")
+	runs := flag.Int("runs", 5, "pulls to measure; the median is reported")
+	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
+	flag.Parse()
+	if err := run(*endpoint, *pierd, *runs, *cache); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(endpoint, pierd string, runs int, cache string) error {
+	img, err := testenv.Big(cache)
+	if err != nil {
+		return err
+	}
+	reg, err := testenv.StartRegistry(testenv.RegistryOptions{})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	if _, err := reg.Push("bench/big:1", img); err != nil {
+		return err
+	}
+	ref := reg.Ref("bench/big:1")
+	size, err := compressedSize(cache)
+	if err != nil {
+		return err
+	}
+
+	ref0, err := reference(cache)
+	if err != nil {
+		return err
+	}
+	var times []time.Duration
+	for i := 0; i < runs; i++ {
+		d, err := pullOnce(endpoint, pierd, ref)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		times = append(times, d)
+	}
+	slices.Sort(times)
+	median := times[len(times)/2]
+	target := "pier"
+	if endpoint != "" {
+		target = endpoint
+	}
+	mb := float64(size) / 1e6
+	fmt.Printf("image pull (%s, %.1f MB, 5 gzip layers, cold store, loopback registry)\n", target, mb)
+	fmt.Printf("  pull+unpack: median %.3f s  %.0f MB/s  (runs: %v)\n", median.Seconds(), mb/median.Seconds(), times)
+	fmt.Printf("  reference, sequential gzip -dc | tar -x: %.3f s  %.0f MB/s\n", ref0.Seconds(), mb/ref0.Seconds())
+	fmt.Printf("  ratio pull/reference: %.2f (target < 1; and < 1.06 s, containerd 1.6's median here)\n", median.Seconds()/ref0.Seconds())
+	return nil
+}
+
+// pullOnce pulls ref into a cold store and returns how long PullImage took.
+func pullOnce(endpoint, pierd, ref string) (time.Duration, error) {
+	if endpoint == "" {
+		dir, err := os.MkdirTemp("", "pier-bench-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir})
+		if err != nil {
+			return 0, err
+		}
+		defer p.Stop()
+		endpoint = p.Endpoint()
+	}
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	images := runtimeapi.NewImageServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	spec := &runtimeapi.ImageSpec{Image: ref}
+	if _, err := images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: spec}); err != nil {
+		return 0, err
+	}
+	exec.Command("sync").Run()
+	start := time.Now()
+	if _, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// reference times `gzip -dc layer | tar -x` of every layer, one after another.
+func reference(cache string) (time.Duration, error) {
+	files, err := testenv.BigLayerFiles(cache)
+	if err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp("", "pier-bench-tar-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	exec.Command("sync").Run()
+	start := time.Now()
+	for i, f := range files {
+		out := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.Mkdir(out, 0o755); err != nil {
+			return 0, err
+		}
+		cmd := exec.Command("sh", "-c", `gzip -dc "$1" | tar -x -C "$2"`, "sh", f, out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("gzip -dc | tar -x %s: %v: %s", f, err, b)
+		}
+	}
+	return time.Since(start), nil
+}
+
+func compressedSize(cache string) (int64, error) {
+	files, err := testenv.BigLayerFiles(cache)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return 0, err
+		}
+		n += fi.Size()
+	}
+	return n, nil
+}
