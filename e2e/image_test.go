@@ -97,6 +97,15 @@ pinned_images = ["`+reg.Ref(userImg)+`"]`)
 			t.Fatalf("status %s: %v", ref, s)
 		}
 	}
+	// A pull by digest records the digest and no tag.
+	byDigest := imageStatus(t, p, bb).Image.RepoDigests[0]
+	mustPull(t, p, byDigest)
+	if s := imageStatus(t, p, byDigest).Image; s == nil || s.Id != bb {
+		t.Fatalf("status by digest %s: %v", byDigest, s)
+	}
+	if _, err := pull(t, p, reg.Ref("e2e/busybox@sha256:"+strings.Repeat("0", 64)), nil); status.Code(err) != codes.NotFound {
+		t.Fatalf("pull of an unknown digest: %v", err)
+	}
 	if s := imageStatus(t, p, reg.Ref("e2e/absent:1")); s.Image != nil {
 		t.Fatalf("absent image has status %v", s.Image)
 	}
@@ -316,7 +325,7 @@ func TestCorruptBlobIsNotKept(t *testing.T) {
 	}
 	r.CorruptBlob(top)
 	_, err = pull(t, p, r.Ref("e2e/corrupt:1"), nil)
-	if err == nil || !strings.Contains(err.Error(), top.String()) {
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), top.String()) {
 		t.Fatalf("pull of a corrupt blob: %v", err)
 	}
 	for _, e := range storeEntries(t, p) {
@@ -341,7 +350,7 @@ func TestDroppedConnectionThenRetry(t *testing.T) {
 	}
 	r.DropBlob(d, 100_000, 10) // more than the client's own retries
 	_, err = pull(t, p, r.Ref("e2e/drop:1"), nil)
-	if err == nil || !strings.Contains(err.Error(), d.String()) {
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), d.String()) || !strings.Contains(err.Error(), "broke off") {
 		t.Fatalf("pull through a dropped connection: %v", err)
 	}
 	r.DropBlob(d, 0, 0)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,6 +163,9 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	diff := sha256.New()
 	tee := io.TeeReader(tarStream, diff)
 	if _, err := archive.Apply(ctx, fsDir, tee, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)); err != nil {
+		if counted.err != nil {
+			return nil, blobError(l, counted)
+		}
 		err = fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || ctx.Err() != nil {
 			return nil, err
@@ -171,10 +175,13 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	// Read what the tar reader left (end-of-archive padding) and the rest of
 	// the blob: the digest and size are checked when the blob ends.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+		if counted.err != nil {
+			return nil, blobError(l, counted)
+		}
+		return nil, withKind(ErrBadLayer, fmt.Errorf("layer %s: %w", l.Digest, err))
 	}
 	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return nil, withKind(ErrCorrupt, fmt.Errorf("layer %s: %w", l.Digest, err))
+		return nil, blobError(l, counted)
 	}
 	if got := "sha256:" + hex.EncodeToString(diff.Sum(nil)); got != l.DiffID {
 		return nil, errorf(ErrCorrupt, "layer %s: uncompressed content has digest %s, the image config says %s", l.Digest, got, l.DiffID)
@@ -225,14 +232,31 @@ func diskUsage(dir string) (usage, error) {
 	return u, err
 }
 
-// countingReader adds the bytes read to a pull's progress counter.
+// blobError explains why reading a layer blob failed: the connection broke
+// off (worth a retry), or the content did not match its digest or size.
+func blobError(l Layer, c *countingReader) error {
+	var nerr net.Error
+	if errors.Is(c.err, io.ErrUnexpectedEOF) || errors.Is(c.err, syscall.ECONNRESET) || errors.As(c.err, &nerr) {
+		return errorf(ErrUnavailable, "download of layer %s broke off after %d of %d bytes: %v; pull again to retry", l.Digest, c.read, l.Size, c.err)
+	}
+	return errorf(ErrCorrupt, "layer %s: %v", l.Digest, c.err)
+}
+
+// countingReader adds the bytes read to a pull's progress counter, and
+// keeps the error the blob stream ended with, if not EOF.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	r    io.Reader
+	n    *atomic.Int64
+	read int64
+	err  error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	c.read += int64(n)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
 	return n, err
 }

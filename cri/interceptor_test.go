@@ -1,0 +1,42 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pier-runtime/pier/image"
+)
+
+func TestInterceptorMapsErrors(t *testing.T) {
+	info := &grpc.UnaryServerInfo{FullMethod: "/test/Method"}
+	cases := []struct {
+		err  error
+		code codes.Code
+	}{
+		{nil, codes.OK},
+		{fmt.Errorf("pull: %w", image.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("x: %w", image.ErrInvalidReference), codes.InvalidArgument},
+		{fmt.Errorf("x: %w", image.ErrPlatform), codes.FailedPrecondition},
+		{fmt.Errorf("x: %w", image.ErrUnauthorized), codes.Unauthenticated},
+		// A pull tried on a mirror and upstream: not found wins over unreachable.
+		{errors.Join(fmt.Errorf("a: %w", image.ErrUnavailable), fmt.Errorf("b: %w", image.ErrNotFound)), codes.NotFound},
+		{status.Error(codes.AlreadyExists, "x"), codes.AlreadyExists},
+		{errors.New("surprise"), codes.Unknown},
+	}
+	for _, c := range cases {
+		_, err := Interceptor(context.Background(), nil, info, func(context.Context, any) (any, error) { return nil, c.err })
+		if status.Code(err) != c.code {
+			t.Errorf("%v: code %v, want %v", c.err, status.Code(err), c.code)
+		}
+	}
+	_, err := Interceptor(context.Background(), nil, info, func(context.Context, any) (any, error) { panic("boom") })
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("panic: %v", err)
+	}
+}
