@@ -6,11 +6,11 @@ PREFIX    ?= /usr/local
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 # Debian packages pier and its tests use.
-DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates
+DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev
 CRI_TOOLS := v1.37.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: all build run test e2e unit bench lint install deps FORCE
+.PHONY: all build run test e2e unit bench conformance conformance-update lint install deps FORCE
 
 all: build
 
@@ -42,6 +42,22 @@ e2e: deps
 # unless ENDPOINT=unix:///path is given) and prints the figures.
 bench: deps build
 	$(GO) run ./e2e/bench -pierd ./bin/pierd $(if $(ENDPOINT),-endpoint $(ENDPOINT))
+
+# critest (CRI validation suite) and the ginkgo runner, at the versions
+# pinned by the e2e/critest module.
+bin/critest: e2e/critest/go.mod e2e/critest/go.sum
+	cd e2e/critest && $(GO) test -c -o ../../bin/critest sigs.k8s.io/cri-tools/cmd/critest
+	cd e2e/critest && $(GO) build -o ../../bin/ginkgo github.com/onsi/ginkgo/v2/ginkgo
+
+# conformance runs critest against pierd, offline, and fails when a spec in
+# e2e/conformance-baseline.txt no longer passes. CONFORMANCE_FLAGS adds
+# flags (e.g. -variants runc) and critest arguments (after --).
+conformance: deps build bin/critest
+	PATH=$(CURDIR)/bin:$$PATH $(GO) run ./e2e/conformance $(CONFORMANCE_FLAGS)
+
+# conformance-update also adds new passes to the baseline: commit them.
+conformance-update: deps build bin/critest
+	PATH=$(CURDIR)/bin:$$PATH $(GO) run ./e2e/conformance -update $(CONFORMANCE_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
