@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/sandbox"
 )
 
 var requestID atomic.Uint64
@@ -57,6 +58,9 @@ var codeOf = []struct {
 	{image.ErrCorrupt, codes.DataLoss},
 	{image.ErrBadLayer, codes.FailedPrecondition},
 	{image.ErrUnavailable, codes.Unavailable},
+	{sandbox.ErrInvalid, codes.InvalidArgument},
+	{sandbox.ErrNotFound, codes.NotFound},
+	{sandbox.ErrAlreadyExists, codes.AlreadyExists},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

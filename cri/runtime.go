@@ -2,28 +2,73 @@ package cri
 
 import (
 	"context"
+	"strings"
 	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/sandbox"
 )
 
-// RuntimeService serves the CRI RuntimeService. Pod and container RPCs
-// answer Unimplemented until pier runs them.
+// RuntimeService serves the CRI RuntimeService. RPCs of work still to land
+// (containers, streaming) answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
-
-	version      string
-	cgroupDriver runtimeapi.CgroupDriver
+	opts RuntimeOptions
 
 	mu      sync.Mutex
 	podCIDR string
 }
 
-// NewRuntimeService returns the runtime service of pier version, reporting
-// cgroupDriver to kubelet.
-func NewRuntimeService(version string, cgroupDriver runtimeapi.CgroupDriver) *RuntimeService {
-	return &RuntimeService{version: version, cgroupDriver: cgroupDriver}
+// RuntimeOptions are what the runtime service is built from.
+type RuntimeOptions struct {
+	Version        string // pier's version
+	CgroupDriver   runtimeapi.CgroupDriver
+	Pods           *sandbox.Manager
+	Network        interface{ Ready() error } // the CNI configuration
+	Handlers       []Handler                  // runtime handlers, probed at start-up
+	DefaultHandler string
+}
+
+// Handler is a runtime handler (an OCI runtime) and, if it cannot run
+// containers on this node, why not.
+type Handler struct {
+	Name string
+	Err  error
+}
+
+// NewRuntimeService returns the runtime service.
+func NewRuntimeService(opts RuntimeOptions) *RuntimeService {
+	return &RuntimeService{opts: opts}
+}
+
+// handler resolves a requested runtime handler ("" is the default): an
+// unknown one is InvalidArgument, one that cannot run here FailedPrecondition.
+func (s *RuntimeService) handler(name string) (string, error) {
+	if name == "" {
+		name = s.opts.DefaultHandler
+	}
+	for _, h := range s.opts.Handlers {
+		if h.Name == name {
+			if h.Err != nil {
+				return "", status.Errorf(codes.FailedPrecondition, "runtime handler %q cannot run containers on this node: %v", name, h.Err)
+			}
+			return name, nil
+		}
+	}
+	return "", invalid("unknown runtime handler %q: pier knows %s", name, strings.Join(s.handlerNames(), ", "))
+}
+
+func (s *RuntimeService) handlerNames() []string {
+	var names []string
+	for _, h := range s.opts.Handlers {
+		names = append(names, h.Name)
+	}
+	return names
 }
 
 // Version reports pier's name and version and the CRI API version.
@@ -31,23 +76,50 @@ func (s *RuntimeService) Version(ctx context.Context, req *runtimeapi.VersionReq
 	return &runtimeapi.VersionResponse{
 		Version:           "0.1.0",
 		RuntimeName:       "pier",
-		RuntimeVersion:    s.version,
+		RuntimeVersion:    s.opts.Version,
 		RuntimeApiVersion: "v1",
 	}, nil
 }
 
-// Status reports the runtime ready and the network not ready: pier has no
-// pod networking yet.
+// Status reports the runtime ready, the network ready once a CNI
+// configuration exists, and the handlers that can run containers here.
 func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
-	return &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true},
-		{Type: runtimeapi.NetworkReady, Status: false, Reason: "NetworkPluginNotReady", Message: "pier does not set up pod networks yet"},
-	}}}, nil
+	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if err := s.opts.Network.Ready(); err != nil {
+		network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
+	}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+		{Type: runtimeapi.RuntimeReady, Status: true}, network,
+	}}}
+	for _, h := range s.opts.Handlers {
+		if h.Err != nil {
+			continue
+		}
+		names := []string{h.Name}
+		if h.Name == s.opts.DefaultHandler {
+			names = append(names, "") // the default handler, as kubelet names it
+		}
+		for _, n := range names {
+			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: &runtimeapi.RuntimeHandlerFeatures{}})
+		}
+	}
+	if req.GetVerbose() {
+		info := map[string]string{}
+		for _, h := range s.opts.Handlers {
+			if h.Err != nil {
+				info["handler."+h.Name] = "unusable: " + h.Err.Error()
+			} else {
+				info["handler."+h.Name] = "ok"
+			}
+		}
+		resp.Info = info
+	}
+	return resp, nil
 }
 
 // RuntimeConfig tells kubelet which cgroup driver pier uses.
 func (s *RuntimeService) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
-	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.cgroupDriver}}, nil
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.opts.CgroupDriver}}, nil
 }
 
 // UpdateRuntimeConfig records the node's pod CIDR that kubelet sends.

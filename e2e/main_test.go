@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 var (
 	pierdBin string
 	reg      *testenv.Registry
+	network  *testenv.Network // the CNI network pods of the tests join
 )
 
 // Test images, pushed to reg under these paths by TestMain.
@@ -63,6 +65,10 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer reg.Close()
+	if network, err = testenv.NewNetwork(filepath.Join(dir, "cni"), "piere2e0", "10.99.0.0/16"); err != nil {
+		return 0, err
+	}
+	defer network.Close()
 	if err := pushAll(); err != nil {
 		return 0, err
 	}
@@ -104,9 +110,13 @@ func pushAll() error {
 }
 
 // startPierd starts a pierd on a fresh temporary root with extra config
-// TOML, and stops it when the test ends.
+// TOML (and the test network, unless it has a [cni] table), and stops it
+// when the test ends.
 func startPierd(t *testing.T, config string, env ...string) *testenv.Pierd {
 	t.Helper()
+	if !strings.Contains(config, "[cni]") {
+		config += "\n" + network.Config()
+	}
 	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierdBin, Dir: t.TempDir(), Config: config, Env: env})
 	if err != nil {
 		t.Fatal(err)

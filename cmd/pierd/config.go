@@ -18,12 +18,26 @@ var defaultConfig string
 
 // Config is pierd's configuration file. Its defaults are default.toml.
 type Config struct {
-	Root         string                          `toml:"root"`
-	State        string                          `toml:"state"`
-	Listen       string                          `toml:"listen"`
-	CgroupDriver string                          `toml:"cgroup_driver"`
-	Image        ImageConfig                     `toml:"image"`
-	Registries   map[string]image.RegistryConfig `toml:"registries"`
+	Root           string                          `toml:"root"`
+	State          string                          `toml:"state"`
+	Listen         string                          `toml:"listen"`
+	CgroupDriver   string                          `toml:"cgroup_driver"`
+	DefaultRuntime string                          `toml:"default_runtime"`
+	Runtimes       map[string]RuntimeConfig        `toml:"runtimes"`
+	CNI            CNIConfig                       `toml:"cni"`
+	Image          ImageConfig                     `toml:"image"`
+	Registries     map[string]image.RegistryConfig `toml:"registries"`
+}
+
+// RuntimeConfig is a [runtimes.<handler>] table.
+type RuntimeConfig struct {
+	Path string `toml:"path"`
+}
+
+// CNIConfig is the [cni] table.
+type CNIConfig struct {
+	ConfDir    string   `toml:"conf_dir"`
+	PluginDirs []string `toml:"plugin_dirs"`
 }
 
 // ImageConfig is the [image] table.
@@ -76,6 +90,14 @@ func (c *Config) validate() error {
 	}
 	if !strings.HasPrefix(c.Listen, "unix://") {
 		return fmt.Errorf("listen %q: want unix:///path/to.sock", c.Listen)
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		return fmt.Errorf("default_runtime %q has no [runtimes.%s] table", c.DefaultRuntime, c.DefaultRuntime)
+	}
+	for name, r := range c.Runtimes {
+		if r.Path == "" {
+			return fmt.Errorf("[runtimes.%s] needs a path", name)
+		}
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
 		return fmt.Errorf("image.max_concurrent_downloads must be at least 1")

@@ -20,8 +20,10 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -103,9 +105,32 @@ func serve(cfg *Config) error {
 	}
 	image.UserAgent = "pier/" + version
 
+	driver := cgroupDriver(cfg.CgroupDriver)
+	network := cni.New(cni.Options{
+		ConfDir:    cfg.CNI.ConfDir,
+		PluginDirs: cfg.CNI.PluginDirs,
+		CacheDir:   filepath.Join(cfg.Root, "cni"),
+	})
+	pods, err := sandbox.New(sandbox.Options{
+		Root:         filepath.Join(cfg.Root, "pods"),
+		State:        filepath.Join(cfg.State, "pods"),
+		CNI:          network,
+		CgroupDriver: strings.ToLower(driver.String()),
+	})
+	if err != nil {
+		return fmt.Errorf("load pod sandboxes: %w", err)
+	}
+
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
 	cri.Register(server,
-		cri.NewRuntimeService(version, cgroupDriver(cfg.CgroupDriver)),
+		cri.NewRuntimeService(cri.RuntimeOptions{
+			Version:        version,
+			CgroupDriver:   driver,
+			Pods:           pods,
+			Network:        network,
+			Handlers:       probeHandlers(cfg),
+			DefaultHandler: cfg.DefaultRuntime,
+		}),
 		cri.NewImageService(images))
 
 	socket := strings.TrimPrefix(cfg.Listen, "unix://")

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/cri"
+	"github.com/pier-runtime/pier/oci"
+)
+
+// probeHandlers tries each configured OCI runtime once, in parallel, and
+// returns the handlers with the reason any of them cannot run containers.
+func probeHandlers(cfg *Config) []cri.Handler {
+	names := make([]string, 0, len(cfg.Runtimes))
+	for name := range cfg.Runtimes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	handlers := make([]cri.Handler, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			start := time.Now()
+			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name)}
+			work := filepath.Join(cfg.State, "probe", name)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := rt.Probe(ctx, work)
+			os.RemoveAll(work)
+			handlers[i] = cri.Handler{Name: name, Err: err}
+			if err != nil {
+				klog.InfoS("Runtime handler cannot run containers on this node; it is not offered", "handler", name, "path", rt.Path, "reason", err.Error())
+			} else {
+				klog.InfoS("Runtime handler ready", "handler", name, "path", rt.Path, "probe", time.Since(start))
+			}
+		})
+	}
+	wg.Wait()
+	return handlers
+}

@@ -1,0 +1,90 @@
+package cri
+
+import (
+	"encoding/json"
+	"strings"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/sandbox"
+)
+
+// sandboxConfig translates a CRI pod config.
+func sandboxConfig(c *runtimeapi.PodSandboxConfig, handler string) sandbox.Config {
+	md := c.GetMetadata()
+	linux := c.GetLinux()
+	ns := linux.GetSecurityContext().GetNamespaceOptions()
+	cfg := sandbox.Config{
+		Name: md.GetName(), Namespace: md.GetNamespace(), UID: md.GetUid(), Attempt: md.GetAttempt(),
+		Hostname: c.GetHostname(), LogDirectory: c.GetLogDirectory(),
+		Labels: c.GetLabels(), Annotations: c.GetAnnotations(),
+		CgroupParent: linux.GetCgroupParent(), Sysctls: linux.GetSysctls(),
+		HostNetwork:    ns.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+		HostIPC:        ns.GetIpc() == runtimeapi.NamespaceMode_NODE,
+		HostPID:        ns.GetPid() == runtimeapi.NamespaceMode_NODE,
+		PodPID:         ns.GetPid() == runtimeapi.NamespaceMode_POD,
+		RuntimeHandler: handler,
+	}
+	if d := c.GetDnsConfig(); d != nil {
+		cfg.DNS = &sandbox.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
+	}
+	for _, p := range c.GetPortMappings() {
+		cfg.PortMappings = append(cfg.PortMappings, cni.PortMapping{
+			HostPort: p.HostPort, ContainerPort: p.ContainerPort,
+			Protocol: strings.ToLower(p.Protocol.String()), HostIP: p.HostIp,
+		})
+	}
+	return cfg
+}
+
+func podState(s sandbox.State) runtimeapi.PodSandboxState {
+	if s == sandbox.Ready {
+		return runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+}
+
+func podMetadata(c sandbox.Config) *runtimeapi.PodSandboxMetadata {
+	return &runtimeapi.PodSandboxMetadata{Name: c.Name, Namespace: c.Namespace, Uid: c.UID, Attempt: c.Attempt}
+}
+
+func namespaceMode(node, pod bool) runtimeapi.NamespaceMode {
+	switch {
+	case node:
+		return runtimeapi.NamespaceMode_NODE
+	case pod:
+		return runtimeapi.NamespaceMode_POD
+	}
+	return runtimeapi.NamespaceMode_CONTAINER
+}
+
+// podStatus is the CRI status of a sandbox.
+func podStatus(sb *sandbox.Sandbox) *runtimeapi.PodSandboxStatus {
+	c := sb.Config
+	st := &runtimeapi.PodSandboxStatus{
+		Id: sb.ID, Metadata: podMetadata(c), State: podState(sb.State), CreatedAt: sb.CreatedAt.UnixNano(),
+		Labels: c.Labels, Annotations: c.Annotations, RuntimeHandler: c.RuntimeHandler,
+		Network: &runtimeapi.PodSandboxNetworkStatus{},
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
+			Network: namespaceMode(c.HostNetwork, true),
+			Pid:     namespaceMode(c.HostPID, c.PodPID),
+			Ipc:     namespaceMode(c.HostIPC, true),
+		}}},
+	}
+	if len(sb.IPs) > 0 {
+		st.Network.Ip = sb.IPs[0]
+		for _, ip := range sb.IPs[1:] {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
+	return st
+}
+
+func podVerboseInfo(sb *sandbox.Sandbox) (map[string]string, error) {
+	b, err := json.Marshal(sb)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"info": string(b)}, nil
+}

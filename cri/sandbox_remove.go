@@ -1,0 +1,18 @@
+package cri
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RemovePodSandbox stops the pod if needed and deletes it; idempotent.
+func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("RemovePodSandbox: pod sandbox id is empty")
+	}
+	if err := s.opts.Pods.Remove(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}

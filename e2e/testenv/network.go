@@ -1,0 +1,85 @@
+package testenv
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// Network is a CNI configuration for tests: pier's shipped conflist with
+// a bridge, subnet and IPAM data directory of the test's own, so that tests
+// leave nothing behind on the node's real pod network.
+type Network struct {
+	ConfDir string // holds the conflist
+	DataDir string // host-local's IP allocations
+	Bridge  string
+	Subnet  string
+}
+
+// shippedConflist is the path of pier's default CNI configuration.
+func shippedConflist() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cni", "10-pier.conflist")
+}
+
+// NewNetwork writes the test network's configuration under dir.
+func NewNetwork(dir, bridge, subnet string) (*Network, error) {
+	n := &Network{ConfDir: filepath.Join(dir, "net.d"), DataDir: filepath.Join(dir, "ipam"), Bridge: bridge, Subnet: subnet}
+	data, err := os.ReadFile(shippedConflist())
+	if err != nil {
+		return nil, err
+	}
+	var list map[string]any
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, fmt.Errorf("%s: %w", shippedConflist(), err)
+	}
+	list["name"] = "pier-" + bridge
+	for _, p := range list["plugins"].([]any) {
+		plugin := p.(map[string]any)
+		if plugin["type"] != "bridge" {
+			continue
+		}
+		plugin["bridge"] = bridge
+		ipam := plugin["ipam"].(map[string]any)
+		ipam["dataDir"] = n.DataDir
+		ipam["ranges"] = []any{[]any{map[string]any{"subnet": subnet}}}
+		delete(ipam, "subnet")
+	}
+	out, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(n.ConfDir, 0o755); err != nil {
+		return nil, err
+	}
+	return n, os.WriteFile(filepath.Join(n.ConfDir, "10-test.conflist"), out, 0o644)
+}
+
+// Config is the [cni] table that points pierd at this network.
+func (n *Network) Config() string {
+	return fmt.Sprintf("[cni]\nconf_dir = %q\n", n.ConfDir)
+}
+
+// Allocations counts the IPs host-local has handed out.
+func (n *Network) Allocations() int {
+	entries, _ := os.ReadDir(filepath.Join(n.DataDir, "pier-"+n.Bridge))
+	count := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "last_reserved_ip") && e.Name() != "lock" {
+			count++
+		}
+	}
+	return count
+}
+
+// Close deletes the bridge the plugins made.
+func (n *Network) Close() error {
+	if out, err := exec.Command("ip", "link", "del", n.Bridge).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
+		return fmt.Errorf("ip link del %s: %v: %s", n.Bridge, err, out)
+	}
+	return nil
+}

@@ -1,0 +1,530 @@
+// Package sandbox runs pod sandboxes without a pause process: pierd creates
+// the pod's network, IPC and UTS namespaces and pins them by bind mount
+// under the state directory, sets the pod's hostname and namespaced sysctls
+// inside them, calls CNI for the pod network, writes the pod's hostname,
+// hosts and resolv.conf files, and mounts its /dev/shm. Containers join
+// these namespaces later.
+//
+// Each pod has a persistent directory <root>/<id>/ (pod.json, hostname,
+// hosts, resolv.conf) and a volatile one <state>/<id>/ (ns/net, ns/ipc,
+// ns/uts, shm). pod.json is written before anything is created, marked
+// "creating", so that a pierd killed half-way through RunPodSandbox finds
+// and undoes the half-made pod at its next start.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/internal/atomicfile"
+)
+
+// Sentinel errors; the CRI layer maps them to gRPC codes.
+var (
+	ErrNotFound      = errors.New("pod sandbox not found")
+	ErrAlreadyExists = errors.New("pod sandbox already exists")
+	ErrInvalid       = errors.New("invalid pod sandbox config")
+)
+
+// State is a sandbox's state, named as in the CRI.
+type State string
+
+const (
+	Ready    State = "SANDBOX_READY"
+	NotReady State = "SANDBOX_NOTREADY"
+)
+
+const recordVersion = 1
+
+// DNSConfig is the pod's resolv.conf.
+type DNSConfig struct {
+	Servers  []string `json:"servers,omitempty"`
+	Searches []string `json:"searches,omitempty"`
+	Options  []string `json:"options,omitempty"`
+}
+
+// Config is what a pod asks for.
+type Config struct {
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	UID            string            `json:"uid"`
+	Attempt        uint32            `json:"attempt"`
+	Hostname       string            `json:"hostname,omitempty"`
+	LogDirectory   string            `json:"logDirectory,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	DNS            *DNSConfig        `json:"dns,omitempty"`
+	PortMappings   []cni.PortMapping `json:"portMappings,omitempty"`
+	CgroupParent   string            `json:"cgroupParent,omitempty"`
+	Sysctls        map[string]string `json:"sysctls,omitempty"`
+	HostNetwork    bool              `json:"hostNetwork,omitempty"`
+	HostIPC        bool              `json:"hostIPC,omitempty"`
+	HostPID        bool              `json:"hostPID,omitempty"`
+	PodPID         bool              `json:"podPID,omitempty"` // one PID namespace for all containers
+	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
+}
+
+// Sandbox is a pod sandbox: its config and what pier made for it.
+type Sandbox struct {
+	Version    int               `json:"version"`
+	ID         string            `json:"id"`
+	Config     Config            `json:"config"`
+	State      State             `json:"state"`
+	Creating   bool              `json:"creating,omitempty"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	Network    string            `json:"network,omitempty"` // CNI network name
+	IPs        []string          `json:"ips,omitempty"`
+	Namespaces map[string]string `json:"namespaces,omitempty"` // pinned paths, by "net", "ipc", "uts"
+	Shm        string            `json:"shm,omitempty"`        // the pod's /dev/shm
+	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
+}
+
+// Options configure a Manager.
+type Options struct {
+	Root         string // persistent pod directories, e.g. /var/lib/pier/pods
+	State        string // volatile pod directories, e.g. /run/pier/pods
+	CNI          *cni.Manager
+	CgroupDriver string // "systemd" or "cgroupfs": the form cgroup parents take
+	ResolvConf   string // the node's resolv.conf, default /etc/resolv.conf
+	Hosts        string // the node's hosts file, default /etc/hosts
+	ShmSize      int64  // bytes of a pod's /dev/shm, default 64 MiB
+}
+
+// Manager runs the node's pod sandboxes.
+type Manager struct {
+	opts Options
+
+	mu    sync.Mutex
+	pods  map[string]*Sandbox
+	names map[string]*reservation // by name_namespace_uid_attempt
+}
+
+// reservation holds a pod name while its sandbox is made, and after.
+type reservation struct {
+	id      string
+	done    chan struct{} // closed when RunPodSandbox finished
+	err     error
+	claimed bool // a client has been given the id
+}
+
+// New loads the pods recorded under opts.Root, undoing any that a crash
+// left half-made.
+func New(opts Options) (*Manager, error) {
+	if opts.ResolvConf == "" {
+		opts.ResolvConf = "/etc/resolv.conf"
+	}
+	if opts.Hosts == "" {
+		opts.Hosts = "/etc/hosts"
+	}
+	if opts.ShmSize == 0 {
+		opts.ShmSize = 64 << 20
+	}
+	m := &Manager{opts: opts, pods: map[string]*Sandbox{}, names: map[string]*reservation{}}
+	for _, d := range []string{opts.Root, opts.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) load() error {
+	entries, err := os.ReadDir(m.opts.Root)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(m.opts.Root, e.Name())
+		if strings.HasPrefix(e.Name(), ".") {
+			os.RemoveAll(dir)
+			continue
+		}
+		var sb Sandbox
+		if err := readJSON(filepath.Join(dir, "pod.json"), &sb); err != nil || sb.Version != recordVersion {
+			klog.ErrorS(err, "Dropping unreadable pod record", "dir", dir)
+			os.RemoveAll(dir)
+			continue
+		}
+		if sb.Creating {
+			klog.InfoS("Undoing a pod sandbox whose creation was interrupted", "id", sb.ID, "pod", sb.Config.Namespace+"/"+sb.Config.Name)
+			m.teardown(context.Background(), &sb)
+			m.deleteFiles(&sb)
+			continue
+		}
+		if sb.State == Ready && !m.namespacesPinned(&sb) {
+			// The node rebooted: the pod's namespaces are gone.
+			sb.State = NotReady
+		}
+		m.pods[sb.ID] = &sb
+		m.names[nameOf(sb.Config)] = &reservation{id: sb.ID, done: closed(), claimed: true}
+	}
+	// Volatile directories without a record: a crash before pod.json was written.
+	states, _ := os.ReadDir(m.opts.State)
+	for _, e := range states {
+		if m.pods[e.Name()] == nil {
+			sb := &Sandbox{ID: e.Name(), Namespaces: pinsIn(filepath.Join(m.opts.State, e.Name(), "ns")), Shm: filepath.Join(m.opts.State, e.Name(), "shm")}
+			m.teardown(context.Background(), sb)
+			os.RemoveAll(filepath.Join(m.opts.State, e.Name()))
+		}
+	}
+	klog.InfoS("Pod sandboxes loaded", "pods", len(m.pods))
+	return nil
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func pinsIn(dir string) map[string]string {
+	pins := map[string]string{}
+	for _, k := range nsKinds {
+		p := filepath.Join(dir, k.name)
+		if _, err := os.Lstat(p); err == nil {
+			pins[k.name] = p
+		}
+	}
+	return pins
+}
+
+func (m *Manager) namespacesPinned(sb *Sandbox) bool {
+	for _, p := range sb.Namespaces {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err != nil || st.Type != unix.NSFS_MAGIC {
+			return false
+		}
+	}
+	return true
+}
+
+// nameOf is the name kubelet reserves a pod under.
+func nameOf(c Config) string {
+	return fmt.Sprintf("%s_%s_%s_%d", c.Name, c.Namespace, c.UID, c.Attempt)
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run creates and starts a pod sandbox. If a RunPodSandbox of the same pod
+// is still running, or finished after its client gave up, Run returns that
+// sandbox: kubelet retries a call that timed out.
+func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
+	if err := m.validate(&cfg); err != nil {
+		return nil, err
+	}
+	name := nameOf(cfg)
+	m.mu.Lock()
+	if r := m.names[name]; r != nil {
+		m.mu.Unlock()
+		return m.retry(ctx, name, r)
+	}
+	r := &reservation{id: newID(), done: make(chan struct{})}
+	m.names[name] = r
+	m.mu.Unlock()
+
+	sb, err := m.create(r.id, cfg)
+	m.mu.Lock()
+	r.err = err
+	if err != nil {
+		delete(m.names, name)
+	} else {
+		m.pods[sb.ID] = sb
+		// A client that gave up will retry: keep the id for it.
+		r.claimed = ctx.Err() == nil
+	}
+	close(r.done)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return sb.copy(), nil
+}
+
+// retry answers a RunPodSandbox for a name that is taken.
+func (m *Manager) retry(ctx context.Context, name string, r *reservation) (*Sandbox, error) {
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.err != nil {
+		return nil, r.err
+	}
+	if r.claimed {
+		return nil, fmt.Errorf("%w: pod %s is taken by sandbox %s: remove it first", ErrAlreadyExists, name, r.id)
+	}
+	r.claimed = true
+	sb := m.pods[r.id]
+	if sb == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, r.id)
+	}
+	klog.InfoS("Returning the pod sandbox made for a RunPodSandbox that timed out", "id", r.id, "pod", name)
+	return sb.copy(), nil
+}
+
+func (m *Manager) validate(c *Config) error {
+	if c.Name == "" || c.Namespace == "" || c.UID == "" {
+		return fmt.Errorf("%w: metadata needs a name, namespace and uid", ErrInvalid)
+	}
+	if c.CgroupParent != "" {
+		if m.opts.CgroupDriver == "systemd" && !strings.HasSuffix(c.CgroupParent, ".slice") {
+			return fmt.Errorf("%w: cgroup parent %q: the systemd cgroup driver wants a slice name such as kubepods-pod1234.slice", ErrInvalid, c.CgroupParent)
+		}
+		if m.opts.CgroupDriver != "systemd" && !strings.HasPrefix(c.CgroupParent, "/") {
+			return fmt.Errorf("%w: cgroup parent %q: the cgroupfs driver wants an absolute path", ErrInvalid, c.CgroupParent)
+		}
+	}
+	for key := range c.Sysctls {
+		switch ns := sysctlNamespace(key); {
+		case ns == "":
+			return fmt.Errorf("%w: sysctl %s is not namespaced: it cannot be set for one pod", ErrInvalid, key)
+		case ns == "net" && c.HostNetwork, ns == "ipc" && c.HostIPC, ns == "uts" && c.HostNetwork:
+			return fmt.Errorf("%w: sysctl %s cannot be set for a pod that shares the host's %s namespace", ErrInvalid, key, ns)
+		}
+	}
+	return nil
+}
+
+// create makes the sandbox; on any failure it undoes what it made.
+func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
+	start := time.Now()
+	sb = &Sandbox{
+		Version: recordVersion, ID: id, Config: cfg, State: NotReady, Creating: true,
+		CreatedAt: time.Now(), Dir: filepath.Join(m.opts.Root, id),
+	}
+	if err := os.MkdirAll(sb.Dir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := m.save(sb); err != nil {
+		os.RemoveAll(sb.Dir)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.teardown(context.Background(), sb)
+			m.deleteFiles(sb)
+		}
+	}()
+	volatile := filepath.Join(m.opts.State, id)
+	if cfg.Hostname == "" || cfg.HostNetwork {
+		if cfg.Hostname, err = os.Hostname(); err != nil {
+			return sb, err
+		}
+		sb.Config.Hostname = cfg.Hostname
+	}
+	want := map[string]bool{"net": !cfg.HostNetwork, "ipc": !cfg.HostIPC, "uts": !cfg.HostNetwork}
+	if sb.Namespaces, err = pinNamespaces(filepath.Join(volatile, "ns"), want, cfg.Hostname, cfg.Sysctls); err != nil {
+		return sb, err
+	}
+	if !cfg.HostIPC {
+		if sb.Shm, err = mountShm(filepath.Join(volatile, "shm"), m.opts.ShmSize); err != nil {
+			return sb, err
+		}
+	}
+	if !cfg.HostNetwork {
+		res, err := m.opts.CNI.Setup(context.Background(), m.cniPod(sb))
+		if err != nil {
+			return sb, err
+		}
+		sb.Network, sb.IPs = res.Network, res.IPs
+	}
+	if err := m.writeFiles(sb); err != nil {
+		return sb, err
+	}
+	sb.State, sb.Creating = Ready, false
+	if err := m.save(sb); err != nil {
+		return sb, err
+	}
+	klog.V(2).InfoS("Pod sandbox ready", "id", id, "pod", cfg.Namespace+"/"+cfg.Name, "ips", sb.IPs, "duration", time.Since(start))
+	return sb, nil
+}
+
+func (m *Manager) cniPod(sb *Sandbox) cni.Pod {
+	return cni.Pod{
+		ID: sb.ID, Name: sb.Config.Name, Namespace: sb.Config.Namespace, UID: sb.Config.UID,
+		NetNS: sb.Namespaces["net"], PortMappings: sb.Config.PortMappings,
+	}
+}
+
+func mountShm(dir string, size int64) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	opts := fmt.Sprintf("mode=1777,size=%d", size)
+	if err := unix.Mount("shm", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
+		return "", fmt.Errorf("mount the pod's /dev/shm: %w", err)
+	}
+	return dir, nil
+}
+
+// teardown releases what a sandbox holds on the node: its network, pinned
+// namespaces and /dev/shm. It is safe to call again.
+func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
+	var errs []error
+	if !sb.Config.HostNetwork && m.opts.CNI != nil {
+		if err := m.opts.CNI.Teardown(ctx, m.cniPod(sb)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unpinNamespaces(sb.Namespaces); err != nil {
+		errs = append(errs, err)
+	}
+	if sb.Shm != "" {
+		if err := unix.Unmount(sb.Shm, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", sb.Shm, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteFiles removes the sandbox's directories.
+func (m *Manager) deleteFiles(sb *Sandbox) error {
+	os.RemoveAll(filepath.Join(m.opts.State, sb.ID))
+	dead := filepath.Join(m.opts.Root, ".del-"+sb.ID)
+	if err := os.Rename(filepath.Join(m.opts.Root, sb.ID), dead); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.RemoveAll(dead)
+}
+
+func (m *Manager) save(sb *Sandbox) error {
+	return atomicfile.WriteJSON(filepath.Join(sb.Dir, "pod.json"), sb)
+}
+
+// Stop tears the sandbox's network down and releases its namespaces. It is
+// idempotent, and stopping an unknown sandbox is not an error.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, err := m.resolve(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.teardown(ctx, sb); err != nil {
+		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
+	}
+	if sb.State != NotReady {
+		sb.State = NotReady
+		if err := m.save(sb); err != nil {
+			return err
+		}
+		klog.V(2).InfoS("Pod sandbox stopped", "id", sb.ID)
+	}
+	return nil
+}
+
+// Remove stops the sandbox if needed and deletes it. Removing an unknown
+// sandbox is not an error.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	if err := m.Stop(ctx, id); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, err := m.resolve(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.deleteFiles(sb); err != nil {
+		return fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
+	}
+	delete(m.pods, sb.ID)
+	delete(m.names, nameOf(sb.Config))
+	klog.V(2).InfoS("Pod sandbox removed", "id", sb.ID)
+	return nil
+}
+
+// Get returns the sandbox with this id or unique id prefix.
+func (m *Manager) Get(id string) (*Sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, err := m.resolve(id)
+	if err != nil {
+		return nil, err
+	}
+	return sb.copy(), nil
+}
+
+func (m *Manager) resolve(id string) (*Sandbox, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: empty pod sandbox id", ErrInvalid)
+	}
+	if sb := m.pods[id]; sb != nil {
+		return sb, nil
+	}
+	var found *Sandbox
+	for pid, sb := range m.pods {
+		if strings.HasPrefix(pid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("%w: id prefix %s is ambiguous", ErrNotFound, id)
+			}
+			found = sb
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return found, nil
+}
+
+// Filter selects sandboxes; zero fields select all.
+type Filter struct {
+	ID     string // id or id prefix
+	State  State
+	Labels map[string]string // all must match
+}
+
+// List returns the sandboxes that match f, oldest first.
+func (m *Manager) List(f Filter) []*Sandbox {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Sandbox
+	for id, sb := range m.pods {
+		if f.ID != "" && !strings.HasPrefix(id, f.ID) || f.State != "" && sb.State != f.State {
+			continue
+		}
+		match := true
+		for k, v := range f.Labels {
+			match = match && sb.Config.Labels[k] == v
+		}
+		if match {
+			out = append(out, sb.copy())
+		}
+	}
+	slices.SortFunc(out, func(a, b *Sandbox) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+func (sb *Sandbox) copy() *Sandbox {
+	c := *sb
+	c.IPs = slices.Clone(sb.IPs)
+	return &c
+}
