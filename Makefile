@@ -10,7 +10,7 @@ DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-ce
 CRI_TOOLS := v1.37.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: all build run test e2e unit bench conformance conformance-update lint install deps FORCE
+.PHONY: cni-config all build run test e2e unit bench conformance conformance-update lint install deps FORCE
 
 all: build
 
@@ -25,8 +25,12 @@ deps:
 	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update && apt-get install -y $$missing; fi
 	@crictl --version 2>/dev/null | grep -q $(CRI_TOOLS) || GOBIN=/usr/local/bin $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRI_TOOLS)
 
+# cni-config installs pier's default pod network where the node has none.
+cni-config:
+	@if [ -z "$$(ls /etc/cni/net.d 2>/dev/null)" ]; then install -D -m 0644 deploy/cni/10-pier.conflist $(DESTDIR)/etc/cni/net.d/10-pier.conflist && echo "installed /etc/cni/net.d/10-pier.conflist"; fi
+
 # run starts pierd in the foreground on unix:///run/pier/pier.sock.
-run: deps build
+run: deps build cni-config
 	./bin/pierd -v 2
 
 test: deps lint
@@ -63,7 +67,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-install: build
+install: build cni-config
 	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
 	install -D -m 0644 deploy/pier.service $(DESTDIR)/etc/systemd/system/pier.service
 	@if [ ! -f $(DESTDIR)/etc/pier/config.toml ]; then install -d $(DESTDIR)/etc/pier && ./bin/pierd config default > $(DESTDIR)/etc/pier/config.toml; fi

@@ -122,6 +122,9 @@ func startPierd(t *testing.T, config string, env ...string) *testenv.Pierd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if err := p.RemovePods(); err != nil {
+			t.Errorf("remove the test's pods: %v", err)
+		}
 		if err := p.Stop(); err != nil {
 			t.Errorf("stop pierd: %v", err)
 		}

@@ -37,7 +37,9 @@ func runPod(t *testing.T, p *testenv.Pierd, cfg *runtimeapi.PodSandboxConfig) st
 	if err != nil {
 		t.Fatalf("RunPodSandbox %s: %v", cfg.Metadata.Name, err)
 	}
-	t.Cleanup(func() { p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}) })
+	t.Cleanup(func() {
+		p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+	})
 	return resp.PodSandboxId
 }
 
@@ -194,12 +196,12 @@ func TestPodErrors(t *testing.T) {
 		req  *runtimeapi.RunPodSandboxRequest
 		code codes.Code
 	}{
-		"no config":         {&runtimeapi.RunPodSandboxRequest{}, codes.InvalidArgument},
-		"no metadata":       {&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{}}, codes.InvalidArgument},
-		"unknown handler":   {&runtimeapi.RunPodSandboxRequest{Config: podConfig("h"), RuntimeHandler: "nosuch"}, codes.InvalidArgument},
-		"host-wide sysctl":  {&runtimeapi.RunPodSandboxRequest{Config: withSysctl(podConfig("s"), "kernel.panic", "1")}, codes.InvalidArgument},
-		"bad sysctl value":  {&runtimeapi.RunPodSandboxRequest{Config: withSysctl(podConfig("v"), "net.ipv4.ip_forward", "nonsense")}, codes.InvalidArgument},
-		"relative cgroup":   {&runtimeapi.RunPodSandboxRequest{Config: withCgroup(podConfig("c"), "kubepods")}, codes.InvalidArgument},
+		"no config":        {&runtimeapi.RunPodSandboxRequest{}, codes.InvalidArgument},
+		"no metadata":      {&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{}}, codes.InvalidArgument},
+		"unknown handler":  {&runtimeapi.RunPodSandboxRequest{Config: podConfig("h"), RuntimeHandler: "nosuch"}, codes.InvalidArgument},
+		"host-wide sysctl": {&runtimeapi.RunPodSandboxRequest{Config: withSysctl(podConfig("s"), "kernel.panic", "1")}, codes.InvalidArgument},
+		"bad sysctl value": {&runtimeapi.RunPodSandboxRequest{Config: withSysctl(podConfig("v"), "net.ipv4.ip_forward", "nonsense")}, codes.InvalidArgument},
+		"relative cgroup":  {&runtimeapi.RunPodSandboxRequest{Config: withCgroup(podConfig("c"), "kubepods")}, codes.InvalidArgument},
 	}
 	for name, c := range cases {
 		if _, err := p.Runtime.RunPodSandbox(ctx(t), c.req); status.Code(err) != c.code {

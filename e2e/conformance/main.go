@@ -90,7 +90,15 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// critest's pods join a network of their own: pier's shipped conflist
+	// on a bridge and IPAM directory that the run removes afterwards.
+	network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "piercrit0", "10.98.0.0/16")
+	if err != nil {
+		return err
+	}
+	defer network.Close()
 	var config strings.Builder
+	config.WriteString(network.Config())
 	for _, r := range testenv.CritestRegistries {
 		fmt.Fprintf(&config, "[registries.%q]\nmirrors = [\"http://%s\"]\n", r, reg.Host())
 	}
@@ -99,6 +107,10 @@ func run(o options) error {
 		return err
 	}
 	defer func() {
+		// critest leaves pods behind when a spec fails half-way.
+		if err := p.RemovePods(); err != nil {
+			fmt.Fprintln(os.Stderr, "conformance: removing critest's pods:", err)
+		}
 		p.Stop()
 		copyFile(p.Log, filepath.Join(o.out, "pierd.log"))
 	}()

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +19,25 @@ type Network struct {
 	DataDir string // host-local's IP allocations
 	Bridge  string
 	Subnet  string
+
+	hadHostportChains bool   // portmap's shared chains existed before
+	ipForward         []byte // net.ipv4.ip_forward before (the bridge plugin sets it)
+}
+
+// hostportChains are the nat chains the portmap plugin makes once and
+// never removes, with the rules that jump to them.
+var hostportChains = []struct {
+	chain string
+	jump  [][]string // rules that jump to it
+}{
+	{"CNI-HOSTPORT-DNAT", [][]string{
+		{"PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+		{"OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+	}},
+	{"CNI-HOSTPORT-MASQ", [][]string{
+		{"POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"},
+	}},
+	{"CNI-HOSTPORT-SETMARK", nil},
 }
 
 // shippedConflist is the path of pier's default CNI configuration.
@@ -29,6 +49,8 @@ func shippedConflist() string {
 // NewNetwork writes the test network's configuration under dir.
 func NewNetwork(dir, bridge, subnet string) (*Network, error) {
 	n := &Network{ConfDir: filepath.Join(dir, "net.d"), DataDir: filepath.Join(dir, "ipam"), Bridge: bridge, Subnet: subnet}
+	n.ipForward, _ = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	n.hadHostportChains = exec.Command("iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT").Run() == nil
 	data, err := os.ReadFile(shippedConflist())
 	if err != nil {
 		return nil, err
@@ -76,10 +98,27 @@ func (n *Network) Allocations() int {
 	return count
 }
 
-// Close deletes the bridge the plugins made.
+// Close deletes what the plugins made for the network as a whole: the
+// bridge, portmap's shared chains (if they were not there before) and the
+// ip_forward setting.
 func (n *Network) Close() error {
+	var errs []error
 	if out, err := exec.Command("ip", "link", "del", n.Bridge).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
-		return fmt.Errorf("ip link del %s: %v: %s", n.Bridge, err, out)
+		errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", n.Bridge, err, out))
 	}
-	return nil
+	if !n.hadHostportChains {
+		for _, c := range hostportChains {
+			for _, rule := range c.jump {
+				exec.Command("iptables", append([]string{"-t", "nat", "-D"}, rule...)...).Run()
+			}
+		}
+		for _, c := range hostportChains {
+			exec.Command("iptables", "-t", "nat", "-F", c.chain).Run()
+			exec.Command("iptables", "-t", "nat", "-X", c.chain).Run()
+		}
+	}
+	if len(n.ipForward) > 0 {
+		os.WriteFile("/proc/sys/net/ipv4/ip_forward", n.ipForward, 0o644)
+	}
+	return errors.Join(errs...)
 }

@@ -107,6 +107,24 @@ func (p *Pierd) Start() error {
 	}
 }
 
+// RemovePods stops and removes every pod sandbox, as a test's cleanup:
+// pods outlive pierd, so stopping pierd alone would leave them on the node.
+func (p *Pierd) RemovePods() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pods, err := p.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pod := range pods.Items {
+		if _, err := p.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.Id}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Stop ends pierd with SIGTERM and waits for it.
 func (p *Pierd) Stop() error { return p.signal(syscall.SIGTERM) }
 
