@@ -1,12 +1,16 @@
-// Command bench measures pier against any CRI endpoint: the time to pull
-// and unpack a ~200 MB image of five gzip layers from a registry on
-// loopback into a cold store, beside a sequential `gzip -dc | tar -x` of the
-// same layers as a physical reference.
+// Command bench measures pier against any CRI endpoint:
 //
-// Without -endpoint it starts a fresh pierd (-pierd) on a temporary root for
-// every run. With -endpoint it removes the image before every run, so that
-// another runtime (configured to reach -registry over plain HTTP) can be
-// measured the same way.
+//   - pull: the time to pull and unpack a ~200 MB image of five gzip layers
+//     from a registry on loopback into a cold store, beside a sequential
+//     `gzip -dc | tar -x` of the same layers as a physical reference;
+//   - pods: RunPodSandbox latency (median, p90) over 20 pods on the default
+//     bridge network, through crictl and through a Go client, and pierd's
+//     RSS with those pods running.
+//
+// Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
+// (for every pull run), with a bridge network of its own for the pods. With
+// -endpoint it measures that runtime as it is configured: it removes the
+// image before every pull, and removes the pods it made.
 package main
 
 import (
@@ -31,14 +35,23 @@ func main() {
 	pierd := flag.String("pierd", "bin/pierd", "pierd binary, when no -endpoint is given")
 	runs := flag.Int("runs", 5, "pulls to measure; the median is reported")
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
+	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
+	only := flag.String("only", "", `run only one benchmark: "pull" or "pods"`)
 	flag.Parse()
-	if err := run(*endpoint, *pierd, *runs, *cache); err != nil {
+	var err error
+	if *only == "" || *only == "pull" {
+		err = benchPull(*endpoint, *pierd, *runs, *cache)
+	}
+	if err == nil && (*only == "" || *only == "pods") {
+		err = benchPods(*endpoint, *pierd, *pods)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoint, pierd string, runs int, cache string) error {
+func benchPull(endpoint, pierd string, runs int, cache string) error {
 	img, err := testenv.Big(cache)
 	if err != nil {
 		return err

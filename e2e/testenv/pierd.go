@@ -57,6 +57,14 @@ func StartPierd(opts PierdOptions) (*Pierd, error) {
 // Root is pierd's persistent state directory.
 func (p *Pierd) Root() string { return filepath.Join(p.Dir, "root") }
 
+// Pid is the pierd process's pid, 0 when it is not running.
+func (p *Pierd) Pid() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Endpoint is the CRI endpoint, unix:///...
 func (p *Pierd) Endpoint() string { return "unix://" + p.Socket }
 

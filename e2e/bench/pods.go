@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+// benchPods measures RunPodSandbox through crictl and a Go client.
+func benchPods(endpoint, pierd string, n int) error {
+	dir, err := os.MkdirTemp("", "pier-bench-pods-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	target, pid := endpoint, 0
+	if endpoint == "" {
+		network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "pierbench0", "10.97.0.0/16")
+		if err != nil {
+			return err
+		}
+		defer network.Close()
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config()})
+		if err != nil {
+			return err
+		}
+		defer p.Stop()
+		defer p.RemovePods()
+		endpoint, target, pid = p.Endpoint(), "pier", p.Pid()
+	}
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var made []string
+	defer func() {
+		for _, id := range made {
+			rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+		}
+	}()
+
+	// Through crictl, as a person or a script would.
+	var viaCrictl []time.Duration
+	for i := 0; i < n; i++ {
+		cfg := filepath.Join(dir, fmt.Sprintf("pod-%d.json", i))
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`{"metadata":{"name":"bench-crictl-%d","namespace":"bench","uid":"bench-crictl-%d-%d"},"linux":{}}`, i, i, time.Now().UnixNano())), 0o644)
+		start := time.Now()
+		out, err := exec.Command("crictl", "--runtime-endpoint", endpoint, "runp", cfg).Output()
+		viaCrictl = append(viaCrictl, time.Since(start))
+		if err != nil {
+			return fmt.Errorf("crictl runp: %v", err)
+		}
+		made = append(made, strings.TrimSpace(string(out)))
+	}
+	rss := rssOf(pid)
+	for _, id := range made {
+		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			return err
+		}
+	}
+	made = nil
+
+	// Through a Go client: the runtime's own latency.
+	var viaGo []time.Duration
+	for i := 0; i < n; i++ {
+		cfg := &runtimeapi.PodSandboxConfig{
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-go-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-go-%d-%d", i, time.Now().UnixNano())},
+			Linux:    &runtimeapi.LinuxPodSandboxConfig{},
+		}
+		start := time.Now()
+		resp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		viaGo = append(viaGo, time.Since(start))
+		if err != nil {
+			return err
+		}
+		made = append(made, resp.PodSandboxId)
+	}
+	fmt.Printf("\nRunPodSandbox (%s, %d pods, bridge network)\n", target, n)
+	fmt.Printf("  through crictl: median %s  p90 %s  (target: median < 60ms; containerd 1.6 here: 121ms)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
+	fmt.Printf("  through a Go client: median %s  p90 %s\n", percentile(viaGo, 50), percentile(viaGo, 90))
+	if rss != "" {
+		fmt.Printf("  pierd RSS with %d pods: %s\n", n, rss)
+	}
+	return nil
+}
+
+func percentile(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100].Round(100 * time.Microsecond)
+}
+
+// rssOf reads a process's resident set size, "" if unknown.
+func rssOf(pid int) string {
+	if pid == 0 {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			return strings.Join(strings.Fields(strings.TrimPrefix(l, "VmRSS:")), " ")
+		}
+	}
+	return ""
+}
