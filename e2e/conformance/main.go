@@ -47,6 +47,7 @@ var variants = []variant{
 
 type options struct {
 	critest, pierd, baseline, out string
+	conformance                   string
 	parallel                      int
 	update                        bool
 	only                          string
@@ -58,6 +59,7 @@ func main() {
 	flag.StringVar(&o.critest, "critest", "bin/critest", "critest binary (go test -c of sigs.k8s.io/cri-tools/cmd/critest)")
 	flag.StringVar(&o.pierd, "pierd", "bin/pierd", "pierd binary")
 	flag.StringVar(&o.baseline, "baseline", "e2e/conformance-baseline.txt", "passing specs per variant (the ratchet)")
+	flag.StringVar(&o.conformance, "conformance-md", "e2e/CONFORMANCE.md", "the list of specs that do not pass, written with -update")
 	flag.StringVar(&o.out, "out", "_output/conformance", "directory for logs and reports")
 	flag.IntVar(&o.parallel, "parallel", 1, "ginkgo nodes per critest run (needs ginkgo in PATH when > 1)")
 	flag.BoolVar(&o.update, "update", false, "add new passes to the baseline")
@@ -138,10 +140,15 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(res.passed), len(res.failed), res.skipped)
+		fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(res.passed), len(res.failed), len(res.skippedNames))
 		for _, spec := range baseline[v.name] {
 			if !slices.Contains(res.passed, spec) {
 				regressions = append(regressions, v.name+": "+spec)
+			}
+		}
+		if o.update && v.name == variants[0].name {
+			if err := writeConformance(o.conformance, v.name, res); err != nil {
+				return err
 			}
 		}
 		var fresh []string
@@ -193,8 +200,7 @@ func runtimeHandlers(p *testenv.Pierd) ([]string, error) {
 }
 
 type result struct {
-	passed, failed []string
-	skipped        int
+	passed, failed, skippedNames []string
 }
 
 // runCritest runs one variant and reads its ginkgo JSON report.
@@ -266,7 +272,7 @@ func readReport(path string) (*result, error) {
 			case "passed":
 				res.passed = append(res.passed, name)
 			case "skipped", "pending":
-				res.skipped++
+				res.skippedNames = append(res.skippedNames, name)
 			default:
 				res.failed = append(res.failed, name)
 			}
@@ -274,6 +280,7 @@ func readReport(path string) (*result, error) {
 	}
 	slices.Sort(res.passed)
 	slices.Sort(res.failed)
+	slices.Sort(res.skippedNames)
 	return res, nil
 }
 

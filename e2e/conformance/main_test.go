@@ -35,7 +35,7 @@ func TestReadReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(r.passed, []string{"[k8s.io] Image Manager public image should pull"}) || len(r.failed) != 2 || r.skipped != 1 {
+	if !slices.Equal(r.passed, []string{"[k8s.io] Image Manager public image should pull"}) || len(r.failed) != 2 || len(r.skippedNames) != 1 {
 		t.Fatalf("report: %+v", r)
 	}
 }
