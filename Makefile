@@ -14,10 +14,14 @@ export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
 all: build
 
-build: bin/pierd
+build: bin/pierd bin/pier-shim
 
 bin/pierd: FORCE
 	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
+
+# The shim is static and lean: one runs per container.
+bin/pier-shim: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/pier-shim
 
 # deps installs the Debian packages and Go tools (crictl) that are missing.
 deps:
@@ -69,5 +73,6 @@ lint:
 
 install: build cni-config
 	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
+	install -D -m 0755 bin/pier-shim $(DESTDIR)$(PREFIX)/bin/pier-shim
 	install -D -m 0644 deploy/pier.service $(DESTDIR)/etc/systemd/system/pier.service
 	@if [ ! -f $(DESTDIR)/etc/pier/config.toml ]; then install -d $(DESTDIR)/etc/pier && ./bin/pierd config default > $(DESTDIR)/etc/pier/config.toml; fi

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/sandbox"
 )
@@ -61,6 +62,11 @@ var codeOf = []struct {
 	{sandbox.ErrInvalid, codes.InvalidArgument},
 	{sandbox.ErrNotFound, codes.NotFound},
 	{sandbox.ErrAlreadyExists, codes.AlreadyExists},
+	{container.ErrInvalid, codes.InvalidArgument},
+	{container.ErrNotFound, codes.NotFound},
+	{container.ErrAlreadyExists, codes.AlreadyExists},
+	{container.ErrNotRunning, codes.FailedPrecondition},
+	{container.ErrPodNotReady, codes.FailedPrecondition},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

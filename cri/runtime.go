@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -29,6 +30,7 @@ type RuntimeOptions struct {
 	Version        string // pier's version
 	CgroupDriver   runtimeapi.CgroupDriver
 	Pods           *sandbox.Manager
+	Containers     *container.Manager
 	Network        interface{ Ready() error } // the CNI configuration
 	Handlers       []Handler                  // runtime handlers, probed at start-up
 	DefaultHandler string

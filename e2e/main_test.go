@@ -61,6 +61,11 @@ func setup(m *testing.M) (int, error) {
 	if out, err := exec.Command("go", "build", "-o", pierdBin, "../cmd/pierd").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pierd: %v: %s", err, out)
 	}
+	shimBuild := exec.Command("go", "build", "-o", filepath.Join(dir, "pier-shim"), "../cmd/pier-shim")
+	shimBuild.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := shimBuild.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("build pier-shim: %v: %s", err, out)
+	}
 	if reg, err = testenv.StartRegistry(testenv.RegistryOptions{}); err != nil {
 		return 0, err
 	}

@@ -110,7 +110,8 @@ type Store struct {
 	images   map[string]*Image        // by ID
 	layers   map[string]*layerRecord  // by chain ID
 	inflight map[string]*unpackResult // layers being unpacked, by chain ID
-	leases   map[string]int           // chain IDs a running pull needs
+	leases   map[string]int           // chain IDs a running pull or a container needs
+	holds    map[string][]string      // chain IDs held, by holder (a container)
 }
 
 // New opens (or creates) the store at opts.Root and loads its index.
@@ -138,6 +139,7 @@ func New(opts Options) (*Store, error) {
 		layers:   map[string]*layerRecord{},
 		inflight: map[string]*unpackResult{},
 		leases:   map[string]int{},
+		holds:    map[string][]string{},
 	}
 	for _, p := range opts.Pinned {
 		named, err := normalize(p)
@@ -494,6 +496,53 @@ func (s *Store) Usage() FsUsage {
 		u.Inodes += l.Usage.Inodes
 	}
 	return u
+}
+
+// Hold keeps the layers of image id from being deleted while holder (a
+// container) uses them, even if the image is removed. Holding again under
+// the same holder replaces the previous hold.
+func (s *Store) Hold(holder, id string) ([]string, error) {
+	s.mu.Lock()
+	img, err := s.resolve(id)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	chainIDs := make([]string, len(img.Layers))
+	for i, l := range img.Layers {
+		chainIDs[i] = l.ChainID
+	}
+	s.HoldLayers(holder, chainIDs)
+	return chainIDs, nil
+}
+
+// HoldLayers holds chain IDs for holder (see Hold).
+func (s *Store) HoldLayers(holder string, chainIDs []string) {
+	s.Release(holder)
+	s.lease(chainIDs, 1)
+	s.mu.Lock()
+	s.holds[holder] = chainIDs
+	s.mu.Unlock()
+}
+
+// Release ends holder's hold; the layers go with the next image removal
+// if nothing else uses them.
+func (s *Store) Release(holder string) {
+	s.mu.Lock()
+	chainIDs, held := s.holds[holder]
+	delete(s.holds, holder)
+	s.mu.Unlock()
+	if !held {
+		return
+	}
+	s.lease(chainIDs, -1)
+	// Layers of an image removed while the container ran go now.
+	s.mu.Lock()
+	doomed := s.unusedLayersLocked()
+	s.mu.Unlock()
+	for _, dir := range doomed {
+		os.RemoveAll(dir)
+	}
 }
 
 // lease adds delta to the holds running pulls have on layers, so that a

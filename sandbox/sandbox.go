@@ -89,6 +89,7 @@ type Sandbox struct {
 	IPs        []string          `json:"ips,omitempty"`
 	Namespaces map[string]string `json:"namespaces,omitempty"` // pinned paths, by "net", "ipc", "uts"
 	Shm        string            `json:"shm,omitempty"`        // the pod's /dev/shm
+	InitPid    int               `json:"initPid,omitempty"`    // pier-shim, PID 1 of the pod's PID namespace (PodPID)
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
 }
 
@@ -101,6 +102,9 @@ type Options struct {
 	ResolvConf   string // the node's resolv.conf, default /etc/resolv.conf
 	Hosts        string // the node's hosts file, default /etc/hosts
 	ShmSize      int64  // bytes of a pod's /dev/shm, default 64 MiB
+	// StartPodInit starts the init process of a pod whose containers share
+	// one PID namespace (pier-shim) and returns its pid.
+	StartPodInit func() (int, error)
 }
 
 // Manager runs the node's pod sandboxes.
@@ -167,7 +171,7 @@ func (m *Manager) load() error {
 			m.deleteFiles(&sb)
 			continue
 		}
-		if sb.State == Ready && !m.namespacesPinned(&sb) {
+		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !isPodInit(sb.InitPid)) {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
@@ -185,6 +189,12 @@ func (m *Manager) load() error {
 	}
 	klog.InfoS("Pod sandboxes loaded", "pods", len(m.pods))
 	return nil
+}
+
+// isPodInit reports whether pid is still a pod's init (pids are reused).
+func isPodInit(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), "pier-shim")
 }
 
 func closed() chan struct{} {
@@ -343,6 +353,11 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 			return sb, err
 		}
 	}
+	if cfg.PodPID && !cfg.HostPID {
+		if sb.InitPid, err = m.opts.StartPodInit(); err != nil {
+			return sb, fmt.Errorf("start the pod's init process: %w", err)
+		}
+	}
 	if !cfg.HostNetwork {
 		res, err := m.opts.CNI.Setup(context.Background(), m.cniPod(sb))
 		if err != nil {
@@ -390,6 +405,9 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	}
 	if err := unpinNamespaces(sb.Namespaces); err != nil {
 		errs = append(errs, err)
+	}
+	if sb.InitPid > 0 && isPodInit(sb.InitPid) {
+		unix.Kill(sb.InitPid, unix.SIGKILL)
 	}
 	if sb.Shm != "" {
 		if err := unix.Unmount(sb.Shm, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {

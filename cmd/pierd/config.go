@@ -23,6 +23,7 @@ type Config struct {
 	Listen         string                          `toml:"listen"`
 	CgroupDriver   string                          `toml:"cgroup_driver"`
 	DefaultRuntime string                          `toml:"default_runtime"`
+	ShimBinary     string                          `toml:"shim_binary"`
 	Runtimes       map[string]RuntimeConfig        `toml:"runtimes"`
 	CNI            CNIConfig                       `toml:"cni"`
 	Image          ImageConfig                     `toml:"image"`

@@ -15,14 +15,16 @@ import (
 )
 
 // probeHandlers tries each configured OCI runtime once, in parallel, and
-// returns the handlers with the reason any of them cannot run containers.
-func probeHandlers(cfg *Config) []cri.Handler {
+// returns the handlers with the reason any of them cannot run containers,
+// and the runtimes of the usable ones.
+func probeHandlers(cfg *Config) ([]cri.Handler, map[string]*oci.Runtime) {
 	names := make([]string, 0, len(cfg.Runtimes))
 	for name := range cfg.Runtimes {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	handlers := make([]cri.Handler, len(names))
+	runtimes := make([]*oci.Runtime, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Go(func() {
@@ -34,6 +36,9 @@ func probeHandlers(cfg *Config) []cri.Handler {
 			err := rt.Probe(ctx, work)
 			os.RemoveAll(work)
 			handlers[i] = cri.Handler{Name: name, Err: err}
+			if err == nil {
+				runtimes[i] = rt
+			}
 			if err != nil {
 				klog.InfoS("Runtime handler cannot run containers on this node; it is not offered", "handler", name, "path", rt.Path, "reason", err.Error())
 			} else {
@@ -42,5 +47,11 @@ func probeHandlers(cfg *Config) []cri.Handler {
 		})
 	}
 	wg.Wait()
-	return handlers
+	usable := map[string]*oci.Runtime{}
+	for _, rt := range runtimes {
+		if rt != nil {
+			usable[rt.Name] = rt
+		}
+	}
+	return handlers, usable
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,9 +23,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/sandbox"
+	"github.com/pier-runtime/pier/shim"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -111,14 +115,33 @@ func serve(cfg *Config) error {
 		PluginDirs: cfg.CNI.PluginDirs,
 		CacheDir:   filepath.Join(cfg.Root, "cni"),
 	})
+	shimBinary, err := findShim(cfg.ShimBinary)
+	if err != nil {
+		return err
+	}
 	pods, err := sandbox.New(sandbox.Options{
 		Root:         filepath.Join(cfg.Root, "pods"),
 		State:        filepath.Join(cfg.State, "pods"),
 		CNI:          network,
 		CgroupDriver: strings.ToLower(driver.String()),
+		StartPodInit: func() (int, error) { return shim.StartPodInit(shimBinary) },
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
+	}
+	handlers, runtimes := probeHandlers(cfg)
+	containers, err := container.New(container.Options{
+		Root:        filepath.Join(cfg.Root, "containers"),
+		State:       filepath.Join(cfg.State, "containers"),
+		SocketDir:   filepath.Join(cfg.State, "s"),
+		ShimBinary:  shimBinary,
+		Images:      images,
+		Pods:        pods,
+		Runtimes:    runtimes,
+		OOMScoreAdj: ownOOMScoreAdj(),
+	})
+	if err != nil {
+		return fmt.Errorf("load containers: %w", err)
 	}
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
@@ -127,8 +150,9 @@ func serve(cfg *Config) error {
 			Version:        version,
 			CgroupDriver:   driver,
 			Pods:           pods,
+			Containers:     containers,
 			Network:        network,
-			Handlers:       probeHandlers(cfg),
+			Handlers:       handlers,
 			DefaultHandler: cfg.DefaultRuntime,
 		}),
 		cri.NewImageService(images))
@@ -183,6 +207,39 @@ func listenUnix(socket string) (net.Listener, error) {
 		return nil, err
 	}
 	return lis, nil
+}
+
+// findShim locates pier-shim: the configured path, else beside pierd,
+// else in PATH.
+func findShim(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "pier-shim"); fileExists(p) {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("pier-shim")
+	if err != nil {
+		return "", fmt.Errorf("pier-shim not found beside pierd or in PATH: install it or set shim_binary in the config")
+	}
+	return p, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// ownOOMScoreAdj is pierd's oom_score_adj: containers may not go lower.
+func ownOOMScoreAdj() int {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
 }
 
 // cgroupDriver resolves the configured driver; "" picks systemd when the

@@ -5,7 +5,10 @@
 //     `gzip -dc | tar -x` of the same layers as a physical reference;
 //   - pods: RunPodSandbox latency (median, p90) over 20 pods on the default
 //     bridge network, through crictl and through a Go client, and pierd's
-//     RSS with those pods running.
+//     RSS with those pods running;
+//   - containers: create+start latency of a busybox sleep container in a
+//     pod (crictl and Go client), and the memory (PSS) each running
+//     container costs in pier-shim processes and pierd.
 //
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
@@ -36,14 +39,23 @@ func main() {
 	runs := flag.Int("runs", 5, "pulls to measure; the median is reported")
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
-	only := flag.String("only", "", `run only one benchmark: "pull" or "pods"`)
+	only := flag.String("only", "", `run only one benchmark: "pull", "pods" or "containers"`)
 	flag.Parse()
 	var err error
 	if *only == "" || *only == "pull" {
 		err = benchPull(*endpoint, *pierd, *runs, *cache)
 	}
-	if err == nil && (*only == "" || *only == "pods") {
-		err = benchPods(*endpoint, *pierd, *pods)
+	if err == nil && *only != "pull" {
+		var env *benchEnv
+		if env, err = newEnv(*endpoint, *pierd); err == nil {
+			if *only == "" || *only == "pods" {
+				err = benchPods(env, *pods)
+			}
+			if err == nil && (*only == "" || *only == "containers") {
+				err = benchContainers(env, *pods)
+			}
+			env.close()
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

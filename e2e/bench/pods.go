@@ -10,41 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
 // benchPods measures RunPodSandbox through crictl and a Go client.
-func benchPods(endpoint, pierd string, n int) error {
-	dir, err := os.MkdirTemp("", "pier-bench-pods-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	target, pid := endpoint, 0
-	if endpoint == "" {
-		network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "pierbench0", "10.97.0.0/16")
-		if err != nil {
-			return err
-		}
-		defer network.Close()
-		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config()})
-		if err != nil {
-			return err
-		}
-		defer p.Stop()
-		defer p.RemovePods()
-		endpoint, target, pid = p.Endpoint(), "pier", p.Pid()
-	}
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
+func benchPods(env *benchEnv, n int) error {
+	endpoint, dir, rt := env.endpoint, env.dir, env.runtime
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var made []string
@@ -67,7 +38,7 @@ func benchPods(endpoint, pierd string, n int) error {
 		}
 		made = append(made, strings.TrimSpace(string(out)))
 	}
-	rss := rssOf(pid)
+	rss := rssKB(env.pid)
 	for _, id := range made {
 		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
 			return err
@@ -90,11 +61,11 @@ func benchPods(endpoint, pierd string, n int) error {
 		}
 		made = append(made, resp.PodSandboxId)
 	}
-	fmt.Printf("\nRunPodSandbox (%s, %d pods, bridge network)\n", target, n)
+	fmt.Printf("\nRunPodSandbox (%s, %d pods, bridge network)\n", env.target, n)
 	fmt.Printf("  through crictl: median %s  p90 %s  (target: median < 60ms; containerd 1.6 here: 121ms)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
 	fmt.Printf("  through a Go client: median %s  p90 %s\n", percentile(viaGo, 50), percentile(viaGo, 90))
-	if rss != "" {
-		fmt.Printf("  pierd RSS with %d pods: %s\n", n, rss)
+	if rss != 0 {
+		fmt.Printf("  pierd RSS with %d pods: %d KiB\n", n, rss)
 	}
 	return nil
 }
@@ -103,21 +74,4 @@ func percentile(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[(len(s)-1)*p/100].Round(100 * time.Microsecond)
-}
-
-// rssOf reads a process's resident set size, "" if unknown.
-func rssOf(pid int) string {
-	if pid == 0 {
-		return ""
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return ""
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			return strings.Join(strings.Fields(strings.TrimPrefix(l, "VmRSS:")), " ")
-		}
-	}
-	return ""
 }

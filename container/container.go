@@ -1,0 +1,365 @@
+// Package container runs containers inside pod sandboxes: it builds each
+// container's OCI spec and bundle, mounts its root file system (overlayfs of
+// the image's layers plus an upper directory of its own), starts one
+// pier-shim per container to drive the OCI runtime, and keeps the
+// container's record and state machine (created → running → exited).
+//
+// Each container has a persistent directory <root>/<id>/ (container.json,
+// upper/, work/) and a volatile one <state>/<id>/ (the bundle: config.json,
+// rootfs/; and the shim's files: shim.json, exit.json). The shim outlives
+// pierd; after a restart pierd reconnects to it, or reads the exit file it
+// left, and never makes up an exit code.
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/sandbox"
+	"github.com/pier-runtime/pier/shim"
+)
+
+// Sentinel errors; the CRI layer maps them to gRPC codes.
+var (
+	ErrNotFound      = errors.New("container not found")
+	ErrAlreadyExists = errors.New("container already exists")
+	ErrInvalid       = errors.New("invalid container config")
+	ErrNotRunning    = errors.New("container is not running")
+	ErrPodNotReady   = errors.New("pod sandbox is not ready")
+)
+
+// State is a container's state, named as in the CRI.
+type State string
+
+const (
+	Created State = "CONTAINER_CREATED"
+	Running State = "CONTAINER_RUNNING"
+	Exited  State = "CONTAINER_EXITED"
+	Unknown State = "CONTAINER_UNKNOWN"
+)
+
+const recordVersion = 1
+
+// User is the identity the container's processes run as (execs too).
+type User struct {
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
+}
+
+// Container is a container's record.
+type Container struct {
+	Version    int       `json:"version"`
+	ID         string    `json:"id"`
+	PodID      string    `json:"podID"`
+	Creating   bool      `json:"creating,omitempty"`
+	State      State     `json:"state"`
+	CreatedAt  time.Time `json:"createdAt"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	ExitCode   int32     `json:"exitCode"`
+	Reason     string    `json:"reason,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	ImageID    string    `json:"imageID"`  // the image's config digest
+	ImageRef   string    `json:"imageRef"` // a repo digest of the image, or its ID
+	LogPath    string    `json:"logPath,omitempty"`
+	Handler    string    `json:"handler"`
+	Socket     string    `json:"socket"`
+	ShimPid    int       `json:"shimPid"`
+	User       User      `json:"user"`
+	ChainIDs   []string  `json:"chainIDs"`
+	Rootfs     string    `json:"rootfs"`
+	// Config is the CRI container config, as protobuf JSON.
+	Config []byte `json:"config"`
+
+	config *runtimeapi.ContainerConfig
+}
+
+// CRIConfig is the container's CRI config.
+func (c *Container) CRIConfig() *runtimeapi.ContainerConfig { return c.config }
+
+// live is what pierd holds for a container whose shim runs.
+type live struct {
+	client *shim.Client
+	exited chan struct{} // closed once the exit is recorded
+}
+
+// Options configure a Manager.
+type Options struct {
+	Root       string // persistent container directories, e.g. /var/lib/pier/containers
+	State      string // volatile ones, e.g. /run/pier/containers
+	SocketDir  string // shim control sockets, e.g. /run/pier/s
+	ShimBinary string // path of pier-shim
+	Images     *image.Store
+	Pods       *sandbox.Manager
+	Runtimes   map[string]*oci.Runtime // by handler name
+	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
+	OOMScoreAdj int
+}
+
+// Manager runs the node's containers.
+type Manager struct {
+	opts Options
+
+	mu         sync.Mutex
+	containers map[string]*Container
+	live       map[string]*live
+	names      map[string]string // reserved name -> id
+}
+
+// New loads the containers recorded under opts.Root and reconnects to
+// their shims.
+func New(opts Options) (*Manager, error) {
+	for _, d := range []string{opts.Root, opts.State, opts.SocketDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) dir(id string) string      { return filepath.Join(m.opts.Root, id) }
+func (m *Manager) stateDir(id string) string { return filepath.Join(m.opts.State, id) }
+func (m *Manager) bundle(id string) string   { return filepath.Join(m.stateDir(id), "bundle") }
+func (m *Manager) shimDir(id string) string  { return filepath.Join(m.stateDir(id), "shim") }
+
+// socket is a short control socket path, under the 108-byte limit.
+func (m *Manager) socket(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return filepath.Join(m.opts.SocketDir, hex.EncodeToString(sum[:6])+".sock")
+}
+
+func (m *Manager) save(c *Container) error {
+	return atomicfile.WriteJSON(filepath.Join(m.dir(c.ID), "container.json"), c)
+}
+
+// nameOf is the name kubelet reserves a container under.
+func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {
+	md := cfg.GetMetadata()
+	p := pod.Config
+	return fmt.Sprintf("%s_%s_%s_%s_%d", md.GetName(), p.Name, p.Namespace, p.UID, md.GetAttempt())
+}
+
+func (m *Manager) load() error {
+	entries, err := os.ReadDir(m.opts.Root)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(m.opts.Root, e.Name())
+		if strings.HasPrefix(e.Name(), ".") {
+			os.RemoveAll(dir)
+			continue
+		}
+		c, err := readRecord(dir)
+		if err != nil {
+			klog.ErrorS(err, "Dropping unreadable container record", "dir", dir)
+			os.RemoveAll(dir)
+			continue
+		}
+		if c.Creating {
+			klog.InfoS("Undoing a container whose creation was interrupted", "id", c.ID)
+			m.destroy(context.Background(), c)
+			continue
+		}
+		m.containers[c.ID] = c
+		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
+			m.names[nameOf(c.config, pod)] = c.ID
+		}
+		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
+		if c.State == Created || c.State == Running {
+			m.reconnect(c)
+		}
+	}
+	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live))
+	return nil
+}
+
+func readRecord(dir string) (*Container, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "container.json"))
+	if err != nil {
+		return nil, err
+	}
+	var c Container
+	if err := jsonUnmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	if c.Version != recordVersion {
+		return nil, fmt.Errorf("unknown record version %d", c.Version)
+	}
+	c.config = &runtimeapi.ContainerConfig{}
+	if err := protojson.Unmarshal(c.Config, c.config); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// reconnect finds a container's shim after a pierd restart, or learns how
+// the container ended.
+func (m *Manager) reconnect(c *Container) {
+	client, err := shim.Connect(c.Socket)
+	if err == nil {
+		var st *shim.State
+		if st, err = client.State(context.Background()); err == nil {
+			if st.Status == "running" && c.State == Created {
+				c.State, c.StartedAt = Running, st.StartedAt
+				m.save(c)
+			}
+			m.watch(c, client)
+			return
+		}
+	}
+	exit, rerr := shim.ReadExit(m.shimDir(c.ID))
+	if rerr == nil {
+		klog.InfoS("Container exited while pierd was down", "id", c.ID, "exitCode", exit.Code)
+		m.recordExit(c, exit)
+		return
+	}
+	klog.InfoS("Container's shim is gone and left no exit status", "id", c.ID, "err", err)
+	c.State, c.Reason = Unknown, "ShimDied"
+	c.Message = "pier-shim of this container died; its exit status is unknown"
+	m.save(c)
+}
+
+// watch waits, in the background, for the container to exit.
+func (m *Manager) watch(c *Container, client *shim.Client) {
+	l := &live{client: client, exited: make(chan struct{})}
+	m.live[c.ID] = l
+	go func() {
+		defer close(l.exited)
+		exit, err := client.Wait(context.Background())
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.containers[c.ID] != c {
+			return // removed meanwhile
+		}
+		if err != nil {
+			if exit, rerr := shim.ReadExit(m.shimDir(c.ID)); rerr == nil {
+				m.recordExit(c, exit)
+				return
+			}
+			klog.InfoS("Lost the container's shim", "id", c.ID, "err", err)
+			c.State, c.Reason = Unknown, "ShimDied"
+			c.Message = "pier-shim of this container died; its exit status is unknown"
+			m.save(c)
+			return
+		}
+		m.recordExit(c, exit)
+	}()
+}
+
+// recordExit marks a container exited with what its shim reported.
+func (m *Manager) recordExit(c *Container, e *shim.Exit) {
+	c.State, c.ExitCode, c.FinishedAt = Exited, int32(e.Code), e.FinishedAt
+	switch {
+	case e.OOMKilled:
+		c.Reason = "OOMKilled"
+	case e.Code == 0:
+		c.Reason = "Completed"
+	case c.Reason == "":
+		c.Reason = "Error"
+	}
+	if err := m.save(c); err != nil {
+		klog.ErrorS(err, "Recording a container's exit", "id", c.ID)
+	}
+	klog.V(2).InfoS("Container exited", "id", c.ID, "exitCode", e.Code, "reason", c.Reason)
+}
+
+// Get returns a container by id or unique id prefix.
+func (m *Manager) Get(id string) (*Container, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.resolve(id)
+	if err != nil {
+		return nil, err
+	}
+	return c.copy(), nil
+}
+
+func (m *Manager) resolve(id string) (*Container, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: empty container id", ErrInvalid)
+	}
+	if c := m.containers[id]; c != nil {
+		return c, nil
+	}
+	var found *Container
+	for cid, c := range m.containers {
+		if strings.HasPrefix(cid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("%w: id prefix %s is ambiguous", ErrNotFound, id)
+			}
+			found = c
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return found, nil
+}
+
+func (c *Container) copy() *Container {
+	d := *c
+	d.ChainIDs = slices.Clone(c.ChainIDs)
+	return &d
+}
+
+// Filter selects containers; zero fields select all.
+type Filter struct {
+	ID     string // id or prefix
+	PodID  string // id or prefix
+	State  State
+	Labels map[string]string
+}
+
+// List returns the containers that match f, oldest first.
+func (m *Manager) List(f Filter) []*Container {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Container
+	for id, c := range m.containers {
+		if f.ID != "" && !strings.HasPrefix(id, f.ID) || f.PodID != "" && !strings.HasPrefix(c.PodID, f.PodID) || f.State != "" && c.State != f.State {
+			continue
+		}
+		match := true
+		for k, v := range f.Labels {
+			match = match && c.config.GetLabels()[k] == v
+		}
+		if match {
+			out = append(out, c.copy())
+		}
+	}
+	slices.SortFunc(out, func(a, b *Container) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// InPod lists the ids of a pod's containers.
+func (m *Manager) InPod(podID string) []string {
+	var ids []string
+	for _, c := range m.List(Filter{PodID: podID}) {
+		if c.PodID == podID {
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids
+}

@@ -1,0 +1,393 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/sandbox"
+	"github.com/pier-runtime/pier/shim"
+)
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Create makes a container in a pod: its root file system, OCI bundle and
+// shim, which runs the runtime's create. The container is then Created.
+func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (*Container, error) {
+	if cfg.GetMetadata().GetName() == "" {
+		return nil, fmt.Errorf("%w: metadata needs a name", ErrInvalid)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return nil, fmt.Errorf("%w: no image", ErrInvalid)
+	}
+	pod, err := m.opts.Pods.Get(podID)
+	if err != nil {
+		return nil, err
+	}
+	if pod.State != sandbox.Ready {
+		return nil, fmt.Errorf("%w: pod sandbox %s is stopped: containers cannot be created in it", ErrPodNotReady, pod.ID)
+	}
+	rt := m.opts.Runtimes[pod.Config.RuntimeHandler]
+	if rt == nil {
+		return nil, fmt.Errorf("%w: pod sandbox %s has runtime handler %q, which pier does not offer", ErrPodNotReady, pod.ID, pod.Config.RuntimeHandler)
+	}
+	img, err := m.opts.Images.Get(cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, err
+	}
+	name := nameOf(cfg, pod)
+	id := newID()
+	m.mu.Lock()
+	if other, ok := m.names[name]; ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: the name %s is taken by container %s: remove it first", ErrAlreadyExists, name, other)
+	}
+	m.names[name] = id
+	m.mu.Unlock()
+
+	c, err := m.create(ctx, id, pod, img.ID, imageRef(img.RepoDigests, img.ID), cfg, rt)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		delete(m.names, name)
+		return nil, err
+	}
+	m.containers[id] = c
+	return c.copy(), nil
+}
+
+func imageRef(digests []string, id string) string {
+	if len(digests) > 0 {
+		return digests[0]
+	}
+	return id
+}
+
+func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, imageID, ref string, cfg *runtimeapi.ContainerConfig, rt *oci.Runtime) (c *Container, err error) {
+	start := time.Now()
+	raw, err := protojson.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c = &Container{
+		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
+		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
+		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg,
+	}
+	if pod.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
+		c.LogPath = filepath.Join(pod.Config.LogDirectory, cfg.GetLogPath())
+	}
+	for _, d := range []string{filepath.Join(m.dir(id), "upper"), filepath.Join(m.dir(id), "work"), c.Rootfs, m.shimDir(id)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if c.ChainIDs, err = m.opts.Images.Hold(id, imageID); err != nil {
+		os.RemoveAll(m.dir(id))
+		return nil, err
+	}
+	if err := m.save(c); err != nil {
+		m.destroy(ctx, c)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.destroy(context.Background(), c)
+		}
+	}()
+	if err := m.mountRootfs(c); err != nil {
+		return c, err
+	}
+	img, err := m.opts.Images.Get(imageID)
+	if err != nil {
+		return c, err
+	}
+	if err := PrepareMounts(cfg); err != nil {
+		return c, err
+	}
+	spec, notes, err := Spec(SpecInput{
+		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
+		CgroupsPath: cgroupsPath(pod, id), OOMScoreAdjFloor: m.opts.OOMScoreAdj,
+	})
+	if err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	for _, n := range notes {
+		klog.InfoS("Container spec adjusted", "id", id, "note", n)
+	}
+	c.User = User{UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return c, err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(m.bundle(id), "config.json"), b, 0o600); err != nil {
+		return c, err
+	}
+	if c.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+			return c, err
+		}
+	}
+	client, pid, err := shim.Start(ctx, m.opts.ShimBinary, shim.Config{
+		Version: shim.ProtocolVersion, ID: id, Bundle: m.bundle(id), Runtime: *rt,
+		Dir: m.shimDir(id), Socket: c.Socket, LogPath: c.LogPath,
+	})
+	if err != nil {
+		return c, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	c.ShimPid, c.Creating = pid, false
+	if err := m.save(c); err != nil {
+		client.Delete(context.Background())
+		return c, err
+	}
+	m.mu.Lock()
+	m.watch(c, client)
+	m.mu.Unlock()
+	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
+	return c, nil
+}
+
+// cgroupsPath puts the container under its pod's cgroup parent.
+func cgroupsPath(pod *sandbox.Sandbox, id string) string {
+	parent := pod.Config.CgroupParent
+	if parent == "" {
+		parent = "/pier"
+	}
+	return filepath.Join(parent, id)
+}
+
+// mountRootfs mounts the image's layers and the container's upper directory.
+func (m *Manager) mountRootfs(c *Container) error {
+	lower := make([]string, 0, len(c.ChainIDs))
+	for i := len(c.ChainIDs) - 1; i >= 0; i-- {
+		lower = append(lower, m.opts.Images.LayerDir(c.ChainIDs[i]))
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"),
+		filepath.Join(m.dir(c.ID), "upper"), filepath.Join(m.dir(c.ID), "work"))
+	if len(opts) >= os.Getpagesize() {
+		return fmt.Errorf("%w: the image has too many layers (%d) for one overlay mount", ErrInvalid, len(lower))
+	}
+	if err := unix.Mount("overlay", c.Rootfs, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount the container's root file system: %w", err)
+	}
+	return nil
+}
+
+// destroy removes everything of a container: its shim and runtime state,
+// root file system, directories and image hold. It is safe to call again.
+func (m *Manager) destroy(ctx context.Context, c *Container) {
+	if client, err := shim.Connect(c.Socket); err == nil {
+		if err := client.Delete(ctx); err != nil {
+			klog.ErrorS(err, "Deleting the container through its shim", "id", c.ID)
+		}
+	}
+	// A shim that died leaves the container to the runtime: delete it there.
+	if rt := m.opts.Runtimes[c.Handler]; rt != nil {
+		rt.Kill(ctx, c.ID, syscall.SIGKILL, true)
+		if err := rt.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, oci.ErrNotFound) {
+			klog.ErrorS(err, "Deleting the container's runtime state", "id", c.ID)
+		}
+	}
+	if c.ShimPid > 0 && isShim(c.ShimPid) {
+		syscall.Kill(c.ShimPid, syscall.SIGKILL)
+	}
+	if c.Rootfs != "" {
+		if err := unix.Unmount(c.Rootfs, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			klog.ErrorS(err, "Unmounting the container's root file system", "id", c.ID)
+		}
+	}
+	os.Remove(c.Socket)
+	os.RemoveAll(m.stateDir(c.ID))
+	dead := filepath.Join(m.opts.Root, ".del-"+c.ID)
+	if err := os.Rename(m.dir(c.ID), dead); err == nil {
+		os.RemoveAll(dead)
+	}
+	m.opts.Images.Release(c.ID)
+}
+
+// isShim reports whether pid is a pier-shim (pids are reused).
+func isShim(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), "pier-shim")
+}
+
+// client returns the shim client of a live container.
+func (m *Manager) client(id string) (*Container, *live, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.resolve(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, m.live[c.ID], nil
+}
+
+// Start starts a created container.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, l, err := m.client(id)
+	if err != nil {
+		return err
+	}
+	if c.State != Created || l == nil {
+		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
+	}
+	if err := l.client.Start(ctx); err != nil {
+		m.mu.Lock()
+		c.Reason, c.Message = "StartError", err.Error()
+		m.mu.Unlock()
+		// The runtime's init has failed and exits: its exit is recorded by watch.
+		select {
+		case <-l.exited:
+		case <-time.After(5 * time.Second):
+		}
+		m.mu.Lock()
+		if c.State != Exited {
+			c.State, c.ExitCode, c.FinishedAt = Exited, 128, time.Now()
+		}
+		m.save(c)
+		m.mu.Unlock()
+		return fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.State == Created {
+		c.State, c.StartedAt = Running, time.Now()
+	}
+	return m.save(c)
+}
+
+func stateName(s State) string { return strings.ToLower(strings.TrimPrefix(string(s), "CONTAINER_")) }
+
+// Stop sends the image's stop signal (or SIGTERM), waits up to timeout for
+// the container to exit, then kills it. Stopping a container that is not
+// running is not an error.
+func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	c, l, err := m.client(id)
+	if err != nil {
+		return err
+	}
+	if l == nil || (c.State != Running && c.State != Created) {
+		return nil
+	}
+	if timeout > 0 {
+		sig := m.stopSignal(c)
+		if err := l.client.Kill(ctx, sig, false); err != nil {
+			klog.V(2).InfoS("Stop signal not delivered", "id", c.ID, "signal", sig, "err", err)
+		}
+		select {
+		case <-l.exited:
+			return nil
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := l.client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+		klog.V(2).InfoS("SIGKILL not delivered", "id", c.ID, "err", err)
+	}
+	select {
+	case <-l.exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("container %s did not exit after SIGKILL", c.ID)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopSignal is the image's STOPSIGNAL, or SIGTERM.
+func (m *Manager) stopSignal(c *Container) syscall.Signal {
+	img, err := m.opts.Images.Get(c.ImageID)
+	if err != nil || img.Config == nil || img.Config.Config.StopSignal == "" {
+		return syscall.SIGTERM
+	}
+	s := strings.TrimPrefix(strings.ToUpper(img.Config.Config.StopSignal), "SIG")
+	if n, err := strconv.Atoi(s); err == nil {
+		return syscall.Signal(n)
+	}
+	if sig := unix.SignalNum("SIG" + s); sig != 0 {
+		return sig
+	}
+	return syscall.SIGTERM
+}
+
+// Remove kills the container if it runs and deletes it. Removing an
+// unknown container is not an error.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	if err := m.Stop(ctx, id, 0); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	m.mu.Lock()
+	c, err := m.resolve(id)
+	if errors.Is(err, ErrNotFound) {
+		m.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	delete(m.containers, c.ID)
+	delete(m.live, c.ID)
+	for name, cid := range m.names {
+		if cid == c.ID {
+			delete(m.names, name)
+		}
+	}
+	m.mu.Unlock()
+	m.destroy(ctx, c)
+	klog.V(2).InfoS("Container removed", "id", c.ID)
+	return nil
+}
+
+// ExecResult is what ExecSync returns.
+type ExecResult = shim.ExecResult
+
+// ExecSync runs a command in a running container and waits for it.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
+	c, l, err := m.client(id)
+	if err != nil {
+		return nil, err
+	}
+	if c.State != Running || l == nil {
+		return nil, fmt.Errorf("%w: container %s is %s", ErrNotRunning, c.ID, stateName(c.State))
+	}
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("%w: no command to run", ErrInvalid)
+	}
+	return l.client.Exec(ctx, shim.ExecRequest{Args: cmd, UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGids, Timeout: timeout})
+}
+
+// ReopenLog makes the shim reopen the container's log file.
+func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+	c, l, err := m.client(id)
+	if err != nil {
+		return err
+	}
+	if c.State != Running || l == nil {
+		return fmt.Errorf("%w: container %s is %s", ErrNotRunning, c.ID, stateName(c.State))
+	}
+	return l.client.ReopenLog(ctx)
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+// benchContainers measures create+start of a busybox sleep container in an
+// existing pod (through crictl and a Go client) and the memory each
+// running container costs.
+func benchContainers(env *benchEnv, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	reg, err := testenv.StartRegistry(testenv.RegistryOptions{})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	img, err := testenv.Busybox()
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Push("bench/busybox:1", img); err != nil {
+		return err
+	}
+	ref := reg.Ref("bench/busybox:1")
+	if _, err := env.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		return err
+	}
+	defer env.images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+
+	podCfg := func(name string) *runtimeapi.PodSandboxConfig {
+		return &runtimeapi.PodSandboxConfig{
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: fmt.Sprintf("%s-%d", name, time.Now().UnixNano())},
+			Linux:    &runtimeapi.LinuxPodSandboxConfig{},
+		}
+	}
+	ctrCfg := func(name string) *runtimeapi.ContainerConfig {
+		return &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: ref}, Command: []string{"sleep", "100000"}}
+	}
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg("bench-ctr")})
+	if err != nil {
+		return err
+	}
+	defer env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+
+	// Through crictl: `crictl create` then `crictl start`.
+	dir := env.dir
+	podJSON := filepath.Join(dir, "bench-pod.json")
+	os.WriteFile(podJSON, []byte(`{"metadata":{"name":"bench-ctr","namespace":"bench","uid":"x"},"linux":{}}`), 0o644)
+	crictl := func(args ...string) (string, error) {
+		out, err := exec.Command("crictl", append([]string{"--runtime-endpoint", env.endpoint, "--image-endpoint", env.endpoint}, args...)...).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	var viaCrictl, viaGo []time.Duration
+	for i := 0; i < n; i++ {
+		ctrJSON := filepath.Join(dir, fmt.Sprintf("ctr-%d.json", i))
+		os.WriteFile(ctrJSON, []byte(fmt.Sprintf(`{"metadata":{"name":"c%d"},"image":{"image":%q},"command":["sleep","100000"]}`, i, ref)), 0o644)
+		start := time.Now()
+		id, err := crictl("create", pod.PodSandboxId, ctrJSON, podJSON)
+		if err != nil {
+			return fmt.Errorf("crictl create: %v", err)
+		}
+		if _, err := crictl("start", id); err != nil {
+			return fmt.Errorf("crictl start: %v", err)
+		}
+		viaCrictl = append(viaCrictl, time.Since(start))
+	}
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: ctrCfg(fmt.Sprintf("g%d", i))})
+		if err != nil {
+			return err
+		}
+		if _, err := env.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+			return err
+		}
+		viaGo = append(viaGo, time.Since(start))
+	}
+	if _, err := env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		return err
+	}
+	fmt.Printf("\ncreate+start of a busybox sleep container (%s, %d containers in one pod)\n", env.target, n)
+	fmt.Printf("  through crictl: median %s  p90 %s  (target with runc: median < 90ms; containerd 1.6 here: 108ms)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
+	fmt.Printf("  through a Go client: median %s  p90 %s  (target: < 55ms)\n", percentile(viaGo, 50), percentile(viaGo, 90))
+
+	// Memory: 10 pods of one running container each.
+	const pods = 10
+	pssBefore, rssBefore := pss(env.pid), rssKB(env.pid)
+	for i := 0; i < pods; i++ {
+		p, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg(fmt.Sprintf("bench-mem-%d", i))})
+		if err != nil {
+			return err
+		}
+		defer env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.PodSandboxId})
+		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctrCfg("mem")})
+		if err != nil {
+			return err
+		}
+		if _, err := env.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+			return err
+		}
+	}
+	shims := pids("pier-shim")
+	var shimPSS int
+	for _, pid := range shims {
+		shimPSS += pss(pid)
+	}
+	fmt.Printf("\nmemory with %d running pods of one container each (%s)\n", pods, env.target)
+	if len(shims) > 0 {
+		fmt.Printf("  pier-shim: %d processes, PSS %d KiB in all, %d KiB per container\n", len(shims), shimPSS, shimPSS/pods)
+	}
+	if env.pid != 0 {
+		growth := pss(env.pid) - pssBefore
+		fmt.Printf("  pierd: PSS +%d KiB per pod, RSS +%d KiB per pod\n", growth/pods, (rssKB(env.pid)-rssBefore)/pods)
+		fmt.Printf("  per container in all: %d KiB PSS (target < 1024 KiB; containerd 1.6 here: 4200 KB)\n", (shimPSS+growth)/pods)
+	}
+	return nil
+}
+
+// pss is a process's proportional set size in KiB, from smaps_rollup.
+func pss(pid int) int {
+	return statusField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+}
+
+func rssKB(pid int) int {
+	return statusField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+}
+
+func statusField(path, field string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field) {
+			f := strings.Fields(strings.TrimPrefix(l, field))
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// pids lists the processes whose comm is name.
+func pids(name string) []int {
+	out, _ := exec.Command("pgrep", "-x", name).Output()
+	var ps []int
+	for _, f := range strings.Fields(string(out)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			ps = append(ps, n)
+		}
+	}
+	return ps
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+// benchEnv is the CRI endpoint a benchmark measures: a given one, or a
+// fresh pierd with a bridge network of its own.
+type benchEnv struct {
+	endpoint, target, dir string
+	pid                   int // pierd's, 0 for another runtime
+	runtime               runtimeapi.RuntimeServiceClient
+	images                runtimeapi.ImageServiceClient
+	cleanup               []func()
+}
+
+func newEnv(endpoint, pierd string) (*benchEnv, error) {
+	dir, err := os.MkdirTemp("", "pier-bench-")
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{endpoint: endpoint, target: endpoint, dir: dir}
+	env.cleanup = append(env.cleanup, func() { os.RemoveAll(dir) })
+	if endpoint == "" {
+		network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "pierbench0", "10.97.0.0/16")
+		if err != nil {
+			env.close()
+			return nil, err
+		}
+		env.cleanup = append(env.cleanup, func() { network.Close() })
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config()})
+		if err != nil {
+			env.close()
+			return nil, err
+		}
+		env.cleanup = append(env.cleanup, func() { p.RemovePods(); p.Stop() })
+		env.endpoint, env.target, env.pid = p.Endpoint(), "pier", p.Pid()
+	}
+	conn, err := grpc.NewClient(env.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		env.close()
+		return nil, err
+	}
+	env.cleanup = append(env.cleanup, func() { conn.Close() })
+	env.runtime, env.images = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	return env, nil
+}
+
+// close undoes newEnv, last made first.
+func (e *benchEnv) close() {
+	for i := len(e.cleanup) - 1; i >= 0; i-- {
+		e.cleanup[i]()
+	}
+}

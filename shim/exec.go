@@ -1,0 +1,178 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/pier-runtime/pier/oci"
+)
+
+// maxExecOutput is the most of each of an exec'd process's standard output
+// and error that the shim keeps.
+const maxExecOutput = 16 << 20
+
+// execDrain is how long the shim reads an exec'd process's output after it
+// has exited: processes it left behind may hold its pipes.
+const execDrain = time.Second
+
+var execSeq atomic.Uint64
+
+// exec runs req in the container (the runtime's exec --detach), waits for
+// it as its subreaper, and returns its exit code and output. On timeout,
+// or when ctx is done (the client went away), the process is killed.
+func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
+	switch s.currentStatus() {
+	case StatusExited:
+		return nil, errExited
+	case StatusCreated:
+		return nil, fmt.Errorf("pier-shim: the container is not started: %w", ErrNotRunning)
+	}
+	p, err := s.execProcess(req)
+	if err != nil {
+		return nil, err
+	}
+	var pipes [4]*os.File // stdout r, w; stderr r, w
+	for i := 0; i < 4; i += 2 {
+		if pipes[i], pipes[i+1], err = os.Pipe(); err != nil {
+			for _, f := range pipes {
+				if f != nil {
+					f.Close()
+				}
+			}
+			return nil, fmt.Errorf("pier-shim: exec: %w", err)
+		}
+	}
+	outs := [2]*capture{newCapture(pipes[0]), newCapture(pipes[2])}
+	for _, c := range outs {
+		go c.run()
+	}
+	pidFile := filepath.Join(s.cfg.Dir, "exec-"+strconv.FormatUint(execSeq.Add(1), 10)+".pid")
+	var pid int
+	var exited <-chan unix.WaitStatus
+	err = s.reap.run(func() error {
+		err := s.rt.Exec(ctx, s.cfg.ID, p, oci.ExecOpts{
+			PidFile: pidFile,
+			IO:      oci.IO{Stdout: pipes[1], Stderr: pipes[3]},
+		})
+		if err != nil {
+			return err
+		}
+		if pid, err = readPidFile(pidFile); err != nil {
+			return fmt.Errorf("pier-shim: exec: %w", err)
+		}
+		exited = s.reap.register(pid)
+		return nil
+	})
+	pipes[1].Close()
+	pipes[3].Close()
+	os.Remove(pidFile)
+	if err != nil {
+		for _, c := range outs {
+			c.stop(0)
+		}
+		return nil, err
+	}
+
+	res := &ExecResult{}
+	var timeout <-chan time.Time
+	if req.Timeout > 0 {
+		t := time.NewTimer(req.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var ws unix.WaitStatus
+	select {
+	case ws = <-exited:
+	case <-timeout:
+		res.TimedOut = true
+		s.reap.kill(pid, unix.SIGKILL)
+		ws = <-exited
+	case <-ctx.Done():
+		s.reap.kill(pid, unix.SIGKILL)
+		ws = <-exited
+	}
+	if ws.Signaled() {
+		res.ExitCode = 128 + int(ws.Signal())
+	} else {
+		res.ExitCode = ws.ExitStatus()
+	}
+	for _, c := range outs {
+		c.stop(execDrain)
+	}
+	res.Stdout, res.Stderr = outs[0].buf.Bytes(), outs[1].buf.Bytes()
+	return res, nil
+}
+
+// execProcess is the container's process (config.json of the bundle) with
+// the request's command, user, and environment and working directory when
+// given.
+func (s *server) execProcess(req *ExecRequest) (*specs.Process, error) {
+	b, err := os.ReadFile(filepath.Join(s.cfg.Bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("pier-shim: exec: %w", err)
+	}
+	var spec struct {
+		Process *specs.Process `json:"process"`
+	}
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("pier-shim: exec: bundle config: %w", err)
+	}
+	if spec.Process == nil {
+		return nil, errors.New("pier-shim: exec: the bundle's config has no process")
+	}
+	p := *spec.Process
+	p.Args = req.Args
+	p.Terminal, p.ConsoleSize = false, nil
+	if req.Env != nil {
+		p.Env = req.Env
+	}
+	if req.Cwd != "" {
+		p.Cwd = req.Cwd
+	}
+	p.User = specs.User{UID: req.UID, GID: req.GID, AdditionalGids: req.AdditionalGids, Umask: p.User.Umask}
+	return &p, nil
+}
+
+// capture reads one output of an exec'd process, keeping the first
+// maxExecOutput bytes.
+type capture struct {
+	r    *os.File
+	buf  bytes.Buffer
+	done chan struct{}
+}
+
+func newCapture(r *os.File) *capture {
+	return &capture{r: r, done: make(chan struct{})}
+}
+
+func (c *capture) run() {
+	defer close(c.done)
+	b := make([]byte, 32<<10)
+	for {
+		n, err := c.r.Read(b)
+		if room := maxExecOutput - c.buf.Len(); room > 0 {
+			c.buf.Write(b[:min(n, room)])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stop reads on for at most d, then closes the pipe.
+func (c *capture) stop(d time.Duration) {
+	c.r.SetReadDeadline(time.Now().Add(d))
+	<-c.done
+	c.r.Close()
+}

@@ -1,0 +1,562 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/oci"
+)
+
+// handshakeFd is the pipe Start hands the shim for its one handshake
+// message.
+const handshakeFd = 3
+
+// Main is pier-shim's main:
+//
+//	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
+//	pier-shim pod-init      PID 1 of a pod's PID namespace (see StartPodInit)
+func Main(args []string) {
+	// One P, a small heap and no memory profile (its hash table alone
+	// would be a good part of the shim's memory): one runs per container.
+	runtime.MemProfileRate = 0
+	runtime.GOMAXPROCS(1)
+	if v, err := strconv.Atoi(os.Getenv("XGC")); err == nil {
+		debug.SetGCPercent(v)
+	} else {
+		debug.SetGCPercent(10)
+	}
+	switch {
+	case len(args) == 3 && args[1] == "serve":
+		os.Exit(serve(args[2]))
+	case len(args) == 2 && args[1] == "pod-init":
+		podInit()
+	}
+	fmt.Fprintln(os.Stderr, "usage: pier-shim serve <dir> | pier-shim pod-init\n\npier-shim is started by pierd, one per container.")
+	os.Exit(2)
+}
+
+// logf writes a line to the shim's log (its standard error, <dir>/shim.log).
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format(time.RFC3339Nano)+" pier-shim["+strconv.Itoa(os.Getpid())+"] "+format+"\n", args...)
+}
+
+// server is the shim of one container.
+type server struct {
+	cfg     Config
+	rt      *oci.Runtime
+	reap    *reaper
+	log     *criLog
+	ln      *net.UnixListener
+	oomFile string // the container's OOM kill counter
+	oomBase int64  // its value after create
+
+	logsDone [2]chan struct{} // closed when stdout, stderr reach their end
+	exited   chan struct{}    // closed once exit is set and exit.json written
+	done     chan struct{}    // closed once the container is deleted
+	doneOnce sync.Once
+	handlers sync.WaitGroup // connections being answered
+
+	opMu sync.Mutex // start and delete, one at a time
+
+	mu        sync.Mutex
+	status    string
+	pid       int
+	createdAt time.Time
+	startedAt time.Time
+	exit      *Exit
+	deleted   bool
+}
+
+// serve runs the shim of the container described by dir/shim.json and
+// returns its exit code.
+func serve(dir string) int {
+	if _, err := unix.FcntlInt(handshakeFd, unix.F_GETFD, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "pier-shim: no handshake pipe on fd 3: pier-shim is started by pierd")
+		return 2
+	}
+	// Neither the runtime nor the container may hold the handshake pipe.
+	unix.CloseOnExec(handshakeFd)
+	hs := os.NewFile(handshakeFd, "handshake")
+
+	s, err := newServer(dir)
+	if err == nil {
+		err = s.create()
+	}
+	msg := handshake{V: ProtocolVersion}
+	if err != nil {
+		msg.Error = err.Error()
+	} else {
+		msg.Pid = s.pid
+	}
+	b, _ := json.Marshal(msg)
+	_, werr := hs.Write(append(b, '\n'))
+	hs.Close()
+	if err != nil {
+		logf("create failed: %v", err)
+		return 1
+	}
+	if werr != nil {
+		// pierd gave up on this container: leave nothing behind.
+		logf("handshake: %v; deleting the container", werr)
+		s.delete()
+		s.ln.Close()
+		return 1
+	}
+	logf("container %s created, init pid %d", s.cfg.ID, s.pid)
+	if os.Getenv("XFREE") != "" {
+		debug.FreeOSMemory()
+	}
+	if os.Getenv("PIER_SHIM_DEBUG") != "" {
+		go func() {
+			for {
+				time.Sleep(2 * time.Second)
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+
+				logf("heapAlloc %d heapInuse %d heapIdle %d heapReleased %d heapSys %d stackInuse %d stackSys %d mspanInuse %d mcacheInuse %d gcSys %d otherSys %d buckHash %d sys %d numGC %d goroutines %d", ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.HeapSys, ms.StackInuse, ms.StackSys, ms.MSpanInuse, ms.MCacheInuse, ms.GCSys, ms.OtherSys, ms.BuckHashSys, ms.Sys, ms.NumGC, runtime.NumGoroutine())
+			}
+		}()
+	}
+	go s.accept()
+	<-s.done
+	s.ln.Close() // removes the socket
+	s.log.close()
+	// Let the answers in flight go out.
+	idle := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-time.After(2 * time.Second):
+	}
+	logf("container %s deleted, exiting", s.cfg.ID)
+	return 0
+}
+
+func newServer(dir string) (*server, error) {
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return nil, fmt.Errorf("pier-shim: %w", err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("pier-shim: %s: %w", filepath.Join(dir, configFile), err)
+	}
+	if cfg.Version != ProtocolVersion {
+		return nil, fmt.Errorf("pier-shim: %s has version %d, this shim speaks version %d", filepath.Join(dir, configFile), cfg.Version, ProtocolVersion)
+	}
+	cfg.Dir = dir
+	return &server{
+		cfg:      cfg,
+		rt:       &cfg.Runtime,
+		logsDone: [2]chan struct{}{make(chan struct{}), make(chan struct{})},
+		exited:   make(chan struct{}),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// create opens the log and the control socket, becomes the subreaper and
+// runs the runtime's create with the container's output on two pipes. On
+// failure it leaves nothing: no runtime state, no socket.
+func (s *server) create() (err error) {
+	ctx := context.Background()
+	os.Remove(filepath.Join(s.cfg.Dir, exitFile))
+	// Only the cgroup: decoding a whole spec costs the shim a few hundred
+	// KiB of type caches for good.
+	var spec struct {
+		Linux *struct {
+			CgroupsPath string `json:"cgroupsPath"`
+		} `json:"linux"`
+	}
+	b, err := os.ReadFile(filepath.Join(s.cfg.Bundle, "config.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &spec)
+	}
+	if err != nil {
+		return fmt.Errorf("pier-shim: bundle: %w", err)
+	}
+	if s.log, err = openCRILog(s.cfg.LogPath); err != nil {
+		return fmt.Errorf("pier-shim: open the container's log: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.log.close()
+		}
+	}()
+	if s.ln, err = listen(s.cfg.Socket); err != nil {
+		return fmt.Errorf("pier-shim: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.ln.Close()
+		}
+	}()
+	if s.reap, err = newReaper(); err != nil {
+		return fmt.Errorf("pier-shim: %w", err)
+	}
+
+	var pipes [4]*os.File // stdout r, w; stderr r, w
+	for i := 0; i < 4; i += 2 {
+		if pipes[i], pipes[i+1], err = os.Pipe(); err != nil {
+			for _, f := range pipes {
+				if f != nil {
+					f.Close()
+				}
+			}
+			return fmt.Errorf("pier-shim: %w", err)
+		}
+	}
+	pidFile := filepath.Join(s.cfg.Dir, "init.pid")
+	var initExit <-chan unix.WaitStatus
+	err = s.reap.run(func() error {
+		err := s.rt.Create(ctx, s.cfg.ID, s.cfg.Bundle, oci.CreateOpts{
+			PidFile: pidFile,
+			IO:      oci.IO{Stdout: pipes[1], Stderr: pipes[3]},
+		})
+		if err != nil {
+			return err
+		}
+		pid, err := readPidFile(pidFile)
+		if err != nil {
+			return fmt.Errorf("pier-shim: %w", err)
+		}
+		s.pid = pid
+		initExit = s.reap.register(pid)
+		return nil
+	})
+	pipes[1].Close()
+	pipes[3].Close()
+	os.Remove(pidFile)
+	if err != nil {
+		pipes[0].Close()
+		pipes[2].Close()
+		// The runtime undoes a failed create itself; make sure.
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if derr := s.reap.run(func() error { return s.rt.Delete(cctx, s.cfg.ID, true) }); derr != nil && !errors.Is(derr, oci.ErrNotFound) {
+			logf("delete after the failed create: %v", derr)
+		}
+		return err
+	}
+	var cgroupsPath string
+	if spec.Linux != nil {
+		cgroupsPath = spec.Linux.CgroupsPath
+	}
+	s.oomFile = oomCounterFile(s.pid, cgroupsPath)
+	s.oomBase = readOOMKills(s.oomFile)
+	if s.oomFile == "" {
+		logf("no memory cgroup found for pid %d: OOM kills go unnoticed", s.pid)
+	}
+	go copyLog(pipes[0], s.log, "stdout", s.logsDone[0])
+	go copyLog(pipes[2], s.log, "stderr", s.logsDone[1])
+	go s.waitInit(initExit)
+	s.status, s.createdAt = StatusCreated, time.Now()
+	return nil
+}
+
+// listen listens on the control socket, replacing a stale socket file but
+// not a live shim's.
+func listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s: another shim listens there", path)
+	}
+	os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func readPidFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pid file %s: bad pid %q", path, b)
+	}
+	return pid, nil
+}
+
+// waitInit records the exit of the container's init: exit.json first,
+// then the answer to waiters.
+func (s *server) waitInit(ch <-chan unix.WaitStatus) {
+	ws := <-ch
+	e := &Exit{FinishedAt: time.Now()}
+	if ws.Signaled() {
+		e.Signal = int(ws.Signal())
+		e.Code = 128 + e.Signal
+	} else {
+		e.Code = ws.ExitStatus()
+	}
+	if n := readOOMKills(s.oomFile); n > 0 && n > s.oomBase {
+		e.OOMKilled = true
+	}
+	// Let the log catch up with what the container wrote last. Other
+	// processes may hold the pipes (a container in a shared PID namespace):
+	// do not wait for them long.
+	timeout := time.NewTimer(2 * time.Second)
+	for _, done := range s.logsDone {
+		select {
+		case <-done:
+		case <-timeout.C:
+		}
+	}
+	timeout.Stop()
+	if err := atomicfile.WriteJSON(filepath.Join(s.cfg.Dir, exitFile), &exitRecord{V: ProtocolVersion, Exit: *e}); err != nil {
+		logf("write the exit file: %v", err)
+	}
+	s.mu.Lock()
+	s.status, s.exit = StatusExited, e
+	s.mu.Unlock()
+	close(s.exited)
+	logf("container %s exited: code %d, signal %d, oom killed %v", s.cfg.ID, e.Code, e.Signal, e.OOMKilled)
+}
+
+func (s *server) accept() {
+	for {
+		conn, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			logf("accept: %v", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		s.handlers.Add(1)
+		go s.handle(conn)
+	}
+}
+
+// handle answers the one request of a connection.
+func (s *server) handle(conn *net.UnixConn) {
+	defer s.handlers.Done()
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var req request
+	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&req); err != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	resp := s.dispatch(conn, &req)
+	if resp == nil {
+		return // the client went away
+	}
+	resp.V = ProtocolVersion
+	deleted := req.Op == opDelete && resp.Error == ""
+	if deleted {
+		// From now on a client finds no shim, as after the exit.
+		s.ln.Close()
+	}
+	conn.SetWriteDeadline(time.Now().Add(time.Minute))
+	if err := json.NewEncoder(conn).Encode(resp); err != nil {
+		logf("%s: answer: %v", req.Op, err)
+	}
+	switch {
+	case deleted:
+		s.doneOnce.Do(func() { close(s.done) })
+	case req.Op == opExec:
+		// Give the output buffers back.
+		resp = nil
+		if os.Getenv("XFREE") != "" {
+			debug.FreeOSMemory()
+		}
+	}
+}
+
+func (s *server) dispatch(conn *net.UnixConn, req *request) *response {
+	if req.V != ProtocolVersion {
+		return &response{Code: codeVersion, Error: fmt.Sprintf("pier-shim: protocol version %d not supported, this shim speaks version %d", req.V, ProtocolVersion)}
+	}
+	var err error
+	resp := &response{}
+	switch req.Op {
+	case opHello:
+		resp.Pid = os.Getpid()
+	case opState:
+		resp.State = s.state()
+	case opStart:
+		err = s.start()
+	case opKill:
+		err = s.kill(syscall.Signal(req.Signal), req.All)
+	case opWait:
+		ctx, cancel := closedContext(conn)
+		defer cancel()
+		select {
+		case <-s.exited:
+			resp.Exit = s.state().Exit
+		case <-ctx.Done():
+			return nil
+		}
+	case opExec:
+		if req.Exec == nil || len(req.Exec.Args) == 0 {
+			err = errors.New("pier-shim: exec: no command")
+			break
+		}
+		ctx, cancel := closedContext(conn)
+		defer cancel()
+		resp.Exec, err = s.exec(ctx, req.Exec)
+	case opReopen:
+		if err = s.log.reopen(); err != nil {
+			err = fmt.Errorf("pier-shim: reopen the log: %w", err)
+		}
+	case opDelete:
+		err = s.delete()
+	default:
+		err = fmt.Errorf("pier-shim: unknown operation %q", req.Op)
+	}
+	if err != nil {
+		resp = &response{Error: err.Error()}
+		switch {
+		case errors.Is(err, oci.ErrNotFound):
+			resp.Code = codeNotFound
+		case errors.Is(err, ErrNotRunning):
+			resp.Code = codeNotRunning
+		}
+	}
+	return resp
+}
+
+// closedContext is done when the client closes its end of conn (it sends
+// nothing after its request).
+func closedContext(conn *net.UnixConn) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		var b [1]byte
+		conn.Read(b[:])
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+func (s *server) state() *State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &State{
+		Status:    s.status,
+		Pid:       s.pid,
+		ShimPid:   os.Getpid(),
+		CreatedAt: s.createdAt,
+		StartedAt: s.startedAt,
+		Exit:      s.exit,
+	}
+}
+
+func (s *server) currentStatus() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+var errExited = fmt.Errorf("pier-shim: the container has exited: %w", ErrNotRunning)
+
+// start runs the container's process. If the runtime fails, the
+// container's init is killed: its exit is recorded as any other.
+func (s *server) start() error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	switch s.currentStatus() {
+	case StatusExited:
+		return errExited
+	case StatusRunning:
+		return errors.New("pier-shim: the container is already started")
+	}
+	err := s.reap.run(func() error { return s.rt.Start(context.Background(), s.cfg.ID) })
+	if err != nil {
+		s.reap.kill(s.pid, unix.SIGKILL)
+		return err
+	}
+	s.mu.Lock()
+	s.startedAt = time.Now()
+	if s.status == StatusCreated {
+		s.status = StatusRunning
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *server) kill(sig syscall.Signal, all bool) error {
+	if s.currentStatus() == StatusExited {
+		return errExited
+	}
+	err := s.reap.run(func() error { return s.rt.Kill(context.Background(), s.cfg.ID, sig, all) })
+	if err != nil {
+		// The runtime refuses a container whose init has died: reap it now
+		// to tell.
+		s.reap.reap()
+		if !s.reap.pending(s.pid) {
+			return fmt.Errorf("%w (%v)", errExited, err)
+		}
+	}
+	return err
+}
+
+// delete kills the container if it runs and waits for its exit (so that
+// exit.json is written and the OOM counter read before the cgroup goes),
+// then deletes it from the runtime.
+func (s *server) delete() error {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.deleted {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.currentStatus() != StatusExited {
+		if err := s.reap.run(func() error { return s.rt.Kill(ctx, s.cfg.ID, unix.SIGKILL, true) }); err != nil {
+			logf("delete: kill: %v", err)
+			s.reap.kill(s.pid, unix.SIGKILL)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			s.reap.kill(s.pid, unix.SIGKILL)
+			select {
+			case <-s.exited:
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("pier-shim: the container's init (pid %d) does not exit after SIGKILL", s.pid)
+			}
+		}
+	}
+	err := s.reap.run(func() error { return s.rt.Delete(ctx, s.cfg.ID, false) })
+	if err != nil && !errors.Is(err, oci.ErrNotFound) {
+		logf("delete: %v; forcing", err)
+		err = s.reap.run(func() error { return s.rt.Delete(ctx, s.cfg.ID, true) })
+	}
+	if err != nil && !errors.Is(err, oci.ErrNotFound) {
+		return err
+	}
+	s.mu.Lock()
+	s.deleted = true
+	s.mu.Unlock()
+	return nil
+}

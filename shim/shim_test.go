@@ -1,0 +1,1225 @@
+package shim
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/pier-runtime/pier/oci"
+)
+
+// Tests that run containers need root, runc and busybox. The test process
+// is a child subreaper while they run: a shim whose parent exits, and a
+// container whose shim is killed, become its children, and the tests reap
+// them by pid.
+
+const (
+	cgroupParent = "pier-shim-test"
+	busybox      = "/bin/busybox"
+	helperEnv    = "PIER_SHIM_TEST_HELPER"
+)
+
+// shimBinary is pier-shim, built once by TestMain.
+var shimBinary string
+
+func TestMain(m *testing.M) {
+	if f := os.Getenv(helperEnv); f != "" {
+		os.Exit(helperMain(f))
+	}
+	dir, err := os.MkdirTemp("", "pier-shim-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shimBinary = filepath.Join(dir, "pier-shim")
+	build := exec.Command("go", "build", "-trimpath", "-o", shimBinary, "github.com/pier-runtime/pier/cmd/pier-shim")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pier-shim: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	if os.Geteuid() == 0 {
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+	code := m.Run()
+	// runc leaves the parent of the test cgroups.
+	parents, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cgroupParent))
+	for _, p := range parents {
+		if err := unix.Rmdir(p); err != nil && !errors.Is(err, unix.ENOENT) {
+			fmt.Fprintf(os.Stderr, "cgroup %s left behind: %v\n", p, err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// helperMain starts a shim for the Config in file, prints its pid and
+// exits without waiting for it: the shim outlives its parent.
+func helperMain(file string) int {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var args struct {
+		Binary string
+		Config Config
+	}
+	if err := json.Unmarshal(b, &args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, pid, err := Start(ctx, args.Binary, args.Config)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(pid)
+	return 0
+}
+
+// testContainer is a container's bundle and shim files, in temporary
+// directories, and the runtime that runs it.
+type testContainer struct {
+	id     string
+	spec   *specs.Spec
+	bundle string
+	gate   string // bind-mounted at /gate in the container
+	cfg    Config
+	rt     *oci.Runtime
+}
+
+func randomHex(t testing.TB, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// needRoot skips a test that cannot run containers here.
+func needRoot(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Skip("no runc")
+	}
+	if _, err := os.Stat(busybox); err != nil {
+		t.Skip("no busybox")
+	}
+	return runc
+}
+
+// newContainer makes the bundle of a busybox container running args, with
+// its own pid, ipc, uts, mount and network namespaces and a cgroup
+// /pier-shim-test/<id>. Cleanup deletes whatever is left of it and fails
+// the test if the runtime, a cgroup or a process still holds it.
+func newContainer(t testing.TB, args ...string) *testContainer {
+	t.Helper()
+	runc := needRoot(t)
+	id := "pst-" + randomHex(t, 6)
+	base := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "pst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testContainer{
+		id:     id,
+		bundle: filepath.Join(base, "bundle"),
+		gate:   filepath.Join(base, "gate"),
+		rt:     &oci.Runtime{Name: "runc", Path: runc, Root: filepath.Join(base, "runc")},
+	}
+	c.cfg = Config{
+		Version: ProtocolVersion,
+		ID:      id,
+		Bundle:  c.bundle,
+		Runtime: *c.rt,
+		Dir:     filepath.Join(base, "shim"),
+		Socket:  filepath.Join(sockDir, randomHex(t, 6)+".sock"),
+		LogPath: filepath.Join(base, "logs", "c.log"),
+	}
+	rootfs := filepath.Join(c.bundle, "rootfs")
+	for _, d := range []string{"bin", "proc", "dev", "gate", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{c.gate, filepath.Dir(c.cfg.LogPath)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := copyFile(busybox, filepath.Join(rootfs, "bin", "busybox")); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []string{"sh", "sleep", "echo", "cat", "head", "tr", "printf", "pwd", "id", "env", "true", "kill", "touch"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.spec = &specs.Spec{
+		Version: "1.0.2", // crun 1.8 accepts no other
+		Process: &specs.Process{
+			Args:         args,
+			Cwd:          "/tmp",
+			Env:          []string{"PATH=/bin", "GREETING=hello"},
+			Capabilities: &specs.LinuxCapabilities{},
+		},
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Hostname: "pst",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=1m"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=1m"}},
+			{Destination: "/gate", Type: "bind", Source: c.gate, Options: []string{"rbind", "rw"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: "/" + cgroupParent + "/" + id,
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace},
+			},
+		},
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(sockDir)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if s, err := c.rt.State(ctx, id); err == nil {
+			t.Errorf("runtime still has container %s (%s); deleting it", id, s.Status)
+			c.rt.Delete(ctx, id, true)
+			if s.Pid > 0 {
+				reap(t, s.Pid)
+			}
+		}
+		if entries, _ := os.ReadDir(c.rt.Root); len(entries) > 0 {
+			t.Errorf("runtime state left in %s: %v", c.rt.Root, entries)
+		}
+		if left := cgroups(id); len(left) > 0 {
+			t.Errorf("cgroups left: %q", left)
+			for _, p := range left {
+				unix.Rmdir(p)
+			}
+		}
+	})
+	return c
+}
+
+// writeSpec writes the bundle's config.json.
+func (c *testContainer) writeSpec(t testing.TB) {
+	t.Helper()
+	b, err := json.Marshal(c.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.bundle, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start writes the spec and starts the container's shim. Cleanup deletes
+// the container through it and checks that the shim has exited.
+func (c *testContainer) start(t testing.TB) (*Client, int) {
+	t.Helper()
+	c.writeSpec(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, pid, err := Start(ctx, shimBinary, c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := client.Delete(context.Background()); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+		waitGone(t, pid)
+		if _, err := os.Stat(c.cfg.Socket); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket %s left: %v", c.cfg.Socket, err)
+		}
+	})
+	return client, pid
+}
+
+// open lets a container that waits for /gate/go go on.
+func (c *testContainer) open(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(c.gate, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitGate is a shell line that waits until the test opens the gate.
+const waitGate = "while [ ! -e /gate/go ]; do sleep 0.02; done; "
+
+func copyFile(src, dst string) error {
+	if os.Link(src, dst) == nil {
+		return nil
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+// cgroups lists the cgroups of container id in every hierarchy.
+func cgroups(id string) []string {
+	m, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cgroupParent, id))
+	m2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", cgroupParent, id))
+	return append(m, m2...)
+}
+
+// waitGone waits until process pid no longer exists (its parent reaped it).
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("process %d still there", pid)
+}
+
+// reap waits for child pid of the test process (a subreaper) to exit and
+// reaps it.
+func reap(t testing.TB, pid int) unix.WaitStatus {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if got == pid {
+			return ws
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			t.Errorf("wait4 %d: %v", pid, err)
+			return 0
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("process %d did not exit", pid)
+			return 0
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type logEntry struct {
+	time           time.Time
+	stream, tag, s string
+}
+
+var logLine = regexp.MustCompile(`^(\S+) (stdout|stderr) ([FP]) (.*)$`)
+
+// readLog parses a CRI log file and returns its entries by stream.
+func readLog(t testing.TB, path string) map[string][]logEntry {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[string][]logEntry{}
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		if !strings.HasSuffix(line, "\n") {
+			t.Errorf("log line without a newline: %q", line)
+		}
+		m := logLine.FindStringSubmatch(strings.TrimSuffix(line, "\n"))
+		if m == nil {
+			t.Errorf("bad log line %.100q", line)
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			t.Errorf("bad timestamp in %.100q: %v", line, err)
+		}
+		entries[m[2]] = append(entries[m[2]], logEntry{ts, m[2], m[3], m[4]})
+	}
+	return entries
+}
+
+func TestLifecycle(t *testing.T) {
+	c := newContainer(t, "sh", "-c", waitGate+`
+echo out1
+echo err1 >&2
+head -c 40000 /dev/zero | tr '\0' a; echo
+head -c 16384 /dev/zero | tr '\0' b; echo
+echo err2 >&2
+printf tail
+exit 3`)
+	ctx := ctxT(t)
+	before := time.Now()
+	client, shimPid := c.start(t)
+
+	st, err := client.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != StatusCreated || st.Pid <= 0 || st.ShimPid != shimPid || st.CreatedAt.Before(before) || !st.StartedAt.IsZero() || st.Exit != nil {
+		t.Errorf("state after create %+v", st)
+	}
+	if rs, err := c.rt.State(ctx, c.id); err != nil || rs.Status != "created" || rs.Pid != st.Pid {
+		t.Errorf("runtime state %+v, %v", rs, err)
+	}
+	// The shim is in a session of its own, and the init is its child.
+	if sid, _ := unix.Getsid(shimPid); sid != shimPid {
+		t.Errorf("shim session %d, want %d", sid, shimPid)
+	}
+	if ppid := parentOf(st.Pid); ppid != shimPid {
+		t.Errorf("init's parent %d, want the shim %d", ppid, shimPid)
+	}
+	if len(cgroups(c.id)) == 0 {
+		t.Error("no cgroup")
+	}
+
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = client.State(ctx); err != nil || st.Status != StatusRunning || st.StartedAt.IsZero() {
+		t.Errorf("state after start %+v, %v", st, err)
+	}
+	if err := client.Start(ctx); err == nil {
+		t.Error("a second start succeeded")
+	}
+	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("exit file before the exit: %v", err)
+	}
+
+	// Several waiters at once.
+	type result struct {
+		exit *Exit
+		err  error
+	}
+	waits := make(chan result, 3)
+	for range 3 {
+		go func() {
+			e, err := client.Wait(ctx)
+			waits <- result{e, err}
+		}()
+	}
+	c.open(t)
+	var exit *Exit
+	for range 3 {
+		r := <-waits
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		exit = r.exit
+		if r.exit.Code != 3 || r.exit.Signal != 0 || r.exit.OOMKilled || r.exit.FinishedAt.Before(st.StartedAt) {
+			t.Errorf("exit %+v", r.exit)
+		}
+	}
+	if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 3 || !fe.FinishedAt.Equal(exit.FinishedAt) {
+		t.Errorf("exit file %+v, %v; want %+v", fe, err, exit)
+	}
+	if st, err = client.State(ctx); err != nil || st.Status != StatusExited || st.Exit == nil || st.Exit.Code != 3 {
+		t.Errorf("state after exit %+v, %v", st, err)
+	}
+	// The shim stays until Delete and keeps answering.
+	if e, err := client.Wait(ctx); err != nil || e.Code != 3 {
+		t.Errorf("wait after the exit: %+v, %v", e, err)
+	}
+	if err := client.Kill(ctx, syscall.SIGTERM, false); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("kill after the exit: %v", err)
+	}
+
+	// The log, in CRI format: the output is complete once the exit is known.
+	log := readLog(t, c.cfg.LogPath)
+	var got []string
+	for _, e := range log["stdout"] {
+		got = append(got, e.tag+" "+summarize(e.s))
+	}
+	want := []string{"F out1", "P a*16384", "P a*16384", "F a*7232", "F b*16384", "P tail"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("stdout entries\n got %q\nwant %q", got, want)
+	}
+	got = nil
+	for _, e := range log["stderr"] {
+		got = append(got, e.tag+" "+e.s)
+		if e.time.Before(before) || e.time.After(exit.FinishedAt) {
+			t.Errorf("entry time %v", e.time)
+		}
+	}
+	if want := []string{"F err1", "F err2"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("stderr entries %q, want %q", got, want)
+	}
+
+	if err := client.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, shimPid)
+	if _, err := c.rt.State(ctx, c.id); !errors.Is(err, oci.ErrNotFound) {
+		t.Errorf("runtime state after delete: %v", err)
+	}
+	if left := cgroups(c.id); len(left) > 0 {
+		t.Errorf("cgroups after delete: %q", left)
+	}
+	if err := unix.Kill(st.Pid, 0); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("init %d after delete: %v", st.Pid, err)
+	}
+	// Delete again: the shim is gone, that is fine. Other calls say so.
+	if err := client.Delete(ctx); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+	if _, err := client.State(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("state of a deleted shim: %v", err)
+	}
+	// The exit file stays for pierd.
+	if _, err := ReadExit(c.cfg.Dir); err != nil {
+		t.Errorf("exit file after delete: %v", err)
+	}
+}
+
+// summarize writes a run of one repeated character as "c*n".
+func summarize(s string) string {
+	if len(s) > 8 && strings.Count(s, s[:1]) == len(s) {
+		return s[:1] + "*" + strconv.Itoa(len(s))
+	}
+	return s
+}
+
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func TestDeleteCreated(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	st, err := client.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The init, killed before it ran, has exited; that is recorded too.
+	if e, err := ReadExit(c.cfg.Dir); err != nil || e.Signal != int(syscall.SIGKILL) || e.Code != 137 {
+		t.Errorf("exit %+v, %v", e, err)
+	}
+	if err := unix.Kill(st.Pid, 0); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("init %d after delete: %v", st.Pid, err)
+	}
+}
+
+func TestKill(t *testing.T) {
+	t.Run("SIGKILL", func(t *testing.T) {
+		c := newContainer(t, "sleep", "100")
+		client, _ := c.start(t)
+		ctx := ctxT(t)
+		if err := client.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+			t.Fatal(err)
+		}
+		e, err := client.Wait(ctx)
+		if err != nil || e.Code != 137 || e.Signal != 9 || e.OOMKilled {
+			t.Errorf("exit %+v, %v", e, err)
+		}
+	})
+
+	// The init of a PID namespace ignores SIGTERM without a handler: a
+	// container in a pod's shared PID namespace gets it.
+	t.Run("SIGTERM in a pod's PID namespace", func(t *testing.T) {
+		needRoot(t)
+		podPid := startPodInit(t)
+		c := newContainer(t, "sleep", "100")
+		c.spec.Linux.Namespaces[0].Path = fmt.Sprintf("/proc/%d/ns/pid", podPid)
+		client, _ := c.start(t)
+		ctx := ctxT(t)
+		if err := client.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := client.State(ctx)
+		if nspid := nsPids(st.Pid); len(nspid) != 2 || nspid[1] == 1 {
+			t.Errorf("container init NSpid %v, want a pid other than 1 in the pod's namespace", nspid)
+		}
+		if err := client.Kill(ctx, syscall.SIGTERM, false); err != nil {
+			t.Fatal(err)
+		}
+		e, err := client.Wait(ctx)
+		if err != nil || e.Code != 143 || e.Signal != 15 {
+			t.Errorf("exit %+v, %v", e, err)
+		}
+		if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 143 || fe.Signal != 15 {
+			t.Errorf("exit file %+v, %v", fe, err)
+		}
+	})
+}
+
+// startPodInit starts a pod init; cleanup kills it and checks it is gone.
+func startPodInit(t testing.TB) int {
+	t.Helper()
+	pid, err := StartPodInit(shimBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Kill(pid, unix.SIGKILL)
+		waitGone(t, pid)
+	})
+	// The pid namespace exists once the child runs; wait for the exec.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte("pod-init")) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pid
+}
+
+// nsPids is the NSpid line of a process's status: its pid in each PID
+// namespace, outermost first.
+func nsPids(pid int) []int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			var pids []int
+			for _, f := range strings.Fields(v) {
+				n, _ := strconv.Atoi(f)
+				pids = append(pids, n)
+			}
+			return pids
+		}
+	}
+	return nil
+}
+
+func TestStartPodInit(t *testing.T) {
+	needRoot(t)
+	pid := startPodInit(t)
+	if nspid := nsPids(pid); len(nspid) != 2 || nspid[0] != pid || nspid[1] != 1 {
+		t.Errorf("NSpid %v, want [%d 1]", nspid, pid)
+	}
+	if sid, _ := unix.Getsid(pid); sid != pid {
+		t.Errorf("session %d, want %d", sid, pid)
+	}
+	// It ignores SIGTERM.
+	unix.Kill(pid, unix.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	if err := unix.Kill(pid, 0); err != nil {
+		t.Errorf("after SIGTERM: %v", err)
+	}
+	// It reaps orphans of its namespace: a container process whose parent
+	// exits is reparented to it.
+	c := newContainer(t, "sh", "-c", "sleep 0.1 & sleep 0.1 & sleep 100")
+	c.spec.Linux.Namespaces[0].Path = fmt.Sprintf("/proc/%d/ns/pid", pid)
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := client.State(ctx)
+	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if zombies := zombieChildren(pid); len(zombies) > 0 {
+		t.Errorf("pod init (container init was %d) leaves zombies %v", st.Pid, zombies)
+	}
+}
+
+func zombieChildren(parent int) []int {
+	var z []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		b, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue
+		}
+		_, rest, _ := strings.Cut(string(b), ") ")
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(parent) {
+			z = append(z, pid)
+		}
+	}
+	return z
+}
+
+func TestShimOutlivesParent(t *testing.T) {
+	c := newContainer(t, "sh", "-c", waitGate+"exit 4")
+	c.writeSpec(t)
+	arg, err := json.Marshal(map[string]any{"Binary": shimBinary, "Config": c.cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	argFile := filepath.Join(t.TempDir(), "helper.json")
+	if err := os.WriteFile(argFile, arg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(os.Args[0])
+	helper.Env = append(os.Environ(), helperEnv+"="+argFile)
+	helper.Stderr = os.Stderr
+	out, err := helper.Output()
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	shimPid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("helper printed %q", out)
+	}
+	// Its parent has exited: the shim is now the test's child (the test
+	// process is a subreaper), and the test reaps it.
+	defer func() {
+		if ws := reap(t, shimPid); !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Errorf("shim wait status %#x", ws)
+		}
+	}()
+	if ppid := parentOf(shimPid); ppid != os.Getpid() {
+		t.Errorf("shim's parent %d, want the test %d", ppid, os.Getpid())
+	}
+
+	client, err := Connect(c.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	st, err := client.State(ctx)
+	if err != nil || st.Status != StatusCreated || st.ShimPid != shimPid {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.open(t)
+	e, err := client.Wait(ctx)
+	if err != nil || e.Code != 4 {
+		t.Errorf("exit %+v, %v", e, err)
+	}
+	// Another client, as after another pierd restart.
+	client2, err := Connect(c.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := client2.State(ctx); err != nil || st.Exit == nil || st.Exit.Code != 4 {
+		t.Errorf("state %+v, %v", st, err)
+	}
+	if err := client2.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExec(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if _, err := client.Exec(ctx, ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("exec in a created container: %v", err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", `echo "out $GREETING $(pwd) $(id -u):$(id -g)"; echo err >&2; exit 7`}, UID: 1000, GID: 1001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Stdout) != "out hello /tmp 1000:1001\n" || string(r.Stderr) != "err\n" || r.ExitCode != 7 || r.TimedOut {
+		t.Errorf("exec result %+v (stdout %q, stderr %q)", r, r.Stdout, r.Stderr)
+	}
+
+	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "echo $A; pwd"}, Env: []string{"PATH=/bin", "A=b"}, Cwd: "/proc"})
+	if err != nil {
+		t.Fatalf("exec with env and cwd: %v", err)
+	}
+	if string(r.Stdout) != "b\n/proc\n" || r.ExitCode != 0 {
+		t.Errorf("exec with env and cwd: %+v (%q)", r, r.Stdout)
+	}
+
+	// Several at once, with a waiter and state calls beside them.
+	waited := make(chan error, 1)
+	go func() {
+		_, err := client.Wait(ctx)
+		waited <- err
+	}()
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			want := strconv.Itoa(i)
+			r, err := client.Exec(ctx, ExecRequest{Args: []string{"echo", want}})
+			if err == nil && string(r.Stdout) != want+"\n" {
+				err = fmt.Errorf("exec %d printed %q", i, r.Stdout)
+			}
+			if _, serr := client.State(ctx); err == nil {
+				err = serr
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+
+	// Output is capped at 16 MiB.
+	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "head -c 17000000 /dev/zero; echo done >&2"}})
+	if err != nil || len(r.Stdout) != maxExecOutput || string(r.Stderr) != "done\n" || r.ExitCode != 0 {
+		t.Errorf("big exec: %d bytes, stderr %q, code %d, %v", len(r.Stdout), r.Stderr, r.ExitCode, err)
+	}
+
+	// A timeout kills the process and returns what it printed so far.
+	start := time.Now()
+	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "echo partial; exec sleep 30"}, Timeout: 300 * time.Millisecond})
+	if err != nil || !r.TimedOut || string(r.Stdout) != "partial\n" || r.ExitCode != 137 {
+		t.Errorf("timed out exec %+v, %v", r, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("timed out exec took %v", d)
+	}
+
+	_, err = client.Exec(ctx, ExecRequest{Args: []string{"nosuchcmd"}})
+	if err == nil || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found in $PATH`) {
+		t.Errorf("exec of a missing command: %v", err)
+	}
+
+	select {
+	case err := <-waited:
+		t.Errorf("wait returned early: %v", err)
+	default:
+	}
+	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Error(err)
+	}
+	if _, err := client.Exec(ctx, ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("exec after the exit: %v", err)
+	}
+	// No exec pid files are left.
+	if m, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "*.pid")); len(m) > 0 {
+		t.Errorf("pid files left: %v", m)
+	}
+}
+
+func TestReopenLog(t *testing.T) {
+	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.02; done")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	rotated := c.cfg.LogPath + ".1"
+	if err := os.Rename(c.cfg.LogPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.ReopenLog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	// Entries go on where the old file stopped: together, one line each.
+	if err := client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, f := range []string{rotated, c.cfg.LogPath} {
+		for _, e := range readLog(t, f)["stdout"] {
+			lines = append(lines, e.s)
+		}
+	}
+	for i, l := range lines {
+		if l != "line"+strconv.Itoa(i) {
+			t.Fatalf("entry %d is %q", i, l)
+		}
+	}
+
+	// A log that cannot be reopened is an error; the old file stays.
+	os.RemoveAll(filepath.Dir(c.cfg.LogPath))
+	if err := client.ReopenLog(ctx); err == nil {
+		t.Error("reopen in a missing directory succeeded")
+	}
+}
+
+func waitForLog(t testing.TB, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing written to %s", path)
+}
+
+func TestOOM(t *testing.T) {
+	c := newContainer(t, "sh", "-c", "x=a; while :; do x=$x$x; done")
+	limit := int64(16 << 20)
+	c.spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, err := client.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.OOMKilled || e.Code != 137 || e.Signal != 9 {
+		t.Errorf("exit %+v, want OOM killed", e)
+	}
+	if fe, err := ReadExit(c.cfg.Dir); err != nil || !fe.OOMKilled {
+		t.Errorf("exit file %+v, %v", fe, err)
+	}
+}
+
+func TestCommandNotFound(t *testing.T) {
+	c := newContainer(t, "nosuchcmd")
+	c.writeSpec(t)
+	ctx := ctxT(t)
+	_, _, err := Start(ctx, shimBinary, c.cfg)
+	if err == nil {
+		t.Fatal("started a container without its command")
+	}
+	want := `exec: "nosuchcmd": executable file not found in $PATH`
+	if !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "runc create "+c.id+": ") {
+		t.Errorf("error %q, want runc's message %q", err, want)
+	}
+	t.Logf("error: %v", err)
+	// The shim has exited and left nothing (cleanup checks the runtime and
+	// cgroups).
+	if _, err := os.Stat(c.cfg.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left: %v", err)
+	}
+	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("exit file: %v", err)
+	}
+	if shims := processesOf(c.cfg.Dir); len(shims) > 0 {
+		time.Sleep(time.Second)
+		if shims := processesOf(c.cfg.Dir); len(shims) > 0 {
+			t.Errorf("shim processes left: %v", shims)
+		}
+	}
+}
+
+// processesOf lists live (not zombie) processes whose command line holds s.
+func processesOf(s string) []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/cmdline")
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestShimKilled(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	c.writeSpec(t)
+	ctx := ctxT(t)
+	client, shimPid, err := Start(ctx, shimBinary, c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := client.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := client.Wait(ctx)
+		waited <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := unix.Kill(shimPid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; !errors.Is(err, ErrUnavailable) {
+		t.Errorf("wait: %v, want ErrUnavailable", err)
+	}
+	waitGone(t, shimPid)
+	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("exit file: %v", err)
+	}
+	if _, err := Connect(c.cfg.Socket); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("connect: %v", err)
+	}
+	// The container runs on, orphaned: the test process inherited its init.
+	if err := unix.Kill(st.Pid, 0); err != nil {
+		t.Errorf("container init: %v", err)
+	}
+	if ppid := parentOf(st.Pid); ppid != os.Getpid() {
+		t.Errorf("orphaned init's parent %d", ppid)
+	}
+	// What pierd does with it.
+	if err := c.rt.Delete(ctx, c.id, true); err != nil {
+		t.Fatal(err)
+	}
+	reap(t, st.Pid)
+}
+
+func TestProtocol(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, _ := c.start(t)
+	call := func(req string) response {
+		t.Helper()
+		conn, err := net.Dial("unix", c.cfg.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, req+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		var resp response
+		if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := call(`{"v":2,"op":"state"}`); r.Code != codeVersion || !strings.Contains(r.Error, "protocol version 2 not supported") || r.V != ProtocolVersion {
+		t.Errorf("version 2: %+v", r)
+	}
+	if r := call(`{"op":"state"}`); r.Code != codeVersion {
+		t.Errorf("no version: %+v", r)
+	}
+	if r := call(`{"v":1,"op":"nope"}`); !strings.Contains(r.Error, `unknown operation "nope"`) {
+		t.Errorf("unknown op: %+v", r)
+	}
+	if r := call(`{"v":1,"op":"state"}`); r.Error != "" || r.State == nil || r.State.Status != StatusCreated {
+		t.Errorf("state: %+v", r)
+	}
+	// A waiter that hangs up does not hold the shim.
+	conn, err := net.Dial("unix", c.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, `{"v":1,"op":"wait"}`+"\n")
+	conn.Close()
+	wctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := client.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait with a deadline: %v", err)
+	}
+}
+
+// TestShimMemory runs 10 shims and reports their proportional set size.
+func TestShimMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const n = 10
+	var pids []int
+	for range n {
+		c := newContainer(t, "sleep", "1000")
+		client, pid := c.start(t)
+		if err := client.Start(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Exec(ctxT(t), ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	time.Sleep(500 * time.Millisecond)
+	var total, rss, private int
+	for _, pid := range pids {
+		m := smapsRollup(t, pid)
+		total += m["Pss"]
+		rss += m["Rss"]
+		private += m["Private_Dirty"]
+	}
+	if d, err := time.ParseDuration(os.Getenv("PIER_SHIM_PAUSE")); err == nil {
+		t.Logf("shims %v; pausing", pids)
+		time.Sleep(d)
+	}
+	fi, _ := os.Stat(shimBinary)
+	t.Logf("%d shims: Pss %d KiB each (Rss %d KiB, Private_Dirty %d KiB); binary %d KiB",
+		n, total/n, rss/n, private/n, fi.Size()>>10)
+	if total/n > 4<<10 {
+		t.Errorf("Pss %d KiB per shim", total/n)
+	}
+}
+
+// smapsRollup reads /proc/pid/smaps_rollup, in KiB.
+func smapsRollup(t testing.TB, pid int) map[string]int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "kB" {
+			n, _ := strconv.Atoi(f[1])
+			m[strings.TrimSuffix(f[0], ":")] = n
+		}
+	}
+	return m
+}
+
+// Tests below need no root.
+
+func TestCopyLog(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openCRILog(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go copyLog(r, l, "stderr", done)
+	// Write in odd chunks: entries follow lines, not writes.
+	input := "a\n\nb" + strings.Repeat("x", maxLogLine) + "\n" + strings.Repeat("y", maxLogLine-1) + "\n" +
+		strings.Repeat("z", 2*maxLogLine+1) + "\nend"
+	for rest := input; rest != ""; {
+		n := min(len(rest), 1000)
+		w.WriteString(rest[:n])
+		rest = rest[n:]
+	}
+	w.Close()
+	<-done
+	l.close()
+	var got []string
+	for _, e := range readLog(t, filepath.Join(dir, "log"))["stderr"] {
+		got = append(got, e.tag+" "+summarize(e.s))
+	}
+	want := []string{"F a", "F ", "P b" + strings.Repeat("x", maxLogLine-1), "F x", "F y*16383", "P z*16384", "P z*16384", "F z", "P end"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("entries\n got %.300q\nwant %.300q", got, want)
+	}
+
+	// Without a log file, output is drained and dropped.
+	l, _ = openCRILog("")
+	r, w, _ = os.Pipe()
+	done = make(chan struct{})
+	go copyLog(r, l, "stdout", done)
+	w.WriteString("dropped\n")
+	w.Close()
+	<-done
+}
+
+func TestReadOOMKills(t *testing.T) {
+	dir := t.TempDir()
+	v1 := filepath.Join(dir, "memory.oom_control")
+	os.WriteFile(v1, []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 0o644)
+	v2 := filepath.Join(dir, "memory.events")
+	os.WriteFile(v2, []byte("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n"), 0o644)
+	if n := readOOMKills(v1); n != 2 {
+		t.Errorf("v1: %d", n)
+	}
+	if n := readOOMKills(v2); n != 1 {
+		t.Errorf("v2: %d", n)
+	}
+	if n := readOOMKills(filepath.Join(dir, "nope")); n != -1 {
+		t.Errorf("missing: %d", n)
+	}
+	if n := readOOMKills(""); n != -1 {
+		t.Errorf("none: %d", n)
+	}
+	// This process's own memory cgroup has a counter (where there is one).
+	if f := oomCounterFile(os.Getpid(), ""); f != "" && readOOMKills(f) < 0 {
+		t.Errorf("counter file %s unreadable", f)
+	}
+}
+
+func TestReadExit(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadExit(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("no file: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, exitFile), []byte(`{"v":1,"code":137,"signal":9,"oomKilled":true,"finishedAt":"2026-01-02T03:04:05.5Z"}`), 0o644)
+	e, err := ReadExit(dir)
+	if err != nil || e.Code != 137 || e.Signal != 9 || !e.OOMKilled || e.FinishedAt.Nanosecond() != 5e8 {
+		t.Errorf("exit %+v, %v", e, err)
+	}
+	os.WriteFile(filepath.Join(dir, exitFile), []byte(`{"v":2,"code":1}`), 0o644)
+	if _, err := ReadExit(dir); !errors.Is(err, ErrVersion) {
+		t.Errorf("version 2: %v", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, _, err := Start(ctx, "/nonexistent/pier-shim", Config{}); err == nil {
+		t.Error("empty config accepted")
+	}
+	dir := t.TempDir()
+	cfg := Config{ID: "x", Bundle: dir, Dir: filepath.Join(dir, "shim"), Socket: filepath.Join(dir, "s.sock")}
+	if _, _, err := Start(ctx, "/nonexistent/pier-shim", cfg); err == nil {
+		t.Error("missing binary")
+	}
+	// A shim that dies before its handshake: its log explains.
+	fake := filepath.Join(dir, "fake-shim")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho 'pier-shim: something broke' >&2\nexit 1\n"), 0o755)
+	if _, _, err := Start(ctx, fake, cfg); err == nil || !strings.Contains(err.Error(), "something broke") {
+		t.Errorf("fake shim: %v", err)
+	}
+	// A shim without a bundle reports why.
+	_, _, err := Start(ctx, shimBinary, cfg)
+	if err == nil || !strings.Contains(err.Error(), "config.json") {
+		t.Errorf("no bundle: %v", err)
+	}
+	if _, err := Connect(cfg.Socket); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("connect to nothing: %v", err)
+	}
+}
