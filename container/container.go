@@ -187,7 +187,7 @@ func (m *Manager) load() error {
 			m.names[nameOf(c.config, pod)] = c.ID
 		}
 		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
-		if c.State == Created || c.State == Running {
+		if c.State == Running || c.State == Created && c.ShimPid != 0 {
 			m.reconnect(c)
 		}
 	}

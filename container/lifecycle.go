@@ -150,21 +150,10 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 			return c, err
 		}
 	}
-	client, pid, err := shim.Start(ctx, m.opts.ShimBinary, shim.Config{
-		Version: shim.ProtocolVersion, ID: id, Bundle: m.bundle(id), Runtime: *rt,
-		Dir: m.shimDir(id), Socket: c.Socket, LogPath: c.LogPath,
-	})
-	if err != nil {
-		return c, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
-	}
-	c.ShimPid, c.Creating = pid, false
+	c.Creating = false
 	if err := m.save(c); err != nil {
-		client.Delete(context.Background())
 		return c, err
 	}
-	m.mu.Lock()
-	m.watch(c, client)
-	m.mu.Unlock()
 	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
 	return c, nil
 }
@@ -244,34 +233,53 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 	return c, m.live[c.ID], nil
 }
 
-// Start starts a created container.
+// Start starts a created container: its shim runs the runtime's create
+// and start. A container that cannot start (say, its command is not in the
+// image) ends Exited with reason StartError and the runtime's message.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	c, l, err := m.client(id)
+	m.mu.Lock()
+	c, err := m.resolve(id)
 	if err != nil {
+		m.mu.Unlock()
 		return err
 	}
-	if c.State != Created || l == nil {
+	if c.State != Created || m.live[c.ID] != nil {
+		m.mu.Unlock()
 		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
 	}
-	if err := l.client.Start(ctx); err != nil {
+	rt := m.opts.Runtimes[c.Handler]
+	m.mu.Unlock()
+	if rt == nil {
+		return fmt.Errorf("%w: runtime handler %q is not offered on this node", ErrPodNotReady, c.Handler)
+	}
+	client, pid, err := shim.Start(ctx, m.opts.ShimBinary, shim.Config{
+		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
+		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
+	})
+	if err == nil {
 		m.mu.Lock()
-		c.Reason, c.Message = "StartError", err.Error()
+		c.ShimPid = pid
+		m.watch(c, client)
+		l := m.live[c.ID]
 		m.mu.Unlock()
-		// The runtime's init has failed and exits: its exit is recorded by watch.
-		select {
-		case <-l.exited:
-		case <-time.After(5 * time.Second):
+		if err = client.Start(ctx); err != nil {
+			// The runtime's init failed and exits: watch records its exit.
+			select {
+			case <-l.exited:
+			case <-time.After(5 * time.Second):
+			}
 		}
-		m.mu.Lock()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		c.Reason, c.Message = "StartError", err.Error()
 		if c.State != Exited {
 			c.State, c.ExitCode, c.FinishedAt = Exited, 128, time.Now()
 		}
 		m.save(c)
-		m.mu.Unlock()
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if c.State == Created {
 		c.State, c.StartedAt = Running, time.Now()
 	}
