@@ -158,13 +158,27 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	return c, nil
 }
 
+// defaultCgroupParent holds the containers of pods that name no cgroup
+// parent (kubelet always names one; crictl users often do not).
+const defaultCgroupParent = "/pier"
+
 // cgroupsPath puts the container under its pod's cgroup parent.
 func cgroupsPath(pod *sandbox.Sandbox, id string) string {
 	parent := pod.Config.CgroupParent
 	if parent == "" {
-		parent = "/pier"
+		parent = defaultCgroupParent
 	}
 	return filepath.Join(parent, id)
+}
+
+// removeDefaultCgroupParent removes pier's own cgroup parent from every
+// hierarchy once it is empty; parents kubelet made are kubelet's to remove.
+func removeDefaultCgroupParent() {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", defaultCgroupParent))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", defaultCgroupParent))
+	for _, d := range dirs {
+		unix.Rmdir(d) // fails, as it should, while other containers use it
+	}
 }
 
 // mountRootfs mounts the image's layers and the container's upper directory.
@@ -214,6 +228,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 		os.RemoveAll(dead)
 	}
 	m.opts.Images.Release(c.ID)
+	removeDefaultCgroupParent()
 }
 
 // isShim reports whether pid is a pier-shim (pids are reused).

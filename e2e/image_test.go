@@ -290,8 +290,8 @@ func TestBadReferences(t *testing.T) {
 			t.Errorf("empty request: %v, want InvalidArgument", err)
 		}
 	}
-	if _, err := p.Runtime.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("CreateContainer: %v, want Unimplemented", err)
+	if _, err := p.Runtime.Exec(ctx(t), &runtimeapi.ExecRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("Exec: %v, want Unimplemented", err)
 	}
 }
 

@@ -77,7 +77,13 @@ func setup(m *testing.M) (int, error) {
 	if err := pushAll(); err != nil {
 		return 0, err
 	}
-	return m.Run(), nil
+	code := m.Run()
+	// The test pods' cgroup parent (runc makes parents, kubelet would remove them).
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/pier-e2e")
+	for _, d := range append(dirs, "/sys/fs/cgroup/pier-e2e") {
+		os.Remove(d)
+	}
+	return code, nil
 }
 
 func pushAll() error {

@@ -1066,16 +1066,30 @@ func TestShimMemory(t *testing.T) {
 	}
 	const n = 10
 	var pids []int
+	var clients []*Client
 	for range n {
 		c := newContainer(t, "sleep", "1000")
 		client, pid := c.start(t)
 		if err := client.Start(ctxT(t)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := client.Exec(ctxT(t), ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
-			t.Fatal(err)
-		}
 		pids = append(pids, pid)
+		clients = append(clients, client)
+	}
+	// Steady state: a few exec probes and state calls have run.
+	execs := 5
+	if n, err := strconv.Atoi(os.Getenv("PIER_SHIM_EXECS")); err == nil {
+		execs = n
+	}
+	for _, client := range clients {
+		for range execs {
+			if _, err := client.Exec(ctxT(t), ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.State(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	var total, rss, private int
