@@ -42,6 +42,9 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if cfg.GetImage().GetImage() == "" {
 		return nil, fmt.Errorf("%w: no image", ErrInvalid)
 	}
+	if sc := cfg.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return nil, fmt.Errorf("%w: run_as_group needs run_as_user or run_as_username", ErrInvalid)
+	}
 	pod, err := m.opts.Pods.Get(podID)
 	if err != nil {
 		return nil, err
@@ -305,9 +308,12 @@ func stateName(s State) string { return strings.ToLower(strings.TrimPrefix(strin
 
 // Stop sends the image's stop signal (or SIGTERM), waits up to timeout for
 // the container to exit, then kills it. Stopping a container that is not
-// running is not an error.
+// running, or unknown, is not an error.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, l, err := m.client(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -359,7 +365,7 @@ func (m *Manager) stopSignal(c *Container) syscall.Signal {
 // Remove kills the container if it runs and deletes it. Removing an
 // unknown container is not an error.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	if err := m.Stop(ctx, id, 0); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := m.Stop(ctx, id, 0); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -279,14 +279,42 @@ var knownCapabilities = []string{
 	"CAP_CHECKPOINT_RESTORE",
 }
 
-// hostCapabilities are the capabilities the running kernel knows.
+// hostCapabilities are the capabilities pier can hand out: those of its
+// own bounding set (a process cannot grant a capability it lacks; root on
+// some nodes lacks CAP_SYS_RESOURCE), among those the kernel knows.
 var hostCapabilities = sync.OnceValue(func() []string {
+	known := knownCapabilities
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n >= 0 && n < len(knownCapabilities) {
-		return knownCapabilities[:n+1]
+		known = knownCapabilities[:n+1]
 	}
-	return knownCapabilities
+	bounding, ok := ownBoundingSet()
+	if !ok {
+		return known
+	}
+	var caps []string
+	for i, c := range known {
+		if bounding&(1<<uint(i)) != 0 {
+			caps = append(caps, c)
+		}
+	}
+	return caps
 })
+
+// ownBoundingSet reads CapBnd of this process.
+func ownBoundingSet() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
 
 func setCapabilities(s *specs.Spec, caps []string) {
 	process(s).Capabilities = &specs.LinuxCapabilities{
