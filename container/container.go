@@ -85,6 +85,7 @@ type Container struct {
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
+	Cgroup     string    `json:"cgroup"` // cgroupfs path
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
 
@@ -121,6 +122,7 @@ type Manager struct {
 	containers map[string]*Container
 	live       map[string]*live
 	names      map[string]string // reserved name -> id
+	cpu        map[string]cpuSample
 }
 
 // New loads the containers recorded under opts.Root and reconnects to
@@ -131,7 +133,7 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}}
+	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}}
 	if err := m.load(); err != nil {
 		return nil, err
 	}

@@ -97,7 +97,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	c = &Container{
 		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
 		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
-		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg,
+		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Cgroup: cgroupsPath(pod, id), Config: raw, config: cfg,
 	}
 	if pod.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
 		c.LogPath = filepath.Join(pod.Config.LogDirectory, cfg.GetLogPath())
@@ -132,7 +132,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	}
 	spec, notes, err := Spec(SpecInput{
 		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
-		CgroupsPath: cgroupsPath(pod, id), OOMScoreAdjFloor: m.opts.OOMScoreAdj,
+		CgroupsPath: c.Cgroup, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
 	})
 	if err != nil {
 		return c, fmt.Errorf("%w: %v", ErrInvalid, err)

@@ -373,3 +373,28 @@ func TestShimKilled(t *testing.T) {
 		t.Fatalf("the container's process survived its removal: %s", out)
 	}
 }
+
+func TestContainerStats(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "stats")
+	cfg := containerConfig("busy", "sh", "-c", "dd if=/dev/zero of=/file bs=1M count=2; while :; do :; done")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}}
+	id := startContainer(t, p, podID, pod, cfg)
+	time.Sleep(500 * time.Millisecond)
+	for i := 0; i < 2; i++ { // the second call has a CPU rate
+		resp, err := p.Runtime.ListContainerStats(ctx(t), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: podID}})
+		if err != nil || len(resp.Stats) != 1 {
+			t.Fatalf("ListContainerStats: %v %v", resp, err)
+		}
+		st := resp.Stats[0]
+		if st.Attributes.Id != id || st.Cpu.UsageCoreNanoSeconds.GetValue() == 0 || st.Memory.WorkingSetBytes.GetValue() == 0 ||
+			st.Memory.AvailableBytes.GetValue() == 0 || st.WritableLayer.UsedBytes.GetValue() < 2<<20 {
+			t.Fatalf("stats: %v", st)
+		}
+		if i == 1 && st.Cpu.UsageNanoCores.GetValue() < 1e8 {
+			t.Fatalf("a busy loop uses %d nanocores", st.Cpu.UsageNanoCores.GetValue())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
