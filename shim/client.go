@@ -124,7 +124,7 @@ func Start(ctx context.Context, binary string, cfg Config) (*Client, int, error)
 // for the runtime's temporary files, one P for the Go scheduler.
 func shimEnv() []string {
 	env := []string{"GOMAXPROCS=1"}
-	for _, k := range []string{"PATH", "TMPDIR", "PIER_SHIM_DEBUG", "XGC", "XFREE"} {
+	for _, k := range []string{"PATH", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

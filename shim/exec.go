@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -158,15 +159,8 @@ func newCapture(r *os.File) *capture {
 
 func (c *capture) run() {
 	defer close(c.done)
-	b := make([]byte, 32<<10)
-	for {
-		n, err := c.r.Read(b)
-		if room := maxExecOutput - c.buf.Len(); room > 0 {
-			c.buf.Write(b[:min(n, room)])
-		}
-		if err != nil {
-			return
-		}
+	if _, err := c.buf.ReadFrom(io.LimitReader(c.r, maxExecOutput)); err == nil {
+		io.Copy(io.Discard, c.r) // beyond the limit
 	}
 }
 

@@ -36,11 +36,7 @@ func Main(args []string) {
 	// would be a good part of the shim's memory): one runs per container.
 	runtime.MemProfileRate = 0
 	runtime.GOMAXPROCS(1)
-	if v, err := strconv.Atoi(os.Getenv("XGC")); err == nil {
-		debug.SetGCPercent(v)
-	} else {
-		debug.SetGCPercent(10)
-	}
+	debug.SetGCPercent(10)
 	switch {
 	case len(args) == 3 && args[1] == "serve":
 		os.Exit(serve(args[2]))
@@ -119,20 +115,8 @@ func serve(dir string) int {
 		return 1
 	}
 	logf("container %s created, init pid %d", s.cfg.ID, s.pid)
-	if os.Getenv("XFREE") != "" {
-		debug.FreeOSMemory()
-	}
-	if os.Getenv("PIER_SHIM_DEBUG") != "" {
-		go func() {
-			for {
-				time.Sleep(2 * time.Second)
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-
-				logf("heapAlloc %d heapInuse %d heapIdle %d heapReleased %d heapSys %d stackInuse %d stackSys %d mspanInuse %d mcacheInuse %d gcSys %d otherSys %d buckHash %d sys %d numGC %d goroutines %d", ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.HeapSys, ms.StackInuse, ms.StackSys, ms.MSpanInuse, ms.MCacheInuse, ms.GCSys, ms.OtherSys, ms.BuckHashSys, ms.Sys, ms.NumGC, runtime.NumGoroutine())
-			}
-		}()
-	}
+	// Give back what create used; from now on the shim allocates little.
+	debug.FreeOSMemory()
 	go s.accept()
 	<-s.done
 	s.ln.Close() // removes the socket
@@ -387,9 +371,7 @@ func (s *server) handle(conn *net.UnixConn) {
 	case req.Op == opExec:
 		// Give the output buffers back.
 		resp = nil
-		if os.Getenv("XFREE") != "" {
-			debug.FreeOSMemory()
-		}
+		debug.FreeOSMemory()
 	}
 }
 

@@ -1077,12 +1077,8 @@ func TestShimMemory(t *testing.T) {
 		clients = append(clients, client)
 	}
 	// Steady state: a few exec probes and state calls have run.
-	execs := 5
-	if n, err := strconv.Atoi(os.Getenv("PIER_SHIM_EXECS")); err == nil {
-		execs = n
-	}
 	for _, client := range clients {
-		for range execs {
+		for range 5 {
 			if _, err := client.Exec(ctxT(t), ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
 				t.Fatal(err)
 			}
@@ -1098,10 +1094,6 @@ func TestShimMemory(t *testing.T) {
 		total += m["Pss"]
 		rss += m["Rss"]
 		private += m["Private_Dirty"]
-	}
-	if d, err := time.ParseDuration(os.Getenv("PIER_SHIM_PAUSE")); err == nil {
-		t.Logf("shims %v; pausing", pids)
-		time.Sleep(d)
 	}
 	fi, _ := os.Stat(shimBinary)
 	t.Logf("%d shims: Pss %d KiB each (Rss %d KiB, Private_Dirty %d KiB); binary %d KiB",
