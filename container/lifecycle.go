@@ -270,6 +270,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if rt == nil {
 		return fmt.Errorf("%w: runtime handler %q is not offered on this node", ErrPodNotReady, c.Handler)
 	}
+	start := time.Now()
 	client, pid, err := shim.Start(ctx, m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
 		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
@@ -280,7 +281,10 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.watch(c, client)
 		l := m.live[c.ID]
 		m.mu.Unlock()
-		if err = client.Start(ctx); err != nil {
+		created := time.Now()
+		err = client.Start(ctx)
+		klog.V(2).InfoS("Container started", "id", c.ID, "create", created.Sub(start), "start", time.Since(created))
+		if err != nil {
 			// The runtime's init failed and exits: watch records its exit.
 			select {
 			case <-l.exited:

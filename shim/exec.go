@@ -79,9 +79,7 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 	pipes[3].Close()
 	os.Remove(pidFile)
 	if err != nil {
-		for _, c := range outs {
-			c.stop(0)
-		}
+		stopCaptures(outs, 0)
 		return nil, err
 	}
 
@@ -108,9 +106,7 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 	} else {
 		res.ExitCode = ws.ExitStatus()
 	}
-	for _, c := range outs {
-		c.stop(execDrain)
-	}
+	stopCaptures(outs, execDrain)
 	res.Stdout, res.Stderr = outs[0].buf.Bytes(), outs[1].buf.Bytes()
 	return res, nil
 }
@@ -164,9 +160,15 @@ func (c *capture) run() {
 	}
 }
 
-// stop reads on for at most d, then closes the pipe.
-func (c *capture) stop(d time.Duration) {
-	c.r.SetReadDeadline(time.Now().Add(d))
-	<-c.done
-	c.r.Close()
+// stopCaptures lets the captures read on for at most d, then closes their
+// pipes.
+func stopCaptures(cs [2]*capture, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for _, c := range cs {
+		c.r.SetReadDeadline(deadline)
+	}
+	for _, c := range cs {
+		<-c.done
+		c.r.Close()
+	}
 }

@@ -86,10 +86,7 @@ func (r *reaper) register(pid int) <-chan unix.WaitStatus {
 func (r *reaper) kill(pid int, sig unix.Signal) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	r.pidMu.Lock()
-	_, ok := r.waiting[pid]
-	r.pidMu.Unlock()
-	if !ok {
+	if !r.pending(pid) {
 		return nil
 	}
 	return unix.Kill(pid, sig)

@@ -27,13 +27,16 @@ import (
 // message.
 const handshakeFd = 3
 
+// opTimeout bounds a runtime command the shim runs for a client (create
+// has none: pierd bounds the handshake).
+const opTimeout = time.Minute
+
 // Main is pier-shim's main:
 //
 //	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
 //	pier-shim pod-init      PID 1 of a pod's PID namespace (see StartPodInit)
 func Main(args []string) {
-	// One P, a small heap and no memory profile (its hash table alone
-	// would be a good part of the shim's memory): one runs per container.
+	// One runs per container: one P, a small heap, no memory profiling.
 	runtime.MemProfileRate = 0
 	runtime.GOMAXPROCS(1)
 	debug.SetGCPercent(10)
@@ -76,7 +79,8 @@ type server struct {
 	createdAt time.Time
 	startedAt time.Time
 	exit      *Exit
-	deleted   bool
+
+	deleted bool // under opMu
 }
 
 // serve runs the shim of the container described by dir/shim.json and
@@ -249,10 +253,10 @@ func (s *server) create() (err error) {
 	if s.oomFile == "" {
 		logf("no memory cgroup found for pid %d: OOM kills go unnoticed", s.pid)
 	}
+	s.status, s.createdAt = StatusCreated, time.Now()
 	go copyLog(pipes[0], s.log, "stdout", s.logsDone[0])
 	go copyLog(pipes[2], s.log, "stderr", s.logsDone[1])
 	go s.waitInit(initExit)
-	s.status, s.createdAt = StatusCreated, time.Now()
 	return nil
 }
 
@@ -307,14 +311,13 @@ func (s *server) waitInit(ch <-chan unix.WaitStatus) {
 	// Let the log catch up with what the container wrote last. Other
 	// processes may hold the pipes (a container in a shared PID namespace):
 	// do not wait for them long.
-	timeout := time.NewTimer(2 * time.Second)
+	deadline := time.Now().Add(2 * time.Second)
 	for _, done := range s.logsDone {
 		select {
 		case <-done:
-		case <-timeout.C:
+		case <-time.After(time.Until(deadline)):
 		}
 	}
-	timeout.Stop()
 	if err := atomicfile.WriteJSON(filepath.Join(s.cfg.Dir, exitFile), &exitRecord{V: ProtocolVersion, Exit: *e}); err != nil {
 		logf("write the exit file: %v", err)
 	}
@@ -370,7 +373,6 @@ func (s *server) handle(conn *net.UnixConn) {
 		s.doneOnce.Do(func() { close(s.done) })
 	case req.Op == opExec:
 		// Give the output buffers back.
-		resp = nil
 		debug.FreeOSMemory()
 	}
 }
@@ -472,7 +474,9 @@ func (s *server) start() error {
 	case StatusRunning:
 		return errors.New("pier-shim: the container is already started")
 	}
-	err := s.reap.run(func() error { return s.rt.Start(context.Background(), s.cfg.ID) })
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	err := s.reap.run(func() error { return s.rt.Start(ctx, s.cfg.ID) })
 	if err != nil {
 		s.reap.kill(s.pid, unix.SIGKILL)
 		return err
@@ -490,7 +494,9 @@ func (s *server) kill(sig syscall.Signal, all bool) error {
 	if s.currentStatus() == StatusExited {
 		return errExited
 	}
-	err := s.reap.run(func() error { return s.rt.Kill(context.Background(), s.cfg.ID, sig, all) })
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	err := s.reap.run(func() error { return s.rt.Kill(ctx, s.cfg.ID, sig, all) })
 	if err != nil {
 		// The runtime refuses a container whose init has died: reap it now
 		// to tell.
@@ -511,7 +517,7 @@ func (s *server) delete() error {
 	if s.deleted {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if s.currentStatus() != StatusExited {
 		if err := s.reap.run(func() error { return s.rt.Kill(ctx, s.cfg.ID, unix.SIGKILL, true) }); err != nil {
@@ -537,8 +543,6 @@ func (s *server) delete() error {
 	if err != nil && !errors.Is(err, oci.ErrNotFound) {
 		return err
 	}
-	s.mu.Lock()
 	s.deleted = true
-	s.mu.Unlock()
 	return nil
 }

@@ -14,6 +14,26 @@
 // The same binary is the init process of pods whose containers share one
 // PID namespace (StartPodInit): PID 1 of that namespace, reaping orphans.
 //
+// # Protocol (version 1)
+//
+// Handshake: Start writes the Config to <dir>/shim.json and runs
+// "pier-shim serve <dir>" in a new session with a pipe on fd 3. Once the
+// runtime's create has returned (and the control socket listens), the shim
+// writes one line {"v":1,"pid":<init pid>} or {"v":1,"error":"<the
+// runtime's message>"} and closes the pipe; after an error it has undone
+// the create and exits.
+//
+// Control: one request per connection to the unix socket, one line of
+// JSON, {"v":1,"op":"...", ...}, answered by one line {"v":1, ...} with
+// "error" (and "code": "not_found", "not_running" or "version") on
+// failure; then the shim closes the connection. Operations: hello, state,
+// start, kill {signal, all}, wait (answered when the container has exited;
+// the connection stays open until then), exec {exec: ExecRequest}
+// (answered when the process has exited; a client that hangs up kills it),
+// reopen-log, delete (answered before the shim exits; from then on the
+// socket is gone). A request of another version is refused with code
+// "version". Several connections may be open at once.
+//
 // The shim binary is small on purpose (one runs per container): no gRPC, no
 // klog, few goroutines, a small heap.
 package shim

@@ -51,7 +51,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	shimBinary = filepath.Join(dir, "pier-shim")
-	build := exec.Command("go", "build", "-trimpath", "-o", shimBinary, "github.com/pier-runtime/pier/cmd/pier-shim")
+	// As the Makefile builds it.
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", shimBinary, "github.com/pier-runtime/pier/cmd/pier-shim")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build pier-shim: %v\n%s", err, out)
