@@ -95,11 +95,15 @@ type Container struct {
 // CRIConfig is the container's CRI config.
 func (c *Container) CRIConfig() *runtimeapi.ContainerConfig { return c.config }
 
-// live is what pierd holds for a container whose shim runs.
+// live is what pierd holds for a container whose shim runs or starts.
 type live struct {
+	ready  chan struct{} // closed once the shim answered its handshake (or failed)
+	err    error         // why the shim could not create the container
 	client *shim.Client
 	exited chan struct{} // closed once the exit is recorded
 }
+
+func newLive() *live { return &live{ready: make(chan struct{}), exited: make(chan struct{})} }
 
 // Options configure a Manager.
 type Options struct {
@@ -189,8 +193,13 @@ func (m *Manager) load() error {
 			m.names[nameOf(c.config, pod)] = c.ID
 		}
 		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
-		if c.State == Running || c.State == Created && c.ShimPid != 0 {
+		if c.State == Running {
 			m.reconnect(c)
+		} else if c.State == Created {
+			// Its shim may have been started just before pierd stopped.
+			if client, err := shim.Connect(c.Socket); err == nil {
+				m.watch(c, client)
+			}
 		}
 	}
 	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live))
@@ -245,8 +254,17 @@ func (m *Manager) reconnect(c *Container) {
 
 // watch waits, in the background, for the container to exit.
 func (m *Manager) watch(c *Container, client *shim.Client) {
-	l := &live{client: client, exited: make(chan struct{})}
+	l := newLive()
+	l.client = client
+	close(l.ready)
 	m.live[c.ID] = l
+	m.follow(c, l)
+}
+
+// follow waits, in the background, for the container of a live shim to
+// exit, and records the exit.
+func (m *Manager) follow(c *Container, l *live) {
+	client := l.client
 	go func() {
 		defer close(l.exited)
 		exit, err := client.Wait(context.Background())

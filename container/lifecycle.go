@@ -70,7 +70,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	m.names[name] = id
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, id, pod, img.ID, imageRef(img.RepoDigests, img.ID), cfg, rt)
+	c, err := m.create(ctx, id, pod, img.ID, imageRef(img.RepoDigests, img.ID), cfg)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -78,6 +78,11 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return nil, err
 	}
 	m.containers[id] = c
+	// The shim runs the runtime's create now, while the client gets its
+	// answer and sends StartContainer; Start waits for it.
+	l := newLive()
+	m.live[id] = l
+	go m.startShim(c, rt, l)
 	return c.copy(), nil
 }
 
@@ -88,7 +93,7 @@ func imageRef(digests []string, id string) string {
 	return id
 }
 
-func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, imageID, ref string, cfg *runtimeapi.ContainerConfig, rt *oci.Runtime) (c *Container, err error) {
+func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, imageID, ref string, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
 	start := time.Now()
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -251,41 +256,49 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 	return c, m.live[c.ID], nil
 }
 
-// Start starts a created container: its shim runs the runtime's create
-// and start. A container that cannot start (say, its command is not in the
-// image) ends Exited with reason StartError and the runtime's message.
-func (m *Manager) Start(ctx context.Context, id string) error {
-	m.mu.Lock()
-	c, err := m.resolve(id)
-	if err != nil {
-		m.mu.Unlock()
-		return err
-	}
-	if c.State != Created || m.live[c.ID] != nil {
-		m.mu.Unlock()
-		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
-	}
-	rt := m.opts.Runtimes[c.Handler]
-	m.mu.Unlock()
-	if rt == nil {
-		return fmt.Errorf("%w: runtime handler %q is not offered on this node", ErrPodNotReady, c.Handler)
-	}
+// startShim starts the container's shim, which runs the runtime's create.
+func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
 	start := time.Now()
-	client, pid, err := shim.Start(ctx, m.opts.ShimBinary, shim.Config{
+	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
 		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
 	})
-	if err == nil {
-		m.mu.Lock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l.client, l.err = client, err
+	close(l.ready)
+	if err != nil {
+		close(l.exited)
+		return
+	}
+	klog.V(2).InfoS("Container's shim ready", "id", c.ID, "duration", time.Since(start))
+	if m.containers[c.ID] == c {
 		c.ShimPid = pid
-		m.watch(c, client)
-		l := m.live[c.ID]
-		m.mu.Unlock()
-		created := time.Now()
-		err = client.Start(ctx)
-		klog.V(2).InfoS("Container started", "id", c.ID, "create", created.Sub(start), "start", time.Since(created))
-		if err != nil {
-			// The runtime's init failed and exits: watch records its exit.
+		m.save(c)
+	}
+	m.follow(c, l)
+}
+
+// Start starts a created container. A container that cannot start (say,
+// its command is not in the image) ends Exited with reason StartError and
+// the runtime's message.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, l, err := m.client(id)
+	if err != nil {
+		return err
+	}
+	if c.State != Created || l == nil {
+		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
+	}
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err = l.err
+	if err == nil {
+		if err = l.client.Start(ctx); err != nil {
+			// The runtime's init failed and exits: follow records its exit.
 			select {
 			case <-l.exited:
 			case <-time.After(5 * time.Second):
@@ -323,6 +336,14 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	if l == nil || (c.State != Running && c.State != Created) {
 		return nil
+	}
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if l.err != nil {
+		return nil // the shim never created it: nothing runs
 	}
 	if timeout > 0 {
 		sig := m.stopSignal(c)

@@ -119,9 +119,9 @@ func serve(dir string) int {
 		return 1
 	}
 	logf("container %s created, init pid %d", s.cfg.ID, s.pid)
+	go s.accept()
 	// Give back what create used; from now on the shim allocates little.
 	debug.FreeOSMemory()
-	go s.accept()
 	<-s.done
 	s.ln.Close() // removes the socket
 	s.log.close()

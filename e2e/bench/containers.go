@@ -42,7 +42,10 @@ func benchContainers(env *benchEnv, n int) error {
 	podCfg := func(name string) *runtimeapi.PodSandboxConfig {
 		return &runtimeapi.PodSandboxConfig{
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: fmt.Sprintf("%s-%d", name, time.Now().UnixNano())},
-			Linux:    &runtimeapi.LinuxPodSandboxConfig{},
+			// As kubelet sends it for a pod without shareProcessNamespace.
+			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			}},
 		}
 	}
 	ctrCfg := func(name string) *runtimeapi.ContainerConfig {
@@ -57,7 +60,7 @@ func benchContainers(env *benchEnv, n int) error {
 	// Through crictl: `crictl create` then `crictl start`.
 	dir := env.dir
 	podJSON := filepath.Join(dir, "bench-pod.json")
-	os.WriteFile(podJSON, []byte(`{"metadata":{"name":"bench-ctr","namespace":"bench","uid":"x"},"linux":{}}`), 0o644)
+	os.WriteFile(podJSON, []byte(`{"metadata":{"name":"bench-ctr","namespace":"bench","uid":"x"},"linux":{"security_context":{"namespace_options":{"pid":1}}}}`), 0o644)
 	crictl := func(args ...string) (string, error) {
 		out, err := exec.Command("crictl", append([]string{"--runtime-endpoint", env.endpoint, "--image-endpoint", env.endpoint}, args...)...).Output()
 		return strings.TrimSpace(string(out)), err

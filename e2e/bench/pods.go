@@ -29,7 +29,7 @@ func benchPods(env *benchEnv, n int) error {
 	var viaCrictl []time.Duration
 	for i := 0; i < n; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("pod-%d.json", i))
-		os.WriteFile(cfg, []byte(fmt.Sprintf(`{"metadata":{"name":"bench-crictl-%d","namespace":"bench","uid":"bench-crictl-%d-%d"},"linux":{}}`, i, i, time.Now().UnixNano())), 0o644)
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`{"metadata":{"name":"bench-crictl-%d","namespace":"bench","uid":"bench-crictl-%d-%d"},"linux":{"security_context":{"namespace_options":{"pid":1}}}}`, i, i, time.Now().UnixNano())), 0o644)
 		start := time.Now()
 		out, err := exec.Command("crictl", "--runtime-endpoint", endpoint, "runp", cfg).Output()
 		viaCrictl = append(viaCrictl, time.Since(start))
@@ -51,7 +51,9 @@ func benchPods(env *benchEnv, n int) error {
 	for i := 0; i < n; i++ {
 		cfg := &runtimeapi.PodSandboxConfig{
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-go-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-go-%d-%d", i, time.Now().UnixNano())},
-			Linux:    &runtimeapi.LinuxPodSandboxConfig{},
+			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			}},
 		}
 		start := time.Now()
 		resp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
