@@ -296,6 +296,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return ctx.Err()
 	}
 	err = l.err
+	startedAt := time.Now()
 	if err == nil {
 		if err = l.client.Start(ctx); err != nil {
 			// The runtime's init failed and exits: follow records its exit.
@@ -315,8 +316,10 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.save(c)
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
+	// A quick container may have exited already: it did start.
+	c.StartedAt = startedAt
 	if c.State == Created {
-		c.State, c.StartedAt = Running, time.Now()
+		c.State = Running
 	}
 	return m.save(c)
 }
