@@ -262,6 +262,7 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
 	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
 		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
+		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
 	m.mu.Lock()
 	defer m.mu.Unlock()

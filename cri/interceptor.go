@@ -86,6 +86,11 @@ func toStatus(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
+// invalidState is the error for a request on an object in the wrong state.
+func invalidState(format string, a ...any) error {
+	return status.Error(codes.FailedPrecondition, fmt.Sprintf(format, a...))
+}
+
 // invalid is the error for a request that lacks a required field.
 func invalid(format string, a ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, a...))

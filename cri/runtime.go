@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/container"
@@ -31,6 +32,7 @@ type RuntimeOptions struct {
 	CgroupDriver   runtimeapi.CgroupDriver
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
+	Stream         streaming.Server // serves exec, attach and port-forward sessions
 	Network        interface{ Ready() error } // the CNI configuration
 	Handlers       []Handler                  // runtime handlers, probed at start-up
 	DefaultHandler string

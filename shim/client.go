@@ -239,13 +239,9 @@ var errNoShim = fmt.Errorf("no shim listening: %w", ErrUnavailable)
 // gives up when ctx is done.
 func (c *Client) call(ctx context.Context, req *request) (*response, error) {
 	req.V = ProtocolVersion
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.socket)
+	conn, err := c.dial(ctx, req.Op)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("shim %s %s: %w", c.socket, req.Op, errNoShim)
-		}
-		return nil, fmt.Errorf("shim %s %s: %v: %w", c.socket, req.Op, err, ErrUnavailable)
+		return nil, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
@@ -256,21 +252,46 @@ func (c *Client) call(ctx context.Context, req *request) (*response, error) {
 		err = json.NewDecoder(conn).Decode(&resp)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("shim %s %s: %w", c.socket, req.Op, ctx.Err())
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-			return nil, fmt.Errorf("shim %s %s: connection closed before an answer: %w", c.socket, req.Op, ErrUnavailable)
-		}
-		return nil, fmt.Errorf("shim %s %s: %w", c.socket, req.Op, err)
+		return nil, c.connErr(ctx, req.Op, err)
 	}
-	if resp.Error != "" {
-		return nil, &remoteError{msg: resp.Error, code: resp.Code}
-	}
-	if resp.V != ProtocolVersion {
-		return nil, fmt.Errorf("shim %s %s: answer of version %d: %w", c.socket, req.Op, resp.V, ErrVersion)
+	if err := c.answerErr(req.Op, &resp); err != nil {
+		return nil, err
 	}
 	return &resp, nil
+}
+
+func (c *Client) dial(ctx context.Context, op string) (*net.UnixConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("shim %s %s: %w", c.socket, op, errNoShim)
+		}
+		return nil, fmt.Errorf("shim %s %s: %v: %w", c.socket, op, err, ErrUnavailable)
+	}
+	return conn.(*net.UnixConn), nil
+}
+
+// connErr is the error of a connection that failed before its answer.
+func (c *Client) connErr(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("shim %s %s: %w", c.socket, op, ctx.Err())
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("shim %s %s: connection closed before an answer: %w", c.socket, op, ErrUnavailable)
+	}
+	return fmt.Errorf("shim %s %s: %w", c.socket, op, err)
+}
+
+// answerErr is the error an answer reports, if any.
+func (c *Client) answerErr(op string, resp *response) error {
+	if resp.Error != "" {
+		return &remoteError{msg: resp.Error, code: resp.Code}
+	}
+	if resp.V != ProtocolVersion {
+		return fmt.Errorf("shim %s %s: answer of version %d: %w", c.socket, op, resp.V, ErrVersion)
+	}
+	return nil
 }
 
 // StartPodInit starts a pier-shim (binary) as PID 1 of a new PID namespace,

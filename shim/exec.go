@@ -33,11 +33,8 @@ var execSeq atomic.Uint64
 // it as its subreaper, and returns its exit code and output. On timeout,
 // or when ctx is done (the client went away), the process is killed.
 func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
-	switch s.currentStatus() {
-	case StatusExited:
-		return nil, errExited
-	case StatusCreated:
-		return nil, fmt.Errorf("pier-shim: the container is not started: %w", ErrNotRunning)
+	if err := s.checkRunning(); err != nil {
+		return nil, err
 	}
 	p, err := s.execProcess(req)
 	if err != nil {
@@ -58,26 +55,9 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 	for _, c := range outs {
 		go c.run()
 	}
-	pidFile := filepath.Join(s.cfg.Dir, "exec-"+strconv.FormatUint(execSeq.Add(1), 10)+".pid")
-	var pid int
-	var exited <-chan unix.WaitStatus
-	err = s.reap.run(func() error {
-		err := s.rt.Exec(ctx, s.cfg.ID, p, oci.ExecOpts{
-			PidFile: pidFile,
-			IO:      oci.IO{Stdout: pipes[1], Stderr: pipes[3]},
-		})
-		if err != nil {
-			return err
-		}
-		if pid, err = readPidFile(pidFile); err != nil {
-			return fmt.Errorf("pier-shim: exec: %w", err)
-		}
-		exited = s.reap.register(pid)
-		return nil
-	})
+	pid, exited, err := s.runExec(ctx, p, oci.ExecOpts{IO: oci.IO{Stdout: pipes[1], Stderr: pipes[3]}})
 	pipes[1].Close()
 	pipes[3].Close()
-	os.Remove(pidFile)
 	if err != nil {
 		stopCaptures(outs, 0)
 		return nil, err
@@ -101,14 +81,50 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 		s.reap.kill(pid, unix.SIGKILL)
 		ws = <-exited
 	}
-	if ws.Signaled() {
-		res.ExitCode = 128 + int(ws.Signal())
-	} else {
-		res.ExitCode = ws.ExitStatus()
-	}
+	res.ExitCode = exitCode(ws)
 	stopCaptures(outs, execDrain)
 	res.Stdout, res.Stderr = outs[0].buf.Bytes(), outs[1].buf.Bytes()
 	return res, nil
+}
+
+// checkRunning fails with ErrNotRunning unless the container runs.
+func (s *server) checkRunning() error {
+	switch s.currentStatus() {
+	case StatusExited:
+		return errExited
+	case StatusCreated:
+		return fmt.Errorf("pier-shim: the container is not started: %w", ErrNotRunning)
+	}
+	return nil
+}
+
+// runExec starts p in the container (the runtime's exec --detach) and
+// returns its pid and the channel that gets its wait status.
+func (s *server) runExec(ctx context.Context, p *specs.Process, opts oci.ExecOpts) (int, <-chan unix.WaitStatus, error) {
+	opts.PidFile = filepath.Join(s.cfg.Dir, "exec-"+strconv.FormatUint(execSeq.Add(1), 10)+".pid")
+	defer os.Remove(opts.PidFile)
+	var pid int
+	var exited <-chan unix.WaitStatus
+	err := s.reap.run(func() error {
+		err := s.rt.Exec(ctx, s.cfg.ID, p, opts)
+		if err != nil {
+			return err
+		}
+		if pid, err = readPidFile(opts.PidFile); err != nil {
+			return fmt.Errorf("pier-shim: exec: %w", err)
+		}
+		exited = s.reap.register(pid)
+		return nil
+	})
+	return pid, exited, err
+}
+
+// exitCode is a process's exit status, or 128+signal.
+func exitCode(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // execProcess is the container's process (config.json of the bundle) with

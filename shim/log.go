@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -66,17 +67,22 @@ func (l *criLog) close() {
 	l.mu.Unlock()
 }
 
-// copyLog copies stream ("stdout" or "stderr") from r to the log, one CRI
-// entry per line:
+// output is one output stream of the container on its way to the log.
+type output struct {
+	stream string       // "stdout" or "stderr"
+	crlf   bool         // a terminal's output: drop the \r of each \r\n in the log
+	tee    func([]byte) // gets each chunk read, before it is logged; may be nil
+}
+
+// copy copies the stream from r to the log, one CRI entry per line:
 //
 //	2006-01-02T15:04:05.999999999Z07:00 stdout F content
 //
 // A line is held until its newline arrives or it exceeds maxLogLine; what
 // is left without a newline at the end of the stream is a partial entry.
-// It closes r and done when r reaches its end.
-func copyLog(r *os.File, l *criLog, stream string, done chan<- struct{}) {
-	defer close(done)
-	defer r.Close()
+// It returns when r reaches its end (or fails, as a pty master whose
+// terminal is closed).
+func (o output) copy(r io.Reader, l *criLog) {
 	// The buffer grows, up to maxLogLine and room to read, only for long
 	// lines.
 	buf := make([]byte, 4<<10)
@@ -84,7 +90,7 @@ func copyLog(r *os.File, l *criLog, stream string, done chan<- struct{}) {
 	emit := func(tag byte, content []byte) {
 		entry = time.Now().AppendFormat(entry[:0], time.RFC3339Nano)
 		entry = append(entry, ' ')
-		entry = append(entry, stream...)
+		entry = append(entry, o.stream...)
 		entry = append(entry, ' ', tag, ' ')
 		entry = append(entry, content...)
 		entry = append(entry, '\n')
@@ -96,6 +102,9 @@ func copyLog(r *os.File, l *criLog, stream string, done chan<- struct{}) {
 			buf = append(buf, make([]byte, min(len(buf), maxLogLine+4<<10-len(buf)))...)
 		}
 		m, err := r.Read(buf[n:])
+		if m > 0 && o.tee != nil {
+			o.tee(buf[n : n+m])
+		}
 		n += m
 		start := 0
 		for {
@@ -104,6 +113,9 @@ func copyLog(r *os.File, l *criLog, stream string, done chan<- struct{}) {
 				break
 			}
 			line := buf[start : start+i]
+			if o.crlf && i > 0 && line[i-1] == '\r' {
+				line = line[:i-1]
+			}
 			for len(line) > maxLogLine {
 				emit('P', line[:maxLogLine])
 				line = line[maxLogLine:]

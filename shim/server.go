@@ -62,8 +62,9 @@ type server struct {
 	reap    *reaper
 	log     *criLog
 	ln      *net.UnixListener
-	oomFile string // the container's OOM kill counter
-	oomBase int64  // its value after create
+	oomFile string  // the container's OOM kill counter
+	oomBase int64   // its value after create
+	streams streams // stdio kept for attachers
 
 	logsDone [2]chan struct{} // closed when stdout, stderr reach their end
 	exited   chan struct{}    // closed once exit is set and exit.json written
@@ -155,6 +156,7 @@ func newServer(dir string) (*server, error) {
 	return &server{
 		cfg:      cfg,
 		rt:       &cfg.Runtime,
+		streams:  streams{tty: cfg.Tty, stdinOnce: cfg.StdinOnce, stdin: -1, ptyStdin: cfg.Tty && cfg.Stdin},
 		logsDone: [2]chan struct{}{make(chan struct{}), make(chan struct{})},
 		exited:   make(chan struct{}),
 		done:     make(chan struct{}),
@@ -201,41 +203,73 @@ func (s *server) create() (err error) {
 		return fmt.Errorf("pier-shim: %w", err)
 	}
 
-	var pipes [4]*os.File // stdout r, w; stderr r, w
-	for i := 0; i < 4; i += 2 {
-		if pipes[i], pipes[i+1], err = os.Pipe(); err != nil {
-			for _, f := range pipes {
-				if f != nil {
-					f.Close()
-				}
+	// The container's stdio: pipes to the log, or a terminal; a pipe for
+	// stdin, or /dev/null.
+	var pipes [4]*os.File // stdout r, w; stderr r, w (no tty)
+	var stdinR *os.File
+	var console *consoleSocket
+	closeAll := func() {
+		for _, f := range append(pipes[:], stdinR) {
+			if f != nil {
+				f.Close()
 			}
-			return fmt.Errorf("pier-shim: %w", err)
+		}
+		closeFds([]int{s.streams.stdin})
+		s.streams.stdin = -1
+	}
+	if s.cfg.Tty {
+		console, err = newConsoleSocket(s.cfg.Dir)
+	} else {
+		for i := 0; i < 4 && err == nil; i += 2 {
+			pipes[i], pipes[i+1], err = os.Pipe()
+		}
+		if s.cfg.Stdin && err == nil {
+			var p [2]int
+			if err = unix.Pipe2(p[:], unix.O_CLOEXEC); err == nil {
+				stdinR, s.streams.stdin = os.NewFile(uintptr(p[0]), "stdin"), p[1]
+			}
 		}
 	}
-	pidFile := filepath.Join(s.cfg.Dir, "init.pid")
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("pier-shim: %w", err)
+	}
+	opts := oci.CreateOpts{
+		PidFile: filepath.Join(s.cfg.Dir, "init.pid"),
+		IO:      oci.IO{Stdin: stdinR, Stdout: pipes[1], Stderr: pipes[3]},
+	}
+	if console != nil {
+		opts.ConsoleSocket = console.path()
+	}
+	master := -1
 	var initExit <-chan unix.WaitStatus
 	err = s.reap.run(func() error {
-		err := s.rt.Create(ctx, s.cfg.ID, s.cfg.Bundle, oci.CreateOpts{
-			PidFile: pidFile,
-			IO:      oci.IO{Stdout: pipes[1], Stderr: pipes[3]},
-		})
+		err := s.rt.Create(ctx, s.cfg.ID, s.cfg.Bundle, opts)
 		if err != nil {
 			return err
 		}
-		pid, err := readPidFile(pidFile)
+		pid, err := readPidFile(opts.PidFile)
 		if err != nil {
 			return fmt.Errorf("pier-shim: %w", err)
 		}
 		s.pid = pid
 		initExit = s.reap.register(pid)
-		return nil
+		if console != nil {
+			master, err = console.receive()
+		}
+		return err
 	})
-	pipes[1].Close()
-	pipes[3].Close()
-	os.Remove(pidFile)
+	os.Remove(opts.PidFile)
+	if console != nil {
+		console.close()
+	}
+	for _, f := range []*os.File{pipes[1], pipes[3], stdinR} {
+		if f != nil {
+			f.Close()
+		}
+	}
 	if err != nil {
-		pipes[0].Close()
-		pipes[2].Close()
+		closeAll()
 		// The runtime undoes a failed create itself; make sure.
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -254,10 +288,28 @@ func (s *server) create() (err error) {
 		logf("no memory cgroup found for pid %d: OOM kills go unnoticed", s.pid)
 	}
 	s.status, s.createdAt = StatusCreated, time.Now()
-	go copyLog(pipes[0], s.log, "stdout", s.logsDone[0])
-	go copyLog(pipes[2], s.log, "stderr", s.logsDone[1])
+	if s.cfg.Tty {
+		// Non-blocking, for the poller; attachers' duplicates share that.
+		unix.SetNonblock(master, true)
+		s.streams.pty = os.NewFile(uintptr(master), "pty")
+		go s.copyOutput(s.streams.pty, 0, output{stream: "stdout", crlf: true})
+		close(s.logsDone[1])
+	} else {
+		go s.copyOutput(pipes[0], 0, output{stream: "stdout"})
+		go s.copyOutput(pipes[2], 1, output{stream: "stderr"})
+	}
 	go s.waitInit(initExit)
 	return nil
+}
+
+// copyOutput copies output stream i of the container from r to the log and
+// the attachers until its end.
+func (s *server) copyOutput(r *os.File, i int, o output) {
+	o.tee = s.streams.tee(i)
+	o.copy(r, s.log)
+	r.Close()
+	s.streams.end(i)
+	close(s.logsDone[i])
 }
 
 // listen listens on the control socket, replacing a stale socket file but
@@ -350,11 +402,24 @@ func (s *server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var req request
-	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&req); err != nil {
+	fc := &fdConn{UnixConn: conn}
+	if err := json.NewDecoder(io.LimitReader(fc, 1<<20)).Decode(&req); err != nil {
+		closeFds(fc.fds)
 		return
 	}
 	conn.SetReadDeadline(time.Time{})
-	resp := s.dispatch(conn, &req)
+	files, err := fc.files(req.Fds, false)
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var resp *response
+	if err != nil {
+		resp = errResponse(fmt.Errorf("pier-shim: %w", err))
+	} else {
+		resp = s.dispatch(conn, &req, files)
+	}
 	if resp == nil {
 		return // the client went away
 	}
@@ -377,7 +442,9 @@ func (s *server) handle(conn *net.UnixConn) {
 	}
 }
 
-func (s *server) dispatch(conn *net.UnixConn, req *request) *response {
+// dispatch answers a request, or returns nil when it has answered itself or
+// the client went away. files were passed with the request.
+func (s *server) dispatch(conn *net.UnixConn, req *request, files map[string]*os.File) *response {
 	if req.V != ProtocolVersion {
 		return &response{Code: codeVersion, Error: fmt.Sprintf("pier-shim: protocol version %d not supported, this shim speaks version %d", req.V, ProtocolVersion)}
 	}
@@ -415,17 +482,27 @@ func (s *server) dispatch(conn *net.UnixConn, req *request) *response {
 		}
 	case opDelete:
 		err = s.delete()
+	case opAttach:
+		return s.attach(conn, req.Attach)
+	case opExecStream:
+		return s.execStream(conn, req, files)
 	default:
 		err = fmt.Errorf("pier-shim: unknown operation %q", req.Op)
 	}
 	if err != nil {
-		resp = &response{Error: err.Error()}
-		switch {
-		case errors.Is(err, oci.ErrNotFound):
-			resp.Code = codeNotFound
-		case errors.Is(err, ErrNotRunning):
-			resp.Code = codeNotRunning
-		}
+		return errResponse(err)
+	}
+	return resp
+}
+
+// errResponse is the answer that reports err.
+func errResponse(err error) *response {
+	resp := &response{V: ProtocolVersion, Error: err.Error()}
+	switch {
+	case errors.Is(err, oci.ErrNotFound):
+		resp.Code = codeNotFound
+	case errors.Is(err, ErrNotRunning):
+		resp.Code = codeNotRunning
 	}
 	return resp
 }

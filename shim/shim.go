@@ -6,8 +6,11 @@
 // child subreaper of the container's processes: it runs the OCI runtime's
 // create, reports the result over an inherited pipe (the handshake), then
 // serves a tiny versioned control protocol on a unix socket: start, kill,
-// state, wait, exec, reopen-log and delete. It copies the container's
-// standard output and error to the CRI log file, and when the container's
+// state, wait, exec, reopen-log and delete, and for CRI streaming attach
+// and exec-stream, which pass file descriptors so that pierd copies bytes
+// between its clients and plain files. It copies the container's standard
+// output and error (or its terminal's output) to the CRI log file and to
+// attachers, and when the container's
 // init exits it writes exit.json (code, signal, OOM kill, time) atomically
 // before it answers anyone, so that no exit is ever lost or made up.
 //
@@ -33,6 +36,33 @@
 // reopen-log, delete (answered before the shim exits; from then on the
 // socket is gone). A request of another version is refused with code
 // "version". Several connections may be open at once.
+//
+// File descriptors travel with a message (SCM_RIGHTS on its first byte);
+// the message's "fds" field names them in order. Two operations stream,
+// keeping their connection open after the answer:
+//
+//   - attach {attach: {stdin, stdout, stderr}}: the answer passes, as asked
+//     for, "stdout" and "stderr", read ends of new pipes carrying the
+//     container's output (a tty container has only stdout, its terminal's
+//     output, and always passes "pty", a duplicate of the pty master, for
+//     resizing);
+//     "stdin", when asked for and the container's stdin is open (Config.Stdin),
+//     is a duplicate of its stdin pipe's write end or of the pty master.
+//     The shim writes each chunk of output to the log and to every attacher
+//     without waiting: its pipes are non-blocking, and an attacher whose
+//     pipe is full loses the chunk. An attachment ends when the client
+//     hangs up or the container has exited (the output pipes end with the
+//     container's output); with Config.StdinOnce, the end of one that had
+//     stdin closes the container's stdin (a terminal cannot be closed
+//     while its output is read: the shim types its end-of-file character,
+//     ^D, which ends the input of a program reading it line by line). An exited container is refused (not_running).
+//   - exec-stream {exec, tty, width, height, fds}: the request passes the
+//     process's "stdin", "stdout" and "stderr" (each /dev/null when
+//     absent; ignored with tty), which the shim closes once the process
+//     runs. The first answer, {pid, fds: ["pty"] with tty}, comes once the
+//     process runs; the second, {exec: {exitCode}}, when it has exited. A
+//     client that hangs up, or shuts down its writing side, before that has
+//     the process killed (SIGKILL).
 //
 // The shim binary is small on purpose (one runs per container): no gRPC, no
 // klog, few goroutines, a small heap.
@@ -81,6 +111,14 @@ type Config struct {
 	Dir     string      `json:"dir"`     // the shim's own state dir: shim.json, exit.json, shim.log
 	Socket  string      `json:"socket"`  // control socket path, under the 108-byte limit
 	LogPath string      `json:"logPath"` // CRI log file of the container; "" discards the output
+
+	// From the CRI container config. Tty: the container's stdio is a
+	// terminal (the bundle's process.terminal is set). Stdin: its standard
+	// input stays open for attachers (else it is /dev/null); StdinOnce: the
+	// shim closes it when the first attachment with stdin ends.
+	Tty       bool `json:"tty,omitempty"`
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
 }
 
 // Status values of State.
@@ -165,6 +203,9 @@ const (
 	opExec   = "exec"
 	opReopen = "reopen-log"
 	opDelete = "delete"
+
+	opAttach     = "attach"
+	opExecStream = "exec-stream"
 )
 
 // request is the one message a client sends on a connection, as one line
@@ -174,7 +215,16 @@ type request struct {
 	Op     string       `json:"op"`
 	Signal int          `json:"signal,omitempty"`
 	All    bool         `json:"all,omitempty"`
-	Exec   *ExecRequest `json:"exec,omitempty"`
+	Exec   *ExecRequest `json:"exec,omitempty"` // exec, exec-stream
+
+	Attach *AttachRequest `json:"attach,omitempty"`
+	// exec-stream: a terminal, and its initial size (0: the runtime's).
+	Tty    bool   `json:"tty,omitempty"`
+	Width  uint16 `json:"width,omitempty"`
+	Height uint16 `json:"height,omitempty"`
+	// Names the file descriptors passed with the request, in order:
+	// "stdin", "stdout", "stderr".
+	Fds []string `json:"fds,omitempty"`
 }
 
 // response is the shim's one answer, a line of JSON; then it closes the
@@ -183,10 +233,13 @@ type response struct {
 	V     int         `json:"v"`
 	Error string      `json:"error,omitempty"`
 	Code  string      `json:"code,omitempty"`
-	Pid   int         `json:"pid,omitempty"` // hello: the shim's pid
+	Pid   int         `json:"pid,omitempty"` // hello: the shim's pid; exec-stream: the process's
 	State *State      `json:"state,omitempty"`
 	Exit  *Exit       `json:"exit,omitempty"`
 	Exec  *ExecResult `json:"exec,omitempty"`
+	// Names the file descriptors passed with the answer, in order:
+	// "pty", "stdin", "stdout", "stderr".
+	Fds []string `json:"fds,omitempty"`
 }
 
 // Error codes of a response.

@@ -179,7 +179,7 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 	if err := copyFile(busybox, filepath.Join(rootfs, "bin", "busybox")); err != nil {
 		t.Fatal(err)
 	}
-	for _, app := range []string{"sh", "sleep", "echo", "cat", "head", "tr", "printf", "pwd", "id", "env", "true", "kill", "touch"} {
+	for _, app := range []string{"sh", "sleep", "echo", "cat", "head", "tr", "printf", "pwd", "id", "env", "true", "kill", "touch", "stty"} {
 		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", app)); err != nil {
 			t.Fatal(err)
 		}
@@ -197,6 +197,7 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=1m"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "size=1m"}},
 			{Destination: "/gate", Type: "bind", Source: c.gate, Options: []string{"rbind", "rw"}},
 		},
@@ -1134,7 +1135,10 @@ func TestCopyLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go copyLog(r, l, "stderr", done)
+	go func() {
+		output{stream: "stderr"}.copy(r, l)
+		close(done)
+	}()
 	// Write in odd chunks: entries follow lines, not writes.
 	input := "a\n\nb" + strings.Repeat("x", maxLogLine) + "\n" + strings.Repeat("y", maxLogLine-1) + "\n" +
 		strings.Repeat("z", 2*maxLogLine+1) + "\nend"
@@ -1159,7 +1163,10 @@ func TestCopyLog(t *testing.T) {
 	l, _ = openCRILog("")
 	r, w, _ = os.Pipe()
 	done = make(chan struct{})
-	go copyLog(r, l, "stdout", done)
+	go func() {
+		output{stream: "stdout"}.copy(r, l)
+		close(done)
+	}()
 	w.WriteString("dropped\n")
 	w.Close()
 	<-done
@@ -1229,4 +1236,411 @@ func TestStartErrors(t *testing.T) {
 	if _, err := Connect(cfg.Socket); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("connect to nothing: %v", err)
 	}
+}
+
+// readUntil reads f until what it read contains want, and returns that.
+func readUntil(t testing.TB, f *os.File, want string) string {
+	t.Helper()
+	f.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer f.SetReadDeadline(time.Time{})
+	var got []byte
+	buf := make([]byte, 4096)
+	for !strings.Contains(string(got), want) {
+		n, err := f.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("reading %s for %q: %v; got %q", f.Name(), want, err, got)
+		}
+	}
+	return string(got)
+}
+
+func attach(t testing.TB, client *Client, r AttachRequest) *Attachment {
+	t.Helper()
+	a, err := client.Attach(ctxT(t), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func logSize(t testing.TB, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func TestAttach(t *testing.T) {
+	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; echo err$i >&2; i=$((i+1)); sleep 0.1; done")
+	client, shimPid := c.start(t)
+	ctx := ctxT(t)
+	fds := fdCount(t, shimPid)
+	// Before the start: nothing is lost.
+	a1 := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a2 := attach(t, client, AttachRequest{Stdout: true})
+	if a1.Stdin != nil || a2.Stderr != nil || a2.Stdin != nil {
+		t.Errorf("files not asked for or not open: %+v %+v", a1, a2)
+	}
+	if err := a1.Resize(80, 24); err == nil {
+		t.Error("resize without a terminal")
+	}
+	readUntil(t, a1.Stdout, "line0\nline1\nline2\n")
+	readUntil(t, a1.Stderr, "err0\nerr1\nerr2\n")
+	if got := readUntil(t, a2.Stdout, "\n"); !regexp.MustCompile(`^(line\d+\n)+$`).MatchString(got) {
+		t.Errorf("second attacher read %q", got)
+	}
+	readUntil(t, a2.Stdout, "line")
+	a1.Close()
+	a2.Close()
+	waitFds(t, shimPid, fds)
+	size := logSize(t, c.cfg.LogPath)
+	time.Sleep(300 * time.Millisecond)
+	if logSize(t, c.cfg.LogPath) <= size {
+		t.Error("the log stopped after the attachments closed")
+	}
+	if out := readLog(t, c.cfg.LogPath)["stdout"]; len(out) < 3 || out[0].s != "line0" {
+		t.Errorf("log: %v", out)
+	}
+	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Attach(ctx, AttachRequest{Stdout: true}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("attach after the exit: %v", err)
+	}
+}
+
+// TestAttachSlow: an attacher that never reads does not hold the container.
+func TestAttachSlow(t *testing.T) {
+	c := newContainer(t, "sh", "-c", "while :; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	slow := attach(t, client, AttachRequest{Stdout: true, Stderr: true})
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for logSize(t, c.cfg.LogPath) < 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not grow past %d bytes", logSize(t, c.cfg.LogPath))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	size := logSize(t, c.cfg.LogPath)
+	time.Sleep(200 * time.Millisecond)
+	if logSize(t, c.cfg.LogPath) <= size {
+		t.Error("the log stopped growing")
+	}
+	// The attacher got what fit in its pipe.
+	if got := readUntil(t, slow.Stdout, "\n"); !strings.HasPrefix(got, "0123456789") {
+		t.Errorf("slow attacher read %.100q", got)
+	}
+	if err := client.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The container's end is the end of the attachment's output.
+	slow.Stdout.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, slow.Stdout); err != nil {
+		t.Errorf("reading to the end: %v", err)
+	}
+}
+
+func TestAttachStdin(t *testing.T) {
+	c := newContainer(t, "cat")
+	c.cfg.Stdin, c.cfg.StdinOnce = true, true
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	if a.Stdin == nil {
+		t.Fatal("no stdin")
+	}
+	if _, err := a.Stdin.WriteString("hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntil(t, a.Stdout, "\n"); got != "hello\n" {
+		t.Errorf("read %q", got)
+	}
+	// Another attacher sees the output, without stdin once the first ends.
+	b := attach(t, client, AttachRequest{Stdout: true})
+	if _, err := a.Stdin.WriteString("again\n"); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, b.Stdout, "again\n")
+	select {
+	case <-time.After(200 * time.Millisecond):
+	case err := <-waitC(client):
+		t.Fatalf("cat exited before the end of stdin: %v", err)
+	}
+	a.Close()
+	e, err := client.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Code != 0 {
+		t.Errorf("cat exited %+v", e)
+	}
+	if _, err := client.Attach(ctx, AttachRequest{Stdin: true}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("attach after the exit: %v", err)
+	}
+	if out := readLog(t, c.cfg.LogPath)["stdout"]; len(out) != 2 || out[0].s != "hello" || out[1].s != "again" {
+		t.Errorf("log %v", out)
+	}
+}
+
+func waitC(client *Client) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := client.Wait(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		ch <- err
+	}()
+	return ch
+}
+
+func TestAttachTty(t *testing.T) {
+	c := newContainer(t, "sh")
+	c.spec.Process.Terminal = true
+	c.cfg.Tty, c.cfg.Stdin = true, true
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	watcher := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	if a.Stdin == nil || a.Stderr != nil {
+		t.Fatalf("tty attachment %+v", a)
+	}
+	if err := a.Resize(90, 25); err != nil {
+		t.Fatal(err)
+	}
+	// The terminal echoes the input: "hi" comes only from echo.
+	if _, err := a.Stdin.WriteString("stty size; echo h''i; exit 3\n"); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, a.Stdout, "25 90\r\n")
+	readUntil(t, watcher.Stdout, "\nhi\r\n")
+	e, err := client.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Code != 3 {
+		t.Errorf("exit %+v", e)
+	}
+	var hi bool
+	for _, l := range readLog(t, c.cfg.LogPath)["stdout"] {
+		if strings.HasSuffix(l.s, "\r") {
+			t.Errorf("log entry with \\r: %q", l.s)
+		}
+		hi = hi || l.s == "hi"
+	}
+	if !hi {
+		t.Errorf("no hi in the log: %v", readLog(t, c.cfg.LogPath))
+	}
+}
+
+// TestAttachTtyStdinOnce: the end of the first attachment with stdin types
+// ^D: cat, reading its terminal, gets the end of its input.
+func TestAttachTtyStdinOnce(t *testing.T) {
+	c := newContainer(t, "cat")
+	c.spec.Process.Terminal = true
+	c.cfg.Tty, c.cfg.Stdin, c.cfg.StdinOnce = true, true, true
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true})
+	a.Stdin.WriteString("ready\n")
+	readUntil(t, a.Stdout, "ready\r\nready\r\n") // the terminal's echo, then cat's
+	a.Close()
+	e, err := client.Wait(ctx)
+	if err != nil || e.Code != 0 {
+		t.Errorf("exit %+v, %v", e, err)
+	}
+	b, err := client.Attach(ctx, AttachRequest{Stdin: true})
+	if err == nil {
+		b.Close()
+		t.Error("attached after the exit")
+	}
+}
+
+func TestExecStream(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, shimPid := c.start(t)
+	ctx := ctxT(t)
+	fds := fdCount(t, shimPid)
+	if _, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"true"}}}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("exec in a created container: %v", err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pipes [6]*os.File // stdin r, w; stdout r, w; stderr r, w
+	for i := 0; i < 6; i += 2 {
+		var err error
+		if pipes[i], pipes[i+1], err = os.Pipe(); err != nil {
+			t.Fatal(err)
+		}
+		defer pipes[i].Close()
+		defer pipes[i+1].Close()
+	}
+	p, err := client.ExecStream(ctx, ExecStreamRequest{
+		ExecRequest: ExecRequest{Args: []string{"sh", "-c", "cat; echo err >&2; exit 5"}},
+		Stdin:       pipes[0], Stdout: pipes[3], Stderr: pipes[5],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipes[0].Close()
+	pipes[3].Close()
+	pipes[5].Close()
+	if p.Pty() != nil || p.Resize(80, 24) == nil {
+		t.Error("a terminal without tty")
+	}
+	pipes[1].WriteString("data\n")
+	pipes[1].Close()
+	out, err := io.ReadAll(pipes[2])
+	if err != nil || string(out) != "data\n" {
+		t.Errorf("stdout %q, %v", out, err)
+	}
+	errOut, err := io.ReadAll(pipes[4])
+	if err != nil || string(errOut) != "err\n" {
+		t.Errorf("stderr %q, %v", errOut, err)
+	}
+	if code, err := p.Wait(); code != 5 || err != nil {
+		t.Errorf("exit %d, %v", code, err)
+	}
+
+	// Without files: /dev/null.
+	p, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sh", "-c", "cat; echo out; echo err >&2; exit 1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.Wait(); code != 1 || err != nil {
+		t.Errorf("exit %d, %v", code, err)
+	}
+
+	_, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"nosuchcmd"}}})
+	if err == nil || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found in $PATH`) {
+		t.Errorf("exec of a missing command: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "*.pid")); len(m) > 0 {
+		t.Errorf("pid files left: %v", m)
+	}
+	waitFds(t, shimPid, fds)
+}
+
+func fdCount(t testing.TB, pid int) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// waitFds waits until process pid has at most n file descriptors open (it
+// drops those of a closed connection soon after).
+func waitFds(t testing.TB, pid, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for fdCount(t, pid) > n {
+		if time.Now().After(deadline) {
+			out, _ := exec.Command("ls", "-l", fmt.Sprintf("/proc/%d/fd", pid)).CombinedOutput()
+			t.Errorf("shim has %d file descriptors open, not %d or fewer:\n%s", fdCount(t, pid), n, out)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestExecStreamTty(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := client.ExecStream(ctx, ExecStreamRequest{
+		ExecRequest: ExecRequest{Args: []string{"sh", "-c", "stty size; read x; stty size; exit 2"}},
+		Tty:         true, Width: 100, Height: 30,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pty := p.Pty()
+	if pty == nil {
+		t.Fatal("no pty")
+	}
+	defer pty.Close()
+	readUntil(t, pty, "30 100\r\n")
+	if err := p.Resize(120, 40); err != nil {
+		t.Fatal(err)
+	}
+	pty.WriteString("\n")
+	readUntil(t, pty, "40 120\r\n")
+	if code, err := p.Wait(); code != 2 || err != nil {
+		t.Errorf("exit %d, %v", code, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "console-*")); len(m) > 0 {
+		t.Errorf("console sockets left: %v", m)
+	}
+}
+
+// TestExecStreamGone: a process whose client hangs up or kills it is gone.
+func TestExecStreamGone(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, shimPid := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fds := fdCount(t, shimPid)
+	for _, tty := range []bool{false, true} {
+		p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sleep", "1000"}}, Tty: tty})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.Pid())); err != nil {
+			t.Fatalf("exec'd process: %v", err)
+		}
+		p.sc.conn.Close() // pierd's client vanished
+		if p.Pty() != nil {
+			p.Pty().Close()
+		}
+		waitGone(t, p.Pid())
+	}
+
+	p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sleep", "1000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.Wait(); code != 137 || err != nil {
+		t.Errorf("killed: exit %d, %v", code, err)
+	}
+	waitGone(t, p.Pid())
+	if err := p.Kill(); err != nil {
+		t.Errorf("kill after wait: %v", err)
+	}
+	waitFds(t, shimPid, fds)
 }

@@ -26,6 +26,7 @@ type Config struct {
 	ShimBinary     string                          `toml:"shim_binary"`
 	Runtimes       map[string]RuntimeConfig        `toml:"runtimes"`
 	CNI            CNIConfig                       `toml:"cni"`
+	Streaming      StreamingConfig                 `toml:"streaming"`
 	Image          ImageConfig                     `toml:"image"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
 }
@@ -33,6 +34,11 @@ type Config struct {
 // RuntimeConfig is a [runtimes.<handler>] table.
 type RuntimeConfig struct {
 	Path string `toml:"path"`
+}
+
+// StreamingConfig is the [streaming] table.
+type StreamingConfig struct {
+	Address string `toml:"address"`
 }
 
 // CNIConfig is the [cni] table.

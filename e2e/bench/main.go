@@ -8,7 +8,9 @@
 //     RSS with those pods running;
 //   - containers: create+start latency of a busybox sleep container in a
 //     pod (crictl and Go client), and the memory (PSS) each running
-//     container costs in pier-shim processes and pierd.
+//     container costs in pier-shim processes and pierd;
+//   - streaming: `crictl exec <id> true` latency, and 100 MB through
+//     `exec cat` and through a port-forward.
 //
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
@@ -39,7 +41,7 @@ func main() {
 	runs := flag.Int("runs", 5, "pulls to measure; the median is reported")
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
-	only := flag.String("only", "", `run only one benchmark: "pull", "pods" or "containers"`)
+	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers" or "streaming"`)
 	flag.Parse()
 	var err error
 	if *only == "" || *only == "pull" {
@@ -53,6 +55,9 @@ func main() {
 			}
 			if err == nil && (*only == "" || *only == "containers") {
 				err = benchContainers(env, *pods)
+			}
+			if err == nil && (*only == "" || *only == "streaming") {
+				err = benchStreaming(env, *pods)
 			}
 			env.close()
 		}

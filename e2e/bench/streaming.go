@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+// benchStreaming measures `crictl exec <id> true` latency and the
+// throughput of 100 MB through `exec cat` and through a port-forward.
+func benchStreaming(env *benchEnv, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	reg, err := testenv.StartRegistry(testenv.RegistryOptions{})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	img, err := testenv.Busybox()
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Push("bench/busybox:1", img); err != nil {
+		return err
+	}
+	ref := reg.Ref("bench/busybox:1")
+	if _, err := env.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		return err
+	}
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "bench-stream", Namespace: "bench", Uid: fmt.Sprint("bench-stream-", time.Now().UnixNano())},
+		Linux:    &runtimeapi.LinuxPodSandboxConfig{},
+	}})
+	if err != nil {
+		return err
+	}
+	defer env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+	c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "web"}, Image: &runtimeapi.ImageSpec{Image: ref},
+		Command: []string{"sh", "-c", "mkdir -p /www; head -c 104857600 /dev/zero > /www/big; httpd -f -p 8080 -h /www"},
+	}})
+	if err != nil {
+		return err
+	}
+	if _, err := env.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+		return err
+	}
+	crictl := func(args ...string) *exec.Cmd {
+		return exec.Command("crictl", append([]string{"--runtime-endpoint", env.endpoint}, args...)...)
+	}
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if out, err := crictl("exec", c.ContainerId, "true").CombinedOutput(); err != nil {
+			return fmt.Errorf("crictl exec: %v: %s", err, out)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	start := time.Now()
+	sh := exec.Command("sh", "-c", fmt.Sprintf("head -c 104857600 /dev/zero | crictl --runtime-endpoint %s exec -i %s cat | wc -c", env.endpoint, c.ContainerId))
+	out, err := sh.Output()
+	catTime := time.Since(start)
+	if err != nil || strings.TrimSpace(string(out)) != "104857600" {
+		return fmt.Errorf("exec cat of 100 MB: %q %v", out, err)
+	}
+	pf := crictl("port-forward", pod.PodSandboxId, "18191:8080")
+	if err := pf.Start(); err != nil {
+		return err
+	}
+	defer func() { pf.Process.Kill(); pf.Wait() }()
+	var pfTime time.Duration
+	for i := 0; i < 100; i++ { // the server and the big file need a moment
+		start = time.Now()
+		resp, err := http.Get("http://127.0.0.1:18191/big")
+		if err == nil {
+			nb, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if nb == 104857600 {
+				pfTime = time.Since(start)
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("\nstreaming (%s)\n", env.target)
+	fmt.Printf("  crictl exec <id> true: median %s  p90 %s over %d\n", percentile(lat, 50), percentile(lat, 90), n)
+	fmt.Printf("  100 MB through exec cat: %.2f s  %.0f MB/s\n", catTime.Seconds(), 104.8576/catTime.Seconds())
+	if pfTime > 0 {
+		fmt.Printf("  100 MB through a port-forward: %.2f s  %.0f MB/s\n", pfTime.Seconds(), 104.8576/pfTime.Seconds())
+	} else {
+		fmt.Printf("  port-forward: the 100 MB file could not be fetched\n")
+	}
+	return nil
+}
