@@ -32,7 +32,7 @@ type RuntimeOptions struct {
 	CgroupDriver   runtimeapi.CgroupDriver
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
-	Stream         streaming.Server // serves exec, attach and port-forward sessions
+	Stream         streaming.Server           // serves exec, attach and port-forward sessions
 	Network        interface{ Ready() error } // the CNI configuration
 	Handlers       []Handler                  // runtime handlers, probed at start-up
 	DefaultHandler string

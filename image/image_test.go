@@ -126,6 +126,10 @@ func TestPlainHTTP(t *testing.T) {
 	if len(eps) != 3 || eps[0].host != "127.0.0.1:5000" || !eps[0].plainHTTP || eps[1].host != "mirror.example" || eps[1].plainHTTP || !eps[1].mirror || eps[2].mirror {
 		t.Fatalf("endpoints: %+v", eps)
 	}
+	r, _ = newRegistries(map[string]RegistryConfig{"offline.example": {Mirrors: []string{"http://127.0.0.1:5000"}, MirrorsOnly: true}}, nil)
+	if eps := r.endpoints("offline.example"); len(eps) != 1 || eps[0].host != "127.0.0.1:5000" {
+		t.Fatalf("mirrors_only endpoints: %+v", eps)
+	}
 	if _, err := newRegistries(map[string]RegistryConfig{"x": {Mirrors: []string{"ftp://x"}}}, nil); err == nil {
 		t.Fatal("bad mirror accepted")
 	}

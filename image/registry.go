@@ -24,6 +24,9 @@ type RegistryConfig struct {
 	Insecure bool `toml:"insecure"`
 	// SkipVerify accepts any TLS certificate from this registry.
 	SkipVerify bool `toml:"skip_verify"`
+	// MirrorsOnly never contacts the registry itself, only its mirrors (for
+	// nodes that must not reach the registry, such as offline ones).
+	MirrorsOnly bool `toml:"mirrors_only"`
 }
 
 // Auth is the credential a client sent with a pull. It is never logged.
@@ -86,6 +89,9 @@ func (r *registries) endpoints(domain string) []endpoint {
 	for _, m := range r.config[domain].Mirrors {
 		ep, _ := parseMirror(m) // validated in newRegistries
 		eps = append(eps, ep)
+	}
+	if r.config[domain].MirrorsOnly && len(eps) > 0 {
+		return eps
 	}
 	return append(eps, endpoint{host: domain, plainHTTP: r.plainHTTPAllowed(domain)})
 }

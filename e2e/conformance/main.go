@@ -102,7 +102,8 @@ func run(o options) error {
 	var config strings.Builder
 	config.WriteString(network.Config())
 	for _, r := range testenv.CritestRegistries {
-		fmt.Fprintf(&config, "[registries.%q]\nmirrors = [\"http://%s\"]\n", r, reg.Host())
+		// mirrors_only: an image the replicas lack must not send pier to the internet.
+		fmt.Fprintf(&config, "[registries.%q]\nmirrors = [\"http://%s\"]\nmirrors_only = true\n", r, reg.Host())
 	}
 	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: o.pierd, Dir: dir, Config: config.String()})
 	if err != nil {
