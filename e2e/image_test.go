@@ -290,8 +290,8 @@ func TestBadReferences(t *testing.T) {
 			t.Errorf("empty request: %v, want InvalidArgument", err)
 		}
 	}
-	if _, err := p.Runtime.Exec(ctx(t), &runtimeapi.ExecRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("Exec: %v, want Unimplemented", err)
+	if _, err := p.Runtime.ListMetricDescriptors(ctx(t), &runtimeapi.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("ListMetricDescriptors: %v, want Unimplemented", err)
 	}
 }
 
