@@ -30,6 +30,7 @@ import (
 
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -320,22 +321,14 @@ func (m *Manager) resolve(id string) (*Container, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty container id", ErrInvalid)
 	}
-	if c := m.containers[id]; c != nil {
-		return c, nil
+	v, ok, err := ids.Lookup(m.containers, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, id, err)
 	}
-	var found *Container
-	for cid, c := range m.containers {
-		if strings.HasPrefix(cid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("%w: id prefix %s is ambiguous", ErrNotFound, id)
-			}
-			found = c
-		}
-	}
-	if found == nil {
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return found, nil
+	return v, nil
 }
 
 func (c *Container) copy() *Container {

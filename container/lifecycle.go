@@ -2,8 +2,6 @@ package container
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,18 +18,13 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-func newID() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // Create makes a container in a pod: its root file system, OCI bundle and
 // shim, which runs the runtime's create. The container is then Created.
@@ -61,7 +54,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return nil, err
 	}
 	name := nameOf(cfg, pod)
-	id := newID()
+	id := ids.New()
 	m.mu.Lock()
 	if other, ok := m.names[name]; ok {
 		m.mu.Unlock()

@@ -14,8 +14,6 @@ package sandbox
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/ids"
 )
 
 // Sentinel errors; the CRI layer maps them to gRPC codes.
@@ -229,12 +228,6 @@ func nameOf(c Config) string {
 	return fmt.Sprintf("%s_%s_%s_%d", c.Name, c.Namespace, c.UID, c.Attempt)
 }
 
-func newID() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // Run creates and starts a pod sandbox. If a RunPodSandbox of the same pod
 // is still running, or finished after its client gave up, Run returns that
 // sandbox: kubelet retries a call that timed out.
@@ -248,7 +241,7 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 		m.mu.Unlock()
 		return m.retry(ctx, name, r)
 	}
-	r := &reservation{id: newID(), done: make(chan struct{})}
+	r := &reservation{id: ids.New(), done: make(chan struct{})}
 	m.names[name] = r
 	m.mu.Unlock()
 
@@ -495,22 +488,14 @@ func (m *Manager) resolve(id string) (*Sandbox, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty pod sandbox id", ErrInvalid)
 	}
-	if sb := m.pods[id]; sb != nil {
-		return sb, nil
+	v, ok, err := ids.Lookup(m.pods, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, id, err)
 	}
-	var found *Sandbox
-	for pid, sb := range m.pods {
-		if strings.HasPrefix(pid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("%w: id prefix %s is ambiguous", ErrNotFound, id)
-			}
-			found = sb
-		}
-	}
-	if found == nil {
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return found, nil
+	return v, nil
 }
 
 // Filter selects sandboxes; zero fields select all.

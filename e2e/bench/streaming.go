@@ -10,8 +10,6 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
 // benchStreaming measures `crictl exec <id> true` latency and the
@@ -19,22 +17,11 @@ import (
 func benchStreaming(env *benchEnv, n int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	reg, err := testenv.StartRegistry(testenv.RegistryOptions{})
+	ref, closeReg, err := pullBusybox(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-	img, err := testenv.Busybox()
-	if err != nil {
-		return err
-	}
-	if _, err := reg.Push("bench/busybox:1", img); err != nil {
-		return err
-	}
-	ref := reg.Ref("bench/busybox:1")
-	if _, err := env.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		return err
-	}
+	defer closeReg()
 	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: "bench-stream", Namespace: "bench", Uid: fmt.Sprint("bench-stream-", time.Now().UnixNano())},
 		Linux:    &runtimeapi.LinuxPodSandboxConfig{},
