@@ -195,3 +195,50 @@ func TestStreamingURLsAreSingleUse(t *testing.T) {
 		t.Fatalf("made-up token: status %d", stale.StatusCode)
 	}
 }
+
+// TestAttachTty: a tty container, attached under a pseudo-terminal made by
+// script(1): what is typed reaches it, and its output comes back.
+func TestAttachTty(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "attachtty")
+	cfg := containerConfig("shell", "sh")
+	cfg.Tty, cfg.Stdin = true, true
+	id := startContainer(t, p, podID, pod, cfg)
+	cmd := exec.Command("script", "-qec", fmt.Sprintf("crictl --runtime-endpoint %s attach -it %s", p.Endpoint(), id), "/dev/null")
+	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
+	cmd.Stdin = strings.NewReader("echo tty-$((40+2))\nexit 7\n")
+	out, _ := cmd.Output()
+	if !strings.Contains(string(out), "tty-42") {
+		t.Fatalf("crictl attach -it: %q", out)
+	}
+	st := waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_EXITED)
+	if st.ExitCode != 7 {
+		t.Fatalf("the tty container exited %d, want 7", st.ExitCode)
+	}
+}
+
+func TestRunpRuntimeHandlers(t *testing.T) {
+	p := startPierd(t, "")
+	dir := t.TempDir()
+	pod := func(name string) string {
+		path := dir + "/" + name + ".json"
+		os.WriteFile(path, []byte(`{"metadata":{"name":"`+name+`","namespace":"e2e","uid":"uid-`+name+`"},"linux":{}}`), 0o644)
+		return path
+	}
+	if out, err := p.Crictl("runp", "--runtime", "runc", pod("on-runc")); err != nil || strings.TrimSpace(out) == "" {
+		t.Fatalf("crictl runp --runtime runc: %q %v", out, err)
+	}
+	st, err := p.Runtime.Status(ctx(t), &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Crictl("runp", "--runtime", "crun", pod("on-crun"))
+	if reason, unusable := strings.CutPrefix(st.Info["handler.crun"], "unusable: "); unusable {
+		if err == nil || !strings.Contains(err.Error(), reason) {
+			t.Fatalf("crictl runp --runtime crun on a host where crun cannot run: %v", err)
+		}
+	} else if err != nil {
+		t.Fatalf("crictl runp --runtime crun: %v", err)
+	}
+}
