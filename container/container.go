@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -213,7 +214,7 @@ func readRecord(dir string) (*Container, error) {
 		return nil, err
 	}
 	var c Container
-	if err := jsonUnmarshal(b, &c); err != nil {
+	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, err
 	}
 	if c.Version != recordVersion {

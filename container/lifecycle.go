@@ -24,8 +24,6 @@ import (
 	"github.com/pier-runtime/pier/shim"
 )
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 // Create makes a container in a pod: its root file system, OCI bundle and
 // shim, which runs the runtime's create. The container is then Created.
 func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (*Container, error) {
@@ -214,7 +212,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 			klog.ErrorS(err, "Deleting the container's runtime state", "id", c.ID)
 		}
 	}
-	if c.ShimPid > 0 && isShim(c.ShimPid) {
+	if c.ShimPid > 0 && shim.IsShim(c.ShimPid) {
 		syscall.Kill(c.ShimPid, syscall.SIGKILL)
 	}
 	if c.Rootfs != "" {
@@ -230,12 +228,6 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 	}
 	m.opts.Images.Release(c.ID)
 	removeDefaultCgroupParent()
-}
-
-// isShim reports whether pid is a pier-shim (pids are reused).
-func isShim(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && strings.Contains(string(b), "pier-shim")
 }
 
 // client returns the shim client of a live container.

@@ -1,14 +1,14 @@
 package container
 
 import (
-	"io/fs"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+
+	"github.com/pier-runtime/pier/internal/du"
 )
 
 // Stats is a container's resource usage. A container without processes
@@ -40,7 +40,9 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 		return nil, err
 	}
 	st := &Stats{Timestamp: time.Now(), WritableMount: m.opts.Root}
-	st.WritableBytes, st.WritableInodes = usage(filepath.Join(m.dir(c.ID), "upper"))
+	if u, err := du.Walk(filepath.Join(m.dir(c.ID), "upper")); err == nil {
+		st.WritableBytes, st.WritableInodes = u.Bytes, u.Inodes
+	}
 	if c.State != Running || c.Cgroup == "" {
 		return st, nil
 	}
@@ -108,25 +110,4 @@ func workingSet(usage, inactiveFile uint64) uint64 {
 		return 0
 	}
 	return usage - inactiveFile
-}
-
-// usage counts the bytes (in blocks) and inodes under dir, each inode once.
-func usage(dir string) (bytes, inodes uint64) {
-	seen := map[uint64]bool{}
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if s, ok := fi.Sys().(*syscall.Stat_t); ok && !seen[s.Ino] {
-			seen[s.Ino] = true
-			inodes++
-			bytes += uint64(s.Blocks) * 512
-		}
-		return nil
-	})
-	return bytes, inodes
 }

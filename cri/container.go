@@ -24,8 +24,7 @@ func toContainer(c *container.Container) *runtimeapi.Container {
 }
 
 func imageSpec(c *container.Container) *runtimeapi.ImageSpec {
-	spec := &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage()}
-	return spec
+	return &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage()}
 }
 
 func unixNano(t time.Time) int64 {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/du"
 )
 
 // layerRecord is layers/<chain>/layer.json.
@@ -32,13 +32,8 @@ type layerRecord struct {
 	Digest    string    `json:"digest"`
 	Size      int64     `json:"size"`
 	MediaType string    `json:"mediaType"`
-	Usage     usage     `json:"usage"`
+	Usage     du.Usage  `json:"usage"`
 	Unpacked  time.Time `json:"unpacked"`
-}
-
-type usage struct {
-	Bytes  uint64 `json:"bytes"`
-	Inodes uint64 `json:"inodes"`
 }
 
 // unpackResult lets concurrent pulls of one layer wait for the first.
@@ -186,7 +181,7 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	if got := "sha256:" + hex.EncodeToString(diff.Sum(nil)); got != l.DiffID {
 		return nil, errorf(ErrCorrupt, "layer %s: uncompressed content has digest %s, the image config says %s", l.Digest, got, l.DiffID)
 	}
-	u, err := diskUsage(fsDir)
+	u, err := du.Walk(fsDir)
 	if err != nil {
 		return nil, err
 	}
@@ -206,30 +201,6 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	}
 	klog.V(2).InfoS("Unpacked layer", "digest", l.Digest, "chainID", l.ChainID, "bytes", l.Size, "duration", time.Since(start))
 	return rec, nil
-}
-
-// diskUsage counts the blocks and inodes under dir, each inode once.
-func diskUsage(dir string) (usage, error) {
-	var u usage
-	seen := map[uint64]bool{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok || seen[st.Ino] {
-			return nil
-		}
-		seen[st.Ino] = true
-		u.Inodes++
-		u.Bytes += uint64(st.Blocks) * 512
-		return nil
-	})
-	return u, err
 }
 
 // blobError explains why reading a layer blob failed: the connection broke

@@ -29,6 +29,7 @@ import (
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
+	"github.com/pier-runtime/pier/shim"
 )
 
 // Sentinel errors; the CRI layer maps them to gRPC codes.
@@ -170,7 +171,7 @@ func (m *Manager) load() error {
 			m.deleteFiles(&sb)
 			continue
 		}
-		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !isPodInit(sb.InitPid)) {
+		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !shim.IsShim(sb.InitPid)) {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
@@ -188,12 +189,6 @@ func (m *Manager) load() error {
 	}
 	klog.InfoS("Pod sandboxes loaded", "pods", len(m.pods))
 	return nil
-}
-
-// isPodInit reports whether pid is still a pod's init (pids are reused).
-func isPodInit(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && strings.Contains(string(b), "pier-shim")
 }
 
 func closed() chan struct{} {
@@ -399,7 +394,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := unpinNamespaces(sb.Namespaces); err != nil {
 		errs = append(errs, err)
 	}
-	if sb.InitPid > 0 && isPodInit(sb.InitPid) {
+	if sb.InitPid > 0 && shim.IsShim(sb.InitPid) {
 		unix.Kill(sb.InitPid, unix.SIGKILL)
 	}
 	if sb.Shm != "" {

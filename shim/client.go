@@ -312,3 +312,10 @@ func StartPodInit(binary string) (int, error) {
 	go cmd.Wait()
 	return cmd.Process.Pid, nil
 }
+
+// IsShim reports whether pid is still a pier-shim (a container's or a pod
+// init), so that a recorded pid is not signalled after it was reused.
+func IsShim(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte("pier-shim"))
+}
