@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/e2e/testenv"
+	"github.com/pier-runtime/pier/internal/hostlock"
 )
 
 var (
@@ -66,6 +67,12 @@ func setup(m *testing.M) (int, error) {
 	if out, err := shimBuild.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pier-shim: %v: %s", err, out)
 	}
+	// The cni package's tests check the host's network too.
+	unlock, err := hostlock.Lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	if reg, err = testenv.StartRegistry(testenv.RegistryOptions{}); err != nil {
 		return 0, err
 	}
