@@ -393,6 +393,8 @@ func TestProbeFailure(t *testing.T) {
 
 // Tests below run the real runtimes.
 
+const testPrefix = "unit-"
+
 func needRuntime(t *testing.T, name string) *Runtime {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -405,7 +407,9 @@ func needRuntime(t *testing.T, name string) *Runtime {
 	if _, err := os.Stat(ProbeBinary); err != nil {
 		t.Skip(err)
 	}
-	return &Runtime{Name: name, Path: path, Root: filepath.Join(t.TempDir(), "state")}
+	// The name keeps the probes of pierds that other packages' tests start
+	// apart from this package's, for checkClean.
+	return &Runtime{Name: testPrefix + name, Path: path, Root: filepath.Join(t.TempDir(), "state")}
 }
 
 // checkClean fails the test if the runtime kept state, workDir is not
@@ -417,7 +421,7 @@ func checkClean(t *testing.T, r *Runtime, workDir, cgroup string) {
 			t.Errorf("%s not empty: %v", dir, entries)
 		}
 	}
-	patterns := []string{"pier-probe*", "*/pier-probe*"}
+	patterns := []string{"pier-probe-" + testPrefix + "*", "*/pier-probe-" + testPrefix + "*"}
 	if cgroup != "" {
 		patterns = append(patterns, cgroup, "*/"+cgroup)
 	}
@@ -470,7 +474,7 @@ func TestProbeCrun(t *testing.T) {
 	if err != nil && !strings.Contains(err.Error(), "hybrid") {
 		t.Errorf("crun probe failed for another reason: %v", err)
 	}
-	if err != nil && !strings.HasPrefix(err.Error(), "crun create pier-probe-crun-") {
+	if err != nil && !strings.HasPrefix(err.Error(), r.Name+" create pier-probe-"+r.Name+"-") {
 		t.Errorf("error %q lacks the runtime, operation and id", err)
 	}
 	checkClean(t, r, workDir, "")
