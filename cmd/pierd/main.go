@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,7 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cni"
@@ -146,11 +144,17 @@ func serve(cfg *Config) error {
 		return fmt.Errorf("load containers: %w", err)
 	}
 
-	stream, err := startStreaming(cfg.Streaming.Address, &cri.Streamer{Containers: containers, Pods: pods})
+	stream, err := cri.NewStreamServer(cfg.Streaming.Address, &cri.Streamer{Containers: containers, Pods: pods})
 	if err != nil {
 		return err
 	}
+	go func() {
+		if err := stream.Serve(); err != nil {
+			klog.ErrorS(err, "Streaming server stopped")
+		}
+	}()
 	defer stream.Stop()
+	klog.InfoS("Streaming server listening", "address", stream.Addr())
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
 	cri.Register(server,
@@ -216,30 +220,6 @@ func listenUnix(socket string) (net.Listener, error) {
 		return nil, err
 	}
 	return lis, nil
-}
-
-// startStreaming starts the exec, attach and port-forward server on addr
-// (port 0: a free port, resolved before URLs are made).
-func startStreaming(addr string, rt streaming.Runtime) (streaming.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("streaming server: %w", err)
-	}
-	addr = lis.Addr().String()
-	lis.Close()
-	cfg := streaming.DefaultConfig
-	cfg.Addr = addr
-	srv, err := streaming.NewServer(cfg, rt)
-	if err != nil {
-		return nil, fmt.Errorf("streaming server: %w", err)
-	}
-	go func() {
-		if err := srv.Start(true); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "Streaming server stopped")
-		}
-	}()
-	klog.InfoS("Streaming server listening", "address", addr)
-	return srv, nil
 }
 
 // findShim locates pier-shim: the configured path, else beside pierd,
