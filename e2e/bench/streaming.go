@@ -40,25 +40,38 @@ func benchStreaming(env *benchEnv, n int) error {
 	if _, err := env.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 		return err
 	}
+	fmt.Printf("\nstreaming (%s)\n", env.target)
+	for i, transport := range []string{"spdy", "websocket"} {
+		if err := benchTransport(env, transport, c.ContainerId, pod.PodSandboxId, 18191+i, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchTransport measures exec latency, exec and port-forward throughput
+// with crictl's transport ("spdy" or "websocket"), port-forwarding
+// localPort.
+func benchTransport(env *benchEnv, transport, id, podID string, localPort, n int) error {
 	crictl := func(args ...string) *exec.Cmd {
 		return exec.Command("crictl", append([]string{"--runtime-endpoint", env.endpoint}, args...)...)
 	}
 	var lat []time.Duration
 	for i := 0; i < n; i++ {
 		start := time.Now()
-		if out, err := crictl("exec", c.ContainerId, "true").CombinedOutput(); err != nil {
+		if out, err := crictl("exec", "--transport", transport, id, "true").CombinedOutput(); err != nil {
 			return fmt.Errorf("crictl exec: %v: %s", err, out)
 		}
 		lat = append(lat, time.Since(start))
 	}
 	start := time.Now()
-	sh := exec.Command("sh", "-c", fmt.Sprintf("head -c 104857600 /dev/zero | crictl --runtime-endpoint %s exec -i %s cat | wc -c", env.endpoint, c.ContainerId))
+	sh := exec.Command("sh", "-c", fmt.Sprintf("head -c 104857600 /dev/zero | crictl --runtime-endpoint %s exec --transport %s -i %s cat | wc -c", env.endpoint, transport, id))
 	out, err := sh.Output()
 	catTime := time.Since(start)
 	if err != nil || strings.TrimSpace(string(out)) != "104857600" {
-		return fmt.Errorf("exec cat of 100 MB: %q %v", out, err)
+		return fmt.Errorf("exec cat of 100 MB over %s: %q %v", transport, out, err)
 	}
-	pf := crictl("port-forward", pod.PodSandboxId, "18191:8080")
+	pf := crictl("port-forward", "--transport", transport, podID, fmt.Sprintf("%d:8080", localPort))
 	if err := pf.Start(); err != nil {
 		return err
 	}
@@ -66,7 +79,7 @@ func benchStreaming(env *benchEnv, n int) error {
 	var pfTime time.Duration
 	for i := 0; i < 100; i++ { // the server and the big file need a moment
 		start = time.Now()
-		resp, err := http.Get("http://127.0.0.1:18191/big")
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/big", localPort))
 		if err == nil {
 			nb, _ := io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -77,13 +90,12 @@ func benchStreaming(env *benchEnv, n int) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Printf("\nstreaming (%s)\n", env.target)
-	fmt.Printf("  crictl exec <id> true: median %s  p90 %s over %d\n", percentile(lat, 50), percentile(lat, 90), n)
-	fmt.Printf("  100 MB through exec cat: %.2f s  %.0f MB/s\n", catTime.Seconds(), 104.8576/catTime.Seconds())
+	fmt.Printf("  %s: crictl exec <id> true: median %s  p90 %s over %d\n", transport, percentile(lat, 50), percentile(lat, 90), n)
+	fmt.Printf("  %s: 100 MB through exec cat: %.2f s  %.0f MB/s\n", transport, catTime.Seconds(), 104.8576/catTime.Seconds())
 	if pfTime > 0 {
-		fmt.Printf("  100 MB through a port-forward: %.2f s  %.0f MB/s\n", pfTime.Seconds(), 104.8576/pfTime.Seconds())
+		fmt.Printf("  %s: 100 MB through a port-forward: %.2f s  %.0f MB/s\n", transport, pfTime.Seconds(), 104.8576/pfTime.Seconds())
 	} else {
-		fmt.Printf("  port-forward: the 100 MB file could not be fetched\n")
+		fmt.Printf("  %s: port-forward: the 100 MB file could not be fetched\n", transport)
 	}
 	return nil
 }

@@ -36,10 +36,7 @@ every spec of the %s variant that does not pass, why, and the area of work
 that will make it pass. It is written by `+"`make conformance-update`"+` from the
 reasons in `+"`e2e/conformance/reasons.go`"+`. The crun variants do not run on this
 host kind (Debian's crun 1.8 refuses the hybrid cgroup layout). The
-runc-websocket variant also fails the five streaming specs: critest's
-WebSocket clients ask for the v5 channel protocol (and, for port-forward,
-SPDY tunnelled over WebSocket), which the streaming library pier serves with
-(k8s.io/cri-streaming v0.37) does not speak; area: streaming.
+runc-websocket variant (WebSocket streaming) passes the same specs.
 
 Counts (%s): %d passed, %d failed, %d skipped.
 `, variant, variant, len(res.passed), len(res.failed), len(res.skippedNames))

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
+)
+
+// These tests drive pier's streaming server with client-go's WebSocket
+// clients, as kubectl does today: the v5 channel protocol for exec and
+// attach, SPDY tunnelled through a WebSocket for port-forward.
+
+// wsStream runs a session at rawURL with client-go's WebSocket executor.
+func wsStream(t *testing.T, rawURL string, opts remotecommand.StreamOptions) error {
+	t.Helper()
+	e, err := remotecommand.NewWebSocketExecutor(&rest.Config{}, "GET", rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return e.StreamWithContext(c, opts)
+}
+
+// wsExec runs cmd in container id over a WebSocket.
+func wsExec(t *testing.T, p *testenv.Pierd, id string, tty bool, stdin io.Reader, sizes remotecommand.TerminalSizeQueue, cmd ...string) (string, error) {
+	t.Helper()
+	resp, err := p.Runtime.Exec(ctx(t), &runtimeapi.ExecRequest{ContainerId: id, Cmd: cmd, Tty: tty, Stdin: stdin != nil, Stdout: true, Stderr: !tty})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	opts := remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Tty: tty, TerminalSizeQueue: sizes}
+	if !tty {
+		opts.Stderr = &errOut
+	}
+	err = wsStream(t, resp.Url, opts)
+	return out.String() + errOut.String(), err
+}
+
+// fixedSize is a terminal whose size is set once.
+type fixedSize struct{ sent bool }
+
+func (f *fixedSize) Next() *remotecommand.TerminalSize {
+	if f.sent {
+		// The queue ends with the session; block until then.
+		time.Sleep(time.Hour)
+	}
+	f.sent = true
+	return &remotecommand.TerminalSize{Width: 97, Height: 31}
+}
+
+func TestWebSocketExec(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "wsexec")
+	id := startContainer(t, p, podID, pod, containerConfig("target", "sleep", "1000"))
+
+	// stdin through, output back: the end of stdin reaches the process.
+	out, err := wsExec(t, p, id, false, strings.NewReader("hello websocket\n"), nil, "sh", "-c", "tr a-z A-Z")
+	if err != nil || strings.TrimSpace(out) != "HELLO WEBSOCKET" {
+		t.Fatalf("exec with stdin: %q %v", out, err)
+	}
+	// Exit codes reach the client.
+	out, err = wsExec(t, p, id, false, nil, nil, "sh", "-c", "echo to-stderr >&2; exit 3")
+	var exit utilexec.ExitError
+	if !errors.As(err, &exit) || exit.ExitStatus() != 3 || !strings.Contains(out, "to-stderr") {
+		t.Fatalf("a failing exec: %q %v", out, err)
+	}
+	if out, err = wsExec(t, p, id, false, nil, nil, "true"); err != nil {
+		t.Fatalf("exec true: %q %v", out, err)
+	}
+	// A tty with the client's terminal size.
+	out, err = wsExec(t, p, id, true, strings.NewReader(""), &fixedSize{}, "sh", "-c", "stty size")
+	if err != nil || !strings.Contains(out, "31 97") {
+		t.Fatalf("exec with a tty: %q %v", out, err)
+	}
+	// A command not in the image.
+	if out, err = wsExec(t, p, id, false, nil, nil, "no-such-command"); err == nil {
+		t.Fatalf("exec of a missing command succeeded: %q", out)
+	}
+}
+
+func TestWebSocketAttach(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "wsattach")
+	cfg := containerConfig("cat", "sh", "-c", "read line; echo got $line; exit 0")
+	cfg.Stdin, cfg.StdinOnce = true, true
+	id := startContainer(t, p, podID, pod, cfg)
+	resp, err := p.Runtime.Attach(ctx(t), &runtimeapi.AttachRequest{ContainerId: id, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session ends when the container does, once the end of stdin
+	// (the v5 CLOSE signal) closed its input.
+	var out, errOut bytes.Buffer
+	err = wsStream(t, resp.Url, remotecommand.StreamOptions{Stdin: strings.NewReader("hello-ws\n"), Stdout: &out, Stderr: &errOut})
+	if err != nil || !strings.Contains(out.String(), "got hello-ws") {
+		t.Fatalf("attach: %q %q %v", out.String(), errOut.String(), err)
+	}
+	if st := waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_EXITED); st.ExitCode != 0 {
+		t.Fatalf("the attached container: %v", st)
+	}
+	// A used URL is refused.
+	if err := wsStream(t, resp.Url, remotecommand.StreamOptions{Stdout: &out}); err == nil {
+		t.Fatal("a used attach URL worked again")
+	}
+}
+
+func TestWebSocketPortForward(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "wspf")
+	startContainer(t, p, podID, pod, containerConfig("httpd", "sh", "-c", "mkdir -p /www; echo hello-wspf > /www/index.html; httpd -f -p 8080 -h /www"))
+	resp, err := p.Runtime.PortForward(ctx(t), &runtimeapi.PortForwardRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(resp.Url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer, err := portforward.NewSPDYOverWebsocketDialer(u, &rest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, ready := make(chan struct{}), make(chan struct{})
+	var logs bytes.Buffer
+	pf, err := portforward.New(dialer, []string{"0:8080"}, stop, ready, &logs, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pf.ForwardPorts() }()
+	defer func() {
+		close(stop)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("port-forward ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("port-forward did not end when told to stop")
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err // for the deferred check
+		t.Fatalf("port-forward: %v: %s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("port-forward never got ready")
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("ports %v %v", ports, err)
+	}
+	get := func() error {
+		r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", ports[0].Local))
+		if err != nil {
+			return err
+		}
+		defer r.Body.Close()
+		b, err := io.ReadAll(r.Body)
+		if err == nil && strings.TrimSpace(string(b)) != "hello-wspf" {
+			err = fmt.Errorf("got %q", b)
+		}
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for err := get(); err != nil; err = get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("port-forward: %v: %s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Go(func() {
+			if err := get(); err != nil {
+				t.Errorf("concurrent request %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+}
