@@ -232,7 +232,15 @@ func runCritest(o options, p *testenv.Pierd, v variant) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// critest leaves temporary directories (podLogTest*) behind: give it
+	// its own temp directory, removed afterwards.
+	tmp, err := os.MkdirTemp("", "pier-critest-tmp-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = o.out
 	start := time.Now()
