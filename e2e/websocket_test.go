@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +95,37 @@ func TestWebSocketExec(t *testing.T) {
 	// A command not in the image.
 	if out, err = wsExec(t, p, id, false, nil, nil, "no-such-command"); err == nil {
 		t.Fatalf("exec of a missing command succeeded: %q", out)
+	}
+	// A vanished client leaves no process behind.
+	resp, err := p.Runtime.Exec(ctx(t), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sleep", "4322"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := remotecommand.NewWebSocketExecutor(&rest.Config{}, "GET", resp.Url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.StreamWithContext(c, remotecommand.StreamOptions{Stdout: io.Discard}) }()
+	waitProcess(t, "sleep 4322", true)
+	cancel()
+	<-done
+	waitProcess(t, "sleep 4322", false)
+}
+
+// waitProcess waits until a process whose command line matches pattern
+// runs (or, with running false, no longer runs).
+func waitProcess(t *testing.T, pattern string, running bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _ := exec.Command("pgrep", "-f", pattern).Output()
+		if (len(out) > 0) == running {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %q running: %v, want %v", pattern, !running, running)
+		}
 	}
 }
 
