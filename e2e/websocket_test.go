@@ -55,16 +55,22 @@ func wsExec(t *testing.T, p *testenv.Pierd, id string, tty bool, stdin io.Reader
 	return out.String() + errOut.String(), err
 }
 
-// fixedSize is a terminal whose size is set once.
-type fixedSize struct{ sent bool }
+// terminal is a client's terminal: 97x31, resized to 120x40 half a second
+// later.
+type terminal struct{ n int }
 
-func (f *fixedSize) Next() *remotecommand.TerminalSize {
-	if f.sent {
-		// The queue ends with the session; block until then.
-		time.Sleep(time.Hour)
+func (f *terminal) Next() *remotecommand.TerminalSize {
+	f.n++
+	switch f.n {
+	case 1:
+		return &remotecommand.TerminalSize{Width: 97, Height: 31}
+	case 2:
+		time.Sleep(500 * time.Millisecond)
+		return &remotecommand.TerminalSize{Width: 120, Height: 40}
 	}
-	f.sent = true
-	return &remotecommand.TerminalSize{Width: 97, Height: 31}
+	// The queue ends with the session; block until then.
+	time.Sleep(time.Hour)
+	return nil
 }
 
 func TestWebSocketExec(t *testing.T) {
@@ -87,9 +93,9 @@ func TestWebSocketExec(t *testing.T) {
 	if out, err = wsExec(t, p, id, false, nil, nil, "true"); err != nil {
 		t.Fatalf("exec true: %q %v", out, err)
 	}
-	// A tty with the client's terminal size.
-	out, err = wsExec(t, p, id, true, strings.NewReader(""), &fixedSize{}, "sh", "-c", "stty size")
-	if err != nil || !strings.Contains(out, "31 97") {
+	// A tty with the client's terminal size, then resized.
+	out, err = wsExec(t, p, id, true, strings.NewReader(""), &terminal{}, "sh", "-c", "stty size; sleep 1.5; stty size")
+	if err != nil || !strings.Contains(out, "31 97") || !strings.Contains(out, "40 120") {
 		t.Fatalf("exec with a tty: %q %v", out, err)
 	}
 	// A command not in the image.
