@@ -167,6 +167,17 @@ func TestWebSocketPortForward(t *testing.T) {
 	mustPull(t, p, reg.Ref(busyboxImg))
 	podID, pod := podWithLogs(t, p, "wspf")
 	startContainer(t, p, podID, pod, containerConfig("httpd", "sh", "-c", "mkdir -p /www; echo hello-wspf > /www/index.html; httpd -f -p 8080 -h /www"))
+	// One that listens on the pod's IPv6 loopback only.
+	id6 := startContainer(t, p, podID, pod, containerConfig("httpd6", "sh", "-c", "mkdir -p /www6; echo hello-ipv6 > /www6/index.html; httpd -f -p '[::1]:8081' -h /www6"))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id6, Cmd: []string{"netstat", "-ltn"}})
+		if err == nil && strings.Contains(string(r.Stdout), "::1:8081") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("httpd does not listen on [::1]:8081: %v %s", err, r.GetStdout())
+		}
+	}
 	resp, err := p.Runtime.PortForward(ctx(t), &runtimeapi.PortForwardRequest{PodSandboxId: podID})
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +192,7 @@ func TestWebSocketPortForward(t *testing.T) {
 	}
 	stop, ready := make(chan struct{}), make(chan struct{})
 	var logs bytes.Buffer
-	pf, err := portforward.New(dialer, []string{"0:8080"}, stop, ready, &logs, &logs)
+	pf, err := portforward.New(dialer, []string{"0:8080", "0:8081"}, stop, ready, &logs, &logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,32 +218,34 @@ func TestWebSocketPortForward(t *testing.T) {
 		t.Fatal("port-forward never got ready")
 	}
 	ports, err := pf.GetPorts()
-	if err != nil || len(ports) != 1 {
+	if err != nil || len(ports) != 2 {
 		t.Fatalf("ports %v %v", ports, err)
 	}
-	get := func() error {
-		r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", ports[0].Local))
+	get := func(port uint16, want string) error {
+		r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		if err != nil {
 			return err
 		}
 		defer r.Body.Close()
 		b, err := io.ReadAll(r.Body)
-		if err == nil && strings.TrimSpace(string(b)) != "hello-wspf" {
+		if err == nil && strings.TrimSpace(string(b)) != want {
 			err = fmt.Errorf("got %q", b)
 		}
 		return err
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for err := get(); err != nil; err = get() {
-		if time.Now().After(deadline) {
-			t.Fatalf("port-forward: %v: %s", err, logs.String())
+	for i, want := range []string{"hello-wspf", "hello-ipv6"} {
+		deadline := time.Now().Add(15 * time.Second)
+		for err := get(ports[i].Local, want); err != nil; err = get(ports[i].Local, want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("port-forward to %d: %v: %s", ports[i].Remote, err, logs.String())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < 20; i++ {
 		wg.Go(func() {
-			if err := get(); err != nil {
+			if err := get(ports[0].Local, "hello-wspf"); err != nil {
 				t.Errorf("concurrent request %d: %v", i, err)
 			}
 		})
