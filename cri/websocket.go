@@ -100,6 +100,15 @@ func (s *StreamServer) Serve() error {
 	return err
 }
 
+// Start serves until Stop, as streaming.Server's Start does (stayUp must
+// be true), but through ServeHTTP.
+func (s *StreamServer) Start(stayUp bool) error {
+	if !stayUp {
+		return errors.New("streaming server: stayUp=false is not supported")
+	}
+	return s.Serve()
+}
+
 // Stop closes the listener and every connection.
 func (s *StreamServer) Stop() error { return s.httpSrv.Close() }
 
