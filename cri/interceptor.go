@@ -33,6 +33,16 @@ func Interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handl
 		}
 	}()
 	resp, err = handler(ctx, req)
+	if err != nil && ctx.Err() != nil {
+		// The client's deadline passed (or it gave up) during the request:
+		// that, not what broke on the way (a registry fetch, say), is why
+		// it failed.
+		code := codes.Canceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			code = codes.DeadlineExceeded
+		}
+		err = status.Errorf(code, "%v: %s", ctx.Err(), status.Convert(err).Message())
+	}
 	err = toStatus(err)
 	if err != nil {
 		level := klog.Level(2)

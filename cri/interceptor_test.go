@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,5 +40,30 @@ func TestInterceptorMapsErrors(t *testing.T) {
 	_, err := Interceptor(context.Background(), nil, info, func(context.Context, any) (any, error) { panic("boom") })
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("panic: %v", err)
+	}
+}
+
+// A request whose deadline passes fails with DeadlineExceeded, whatever
+// broke on the way.
+func TestInterceptorReportsTheDeadline(t *testing.T) {
+	info := &grpc.UnaryServerInfo{FullMethod: "/test/Method"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	<-ctx.Done()
+	_, err := Interceptor(ctx, nil, info, func(context.Context, any) (any, error) {
+		return nil, fmt.Errorf("registry unreachable: %w", image.ErrUnavailable)
+	})
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "registry unreachable") {
+		t.Fatalf("got %v", err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	_, err = Interceptor(cctx, nil, info, func(context.Context, any) (any, error) { return nil, status.Error(codes.Unavailable, "x") })
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled: %v", err)
+	}
+	// A request that succeeds as its deadline passes still succeeds.
+	if _, err := Interceptor(ctx, nil, info, func(context.Context, any) (any, error) { return "ok", nil }); err != nil {
+		t.Fatal(err)
 	}
 }
