@@ -197,24 +197,27 @@ func TestStreamingURLsAreSingleUse(t *testing.T) {
 }
 
 // TestAttachTty: a tty container, attached under a pseudo-terminal made by
-// script(1): what is typed reaches it, and its output comes back.
+// script(1), over each of crictl's transports: what is typed reaches it,
+// and its output comes back.
 func TestAttachTty(t *testing.T) {
 	p := startPierd(t, "")
 	mustPull(t, p, reg.Ref(busyboxImg))
 	podID, pod := podWithLogs(t, p, "attachtty")
-	cfg := containerConfig("shell", "sh")
-	cfg.Tty, cfg.Stdin = true, true
-	id := startContainer(t, p, podID, pod, cfg)
-	cmd := exec.Command("script", "-qec", fmt.Sprintf("crictl --runtime-endpoint %s attach -it %s", p.Endpoint(), id), "/dev/null")
-	cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
-	cmd.Stdin = strings.NewReader("echo tty-$((40+2))\nexit 7\n")
-	out, _ := cmd.Output()
-	if !strings.Contains(string(out), "tty-42") {
-		t.Fatalf("crictl attach -it: %q", out)
-	}
-	st := waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_EXITED)
-	if st.ExitCode != 7 {
-		t.Fatalf("the tty container exited %d, want 7", st.ExitCode)
+	for i, transport := range []string{"spdy", "websocket"} {
+		cfg := containerConfig("shell-"+transport, "sh")
+		cfg.Tty, cfg.Stdin = true, true
+		id := startContainer(t, p, podID, pod, cfg)
+		cmd := exec.Command("script", "-qec", fmt.Sprintf("crictl --runtime-endpoint %s attach --transport %s -it %s", p.Endpoint(), transport, id), "/dev/null")
+		cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
+		cmd.Stdin = strings.NewReader(fmt.Sprintf("echo tty-$((40+%d))\nexit 7\n", i))
+		out, _ := cmd.Output()
+		if !strings.Contains(string(out), fmt.Sprintf("tty-%d", 40+i)) {
+			t.Fatalf("crictl attach --transport %s -it: %q", transport, out)
+		}
+		st := waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_EXITED)
+		if st.ExitCode != 7 {
+			t.Fatalf("the tty container (%s) exited %d, want 7", transport, st.ExitCode)
+		}
 	}
 }
 
