@@ -17,7 +17,8 @@ import (
 )
 
 // RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (containers, streaming) answer Unimplemented.
+// (PodSandboxStats, UpdateContainerResources, container events, metrics)
+// answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions
