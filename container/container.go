@@ -124,6 +124,12 @@ type Options struct {
 type Manager struct {
 	opts Options
 
+	// cgroupMu orders the runtime's creates (read), which make cgroups
+	// under the default cgroup parent, and the removal of that parent once
+	// empty (write): a create must not find the parent gone between its
+	// mkdir of the parent and of its own cgroup.
+	cgroupMu sync.RWMutex
+
 	mu         sync.Mutex
 	containers map[string]*Container
 	live       map[string]*live

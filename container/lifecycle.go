@@ -227,7 +227,9 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 		os.RemoveAll(dead)
 	}
 	m.opts.Images.Release(c.ID)
+	m.cgroupMu.Lock()
 	removeDefaultCgroupParent()
+	m.cgroupMu.Unlock()
 }
 
 // client returns the shim client of a live container.
@@ -244,11 +246,13 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 // startShim starts the container's shim, which runs the runtime's create.
 func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
 	start := time.Now()
+	m.cgroupMu.RLock() // until the runtime's create has made the container's cgroups
 	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
 		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
 		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
+	m.cgroupMu.RUnlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l.client, l.err = client, err

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -397,4 +398,37 @@ func TestContainerStats(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestConcurrentCreateAndRemove creates, starts and removes containers of
+// pods without a cgroup parent from several clients at once, as kubelet
+// does: they share pier's default cgroup parent, which the last removal
+// takes away while other creates make cgroups under it.
+func TestConcurrentCreateAndRemove(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	pod := podConfig("churn")
+	pod.Linux.CgroupParent = ""
+	pod.LogDirectory = t.TempDir()
+	podID := runPod(t, p, pod)
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for i := range 8 {
+				cfg := containerConfig(fmt.Sprintf("churn-%d-%d", w, i), "true")
+				resp, err := p.Runtime.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+				if err == nil {
+					_, err = p.Runtime.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId})
+					if _, rerr := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: resp.ContainerId}); err == nil {
+						err = rerr
+					}
+				}
+				if err != nil {
+					t.Errorf("container %s: %v", cfg.Metadata.Name, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
