@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/gorilla/websocket"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
@@ -227,6 +228,7 @@ func (s *StreamServer) serveV5(w http.ResponseWriter, r *http.Request, id string
 		}},
 	})
 	conn.SetIdleTimeout(s.cfg.StreamIdleTimeout)
+	r = r.WithContext(klog.NewContext(r.Context(), logr.New(closedConnSink{klog.Background().GetSink()})))
 	_, streams, err := conn.Open(w, r)
 	if err != nil {
 		klog.V(2).InfoS("WebSocket upgrade failed", "container", id, "err", err)
@@ -276,6 +278,29 @@ func (s *StreamServer) serveV5(w http.ResponseWriter, r *http.Request, id string
 	if _, werr := streams[3].Write(b); werr != nil {
 		klog.V(4).InfoS("Could not send the session's status", "container", id, "err", werr)
 	}
+}
+
+// closedConnSink is the log sink the WebSocket library gets. Clients wait
+// for the server to close a finished session, and the library then reports
+// its read of the closed connection as an error; that is logged at V(4).
+type closedConnSink struct{ logr.LogSink }
+
+func (s closedConnSink) Error(err error, msg string, kv ...any) {
+	if errors.Is(err, net.ErrClosed) {
+		if s.Enabled(4) {
+			s.Info(4, msg, append(kv, "err", err)...)
+		}
+		return
+	}
+	s.LogSink.Error(err, msg, kv...)
+}
+
+func (s closedConnSink) WithValues(kv ...any) logr.LogSink {
+	return closedConnSink{s.LogSink.WithValues(kv...)}
+}
+
+func (s closedConnSink) WithName(name string) logr.LogSink {
+	return closedConnSink{s.LogSink.WithName(name)}
 }
 
 // readResizes decodes terminal sizes (one JSON object per message) into
