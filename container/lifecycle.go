@@ -232,7 +232,8 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 	m.cgroupMu.Unlock()
 }
 
-// client returns the shim client of a live container.
+// client returns a copy of a container (its state as of now) and its
+// shim, if live.
 func (m *Manager) client(id string) (*Container, *live, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -240,7 +241,7 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, m.live[c.ID], nil
+	return c.copy(), m.live[c.ID], nil
 }
 
 // startShim starts the container's shim, which runs the runtime's create.
@@ -298,6 +299,11 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	cur := m.containers[c.ID]
+	if cur == nil {
+		return fmt.Errorf("%w: container %s was removed while it started", ErrNotFound, c.ID)
+	}
+	c = cur
 	if err != nil {
 		c.Reason, c.Message = "StartError", err.Error()
 		if c.State != Exited {

@@ -59,7 +59,13 @@ func setup(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	pierdBin = filepath.Join(dir, "pierd")
-	if out, err := exec.Command("go", "build", "-o", pierdBin, "../cmd/pierd").CombinedOutput(); err != nil {
+	// PIER_E2E_RACE=1 builds pierd with the race detector; a test whose
+	// pierd reports a race fails.
+	build := []string{"build", "-o", pierdBin}
+	if os.Getenv("PIER_E2E_RACE") != "" {
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, "../cmd/pierd")...).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pierd: %v: %s", err, out)
 	}
 	shimBuild := exec.Command("go", "build", "-o", filepath.Join(dir, "pier-shim"), "../cmd/pier-shim")
@@ -145,6 +151,9 @@ func startPierd(t *testing.T, config string, env ...string) *testenv.Pierd {
 		}
 		if err := p.Stop(); err != nil {
 			t.Errorf("stop pierd: %v", err)
+		}
+		if strings.Contains(p.LogText(), "WARNING: DATA RACE") {
+			t.Error("pierd reported a data race")
 		}
 		if t.Failed() {
 			t.Logf("pierd log:\n%s", p.LogText())
