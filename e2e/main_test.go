@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -59,17 +60,19 @@ func setup(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	pierdBin = filepath.Join(dir, "pierd")
-	// PIER_E2E_RACE=1 builds pierd with the race detector; a test whose
-	// pierd reports a race fails.
-	build := []string{"build", "-o", pierdBin}
+	// PIER_E2E_RACE=1 builds pierd and pier-shim with the race detector
+	// (pier-shim then with cgo); a test whose pierd or shims report a race
+	// fails.
+	var race []string
+	cgo := "CGO_ENABLED=0"
 	if os.Getenv("PIER_E2E_RACE") != "" {
-		build = append(build, "-race")
+		race, cgo = []string{"-race"}, "CGO_ENABLED=1"
 	}
-	if out, err := exec.Command("go", append(build, "../cmd/pierd")...).CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", append(append([]string{"build", "-o", pierdBin}, race...), "../cmd/pierd")...).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pierd: %v: %s", err, out)
 	}
-	shimBuild := exec.Command("go", "build", "-o", filepath.Join(dir, "pier-shim"), "../cmd/pier-shim")
-	shimBuild.Env = append(os.Environ(), "CGO_ENABLED=0")
+	shimBuild := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(dir, "pier-shim")}, race...), "../cmd/pier-shim")...)
+	shimBuild.Env = append(os.Environ(), cgo)
 	if out, err := shimBuild.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pier-shim: %v: %s", err, out)
 	}
@@ -146,6 +149,12 @@ func startPierd(t *testing.T, config string, env ...string) *testenv.Pierd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		shimLogs, _ := filepath.Glob(filepath.Join(p.Dir, "state", "containers", "*", "shim", "shim.log"))
+		for _, f := range shimLogs {
+			if b, _ := os.ReadFile(f); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+				t.Errorf("a shim reported a data race:\n%s", b)
+			}
+		}
 		if err := p.RemovePods(); err != nil {
 			t.Errorf("remove the test's pods: %v", err)
 		}
