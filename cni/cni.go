@@ -17,6 +17,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // ifName is the pod's interface on the network.
@@ -78,6 +79,10 @@ type Pod struct {
 	NetNS     string // path of the pinned network namespace
 	// PortMappings with a HostPort of 0 are skipped.
 	PortMappings []PortMapping
+	// Interrupted says that Setup may have been cut short (pierd was
+	// killed during it): Teardown then runs DEL with the current
+	// configuration when it finds nothing cached.
+	Interrupted bool
 }
 
 // Result is what Setup attached.
@@ -155,7 +160,8 @@ func (m *Manager) undo(ctx context.Context, list *libcni.NetworkConfigList, rt *
 
 // Teardown detaches the pod (CNI DEL) with the configuration and arguments
 // cached by Setup, so it works after a restart and after the configuration
-// changed. It is idempotent: without a cache entry it does nothing, and a
+// changed. It is idempotent: without a cache entry it does nothing (unless
+// pod.Interrupted), and a
 // missing network namespace is not an error (plugins then free what they can
 // without it; the bridge plugin then cannot find the pod's addresses to remove
 // its ipMasq rule, so tear down before unpinning the namespace).
@@ -163,9 +169,28 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 	if pod.ID == "" {
 		return errors.New("cni teardown: pod ID is required")
 	}
+	// A plugin killed half-way (a client that gives up cancels ctx) can
+	// leave what its next DEL cannot find: the bridge plugin finds a pod's
+	// masquerade rule by the address of the interface it has deleted.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	atts, err := m.cni.GetCachedAttachments(pod.ID)
 	if err != nil {
 		return fmt.Errorf("cni teardown: read cache: %w", err)
+	}
+	if len(atts) == 0 && pod.Interrupted {
+		// libcni caches an attachment once ADD has returned: an ADD cut
+		// short may have left an address and rules all the same.
+		list, err := m.conf.get(m.confDir)
+		if err != nil {
+			return nil // no network: nothing was made
+		}
+		rt := runtimeConf(pod)
+		if !isNetNS(rt.NetNS) {
+			rt.NetNS = ""
+		}
+		klog.V(4).InfoS("CNI DEL of an interrupted ADD", "pod", pod.ID, "network", list.Name, "netns", rt.NetNS)
+		return m.undo(ctx, list, rt)
 	}
 	var errs []error
 	for _, a := range atts {
@@ -182,6 +207,7 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 			netns = "" // CNI's way to say the namespace is gone
 		}
 		rt := &libcni.RuntimeConf{ContainerID: pod.ID, NetNS: netns, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs}
+		klog.V(4).InfoS("CNI DEL", "pod", pod.ID, "network", list.Name, "netns", netns)
 		if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
 			errs = append(errs, fmt.Errorf("network %q: %w", list.Name, err))
 		}

@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,4 +96,112 @@ func hasTemp(dir string) bool {
 		}
 	}
 	return false
+}
+
+// TestKillPierdDuringChurn kills pierd at random moments while clients run,
+// fill and remove pods, restarting it each time. Afterwards every pod and
+// container it lists can be removed, and the node holds nothing of them:
+// no veth, IP allocation, iptables rule, mount, cgroup or shim.
+func TestKillPierdDuringChurn(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	runPod(t, p, podConfig("warmup")) // the bridge and iptables chains are made once
+	before, initsBefore := hostState(t), podInits()
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	for round := range 6 {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 3 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if churnOnce(p, fmt.Sprintf("churn-%d-%d-%d", round, w, i)) != nil {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(50+rng.IntN(500)) * time.Millisecond)
+		if err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		wg.Wait()
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pods, err := p.Runtime.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range pods.Items {
+		if pod.Metadata.Name == "warmup" {
+			continue
+		}
+		if _, err := p.Runtime.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.Id}); err != nil {
+			t.Errorf("stop pod %s (%s): %v", pod.Id, pod.State, err)
+		}
+		if _, err := p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.Id}); err != nil {
+			t.Errorf("remove pod %s: %v", pod.Id, err)
+		}
+	}
+	cs, err := p.Runtime.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	if err != nil || len(cs.Containers) != 0 {
+		t.Errorf("containers left after their pods were removed: %v %v", cs, err)
+	}
+	if after := hostState(t); !maps.Equal(before, after) {
+		out, _ := exec.Command("iptables-save").Output()
+		t.Errorf("node state before the churn %v, after %v; iptables now:\n%s", before, after, out)
+	}
+	if n := podInits(); n != initsBefore {
+		t.Errorf("%d pod init processes before the churn, %d after", initsBefore, n)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if n := strings.Count(string(mounts), p.Root()); n != 0 {
+		t.Errorf("%d mounts left under %s", n, p.Root())
+	}
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/pier-e2e/*/"); len(cg) != 0 {
+		t.Errorf("cgroups left: %v", cg)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "pier-shim serve "+p.Dir).Output(); len(out) != 0 {
+		t.Errorf("shims left: %s", out)
+	}
+}
+
+// podInits counts the pod init processes of this test binary's pier-shim.
+func podInits() int {
+	out, _ := exec.Command("pgrep", "-f", filepath.Join(filepath.Dir(pierdBin), "pier-shim")+" pod-init").Output()
+	return strings.Count(string(out), "\n")
+}
+
+// churnOnce runs a pod with a container in it, and removes it.
+func churnOnce(p *testenv.Pierd, name string) error {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := podConfig(name)
+	pod, err := p.Runtime.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		return err
+	}
+	ccfg := containerConfig("sleeper", "sleep", "100")
+	ccfg.LogPath = ""
+	ctr, err := p.Runtime.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: ccfg, SandboxConfig: cfg})
+	if err != nil {
+		return err
+	}
+	if _, err := p.Runtime.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		return err
+	}
+	if _, err := p.Runtime.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		return err
+	}
+	_, err = p.Runtime.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+	return err
 }

@@ -167,6 +167,14 @@ func (m *Manager) load() error {
 		}
 		if sb.Creating {
 			klog.InfoS("Undoing a pod sandbox whose creation was interrupted", "id", sb.ID, "pod", sb.Config.Namespace+"/"+sb.Config.Name)
+			// The record was written before the namespaces were made.
+			volatile := filepath.Join(m.opts.State, sb.ID)
+			if len(sb.Namespaces) == 0 {
+				sb.Namespaces = pinsIn(filepath.Join(volatile, "ns"))
+			}
+			if sb.Shm == "" {
+				sb.Shm = filepath.Join(volatile, "shm")
+			}
 			m.teardown(context.Background(), &sb)
 			m.deleteFiles(&sb)
 			continue
@@ -182,7 +190,7 @@ func (m *Manager) load() error {
 	states, _ := os.ReadDir(m.opts.State)
 	for _, e := range states {
 		if m.pods[e.Name()] == nil {
-			sb := &Sandbox{ID: e.Name(), Namespaces: pinsIn(filepath.Join(m.opts.State, e.Name(), "ns")), Shm: filepath.Join(m.opts.State, e.Name(), "shm")}
+			sb := &Sandbox{ID: e.Name(), Creating: true, Namespaces: pinsIn(filepath.Join(m.opts.State, e.Name(), "ns")), Shm: filepath.Join(m.opts.State, e.Name(), "shm")}
 			m.teardown(context.Background(), sb)
 			os.RemoveAll(filepath.Join(m.opts.State, e.Name()))
 		}
@@ -345,6 +353,10 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		if sb.InitPid, err = m.opts.StartPodInit(); err != nil {
 			return sb, fmt.Errorf("start the pod's init process: %w", err)
 		}
+		// A pierd killed from here on must find the process to end it.
+		if err := m.save(sb); err != nil {
+			return sb, err
+		}
 	}
 	if !cfg.HostNetwork {
 		res, err := m.opts.CNI.Setup(context.Background(), m.cniPod(sb))
@@ -367,7 +379,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 func (m *Manager) cniPod(sb *Sandbox) cni.Pod {
 	return cni.Pod{
 		ID: sb.ID, Name: sb.Config.Name, Namespace: sb.Config.Namespace, UID: sb.Config.UID,
-		NetNS: sb.Namespaces["net"], PortMappings: sb.Config.PortMappings,
+		NetNS: sb.Namespaces["net"], PortMappings: sb.Config.PortMappings, Interrupted: sb.Creating,
 	}
 }
 

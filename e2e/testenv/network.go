@@ -117,8 +117,40 @@ func (n *Network) Close() error {
 			exec.Command("iptables", "-t", "nat", "-X", c.chain).Run()
 		}
 	}
+	n.removeMasqChains()
 	if len(n.ipForward) > 0 {
 		os.WriteFile("/proc/sys/net/ipv4/ip_forward", n.ipForward, 0o644)
 	}
 	return errors.Join(errs...)
+}
+
+// removeMasqChains deletes the nat rules of this network's pods, and
+// their chains, that are left when the tests end.
+func (n *Network) removeMasqChains() {
+	out, _ := exec.Command("iptables-save", "-t", "nat").Output()
+	comment := `name: \"pier-` + n.Bridge + `\"`
+	var script strings.Builder
+	script.WriteString("*nat\n")
+	chains := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "-A" || !strings.Contains(line, comment) {
+			continue
+		}
+		if f[1] == "POSTROUTING" {
+			script.WriteString("-D" + strings.TrimPrefix(line, "-A") + "\n")
+		} else if strings.HasPrefix(f[1], "CNI-") {
+			chains[f[1]] = true
+		}
+	}
+	if len(chains) == 0 && !strings.Contains(script.String(), "-D") {
+		return
+	}
+	for c := range chains {
+		script.WriteString("-F " + c + "\n-X " + c + "\n")
+	}
+	script.WriteString("COMMIT\n")
+	cmd := exec.Command("iptables-restore", "--noflush")
+	cmd.Stdin = strings.NewReader(script.String())
+	cmd.Run()
 }
