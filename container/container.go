@@ -84,6 +84,7 @@ type Container struct {
 	Handler    string    `json:"handler"`
 	Socket     string    `json:"socket"`
 	ShimPid    int       `json:"shimPid"`
+	ShimStart  uint64    `json:"shimStart,omitempty"` // the shim's start time (shim.StartTime), against pid reuse
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`

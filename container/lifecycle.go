@@ -43,6 +43,10 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if pod.State != sandbox.Ready {
 		return nil, fmt.Errorf("%w: pod sandbox %s is stopped: containers cannot be created in it", ErrPodNotReady, pod.ID)
 	}
+	if pod.InitPid > 0 && !shim.IsShim(pod.InitPid, pod.InitStart) {
+		// Its PID namespace is gone, and the pid may be another process's.
+		return nil, fmt.Errorf("%w: the init process of pod sandbox %s (pid %d) has exited: remove the pod and run it again", ErrPodNotReady, pod.ID, pod.InitPid)
+	}
 	rt := m.opts.Runtimes[pod.Config.RuntimeHandler]
 	if rt == nil {
 		return nil, fmt.Errorf("%w: pod sandbox %s has runtime handler %q, which pier does not offer", ErrPodNotReady, pod.ID, pod.Config.RuntimeHandler)
@@ -212,7 +216,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 			klog.ErrorS(err, "Deleting the container's runtime state", "id", c.ID)
 		}
 	}
-	if c.ShimPid > 0 && shim.IsShim(c.ShimPid) {
+	if c.ShimPid > 0 && shim.IsShim(c.ShimPid, c.ShimStart) {
 		syscall.Kill(c.ShimPid, syscall.SIGKILL)
 	}
 	if c.Rootfs != "" {
@@ -264,7 +268,7 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
 	}
 	klog.V(2).InfoS("Container's shim ready", "id", c.ID, "duration", time.Since(start))
 	if m.containers[c.ID] == c {
-		c.ShimPid = pid
+		c.ShimPid, c.ShimStart = pid, shim.StartTime(pid)
 		m.save(c)
 	}
 	m.follow(c, l)

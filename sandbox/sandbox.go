@@ -90,6 +90,7 @@ type Sandbox struct {
 	Namespaces map[string]string `json:"namespaces,omitempty"` // pinned paths, by "net", "ipc", "uts"
 	Shm        string            `json:"shm,omitempty"`        // the pod's /dev/shm
 	InitPid    int               `json:"initPid,omitempty"`    // pier-shim, PID 1 of the pod's PID namespace (PodPID)
+	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (shim.StartTime), against pid reuse
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
 }
 
@@ -179,7 +180,7 @@ func (m *Manager) load() error {
 			m.deleteFiles(&sb)
 			continue
 		}
-		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !shim.IsShim(sb.InitPid)) {
+		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !shim.IsShim(sb.InitPid, sb.InitStart)) {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
@@ -353,6 +354,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		if sb.InitPid, err = m.opts.StartPodInit(); err != nil {
 			return sb, fmt.Errorf("start the pod's init process: %w", err)
 		}
+		sb.InitStart = shim.StartTime(sb.InitPid)
 		// A pierd killed from here on must find the process to end it.
 		if err := m.save(sb); err != nil {
 			return sb, err
@@ -406,7 +408,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := unpinNamespaces(sb.Namespaces); err != nil {
 		errs = append(errs, err)
 	}
-	if sb.InitPid > 0 && shim.IsShim(sb.InitPid) {
+	if sb.InitPid > 0 && shim.IsShim(sb.InitPid, sb.InitStart) {
 		unix.Kill(sb.InitPid, unix.SIGKILL)
 	}
 	if sb.Shm != "" {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -313,9 +315,34 @@ func StartPodInit(binary string) (int, error) {
 	return cmd.Process.Pid, nil
 }
 
-// IsShim reports whether pid is still a pier-shim (a container's or a pod
-// init), so that a recorded pid is not signalled after it was reused.
-func IsShim(pid int) bool {
+// IsShim reports whether pid is still the pier-shim (a container's or a
+// pod init) that started at start (StartTime; 0: any pier-shim), so that a
+// recorded pid is never signalled once it was reused, even by another shim.
+func IsShim(pid int, start uint64) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(b, []byte("pier-shim"))
+	if err != nil || !bytes.Contains(b, []byte("pier-shim")) {
+		return false
+	}
+	return start == 0 || StartTime(pid) == start
+}
+
+// StartTime is when process pid started, in clock ticks since boot (field
+// 22 of /proc/<pid>/stat), or 0 when it does not exist. With the pid it
+// names one process for good.
+func StartTime(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold anything.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // from field 3, the state
+	if len(f) < 20 {
+		return 0
+	}
+	start, _ := strconv.ParseUint(f[19], 10, 64)
+	return start
 }

@@ -647,6 +647,9 @@ func TestStartPodInit(t *testing.T) {
 	if sid, _ := unix.Getsid(pid); sid != pid {
 		t.Errorf("session %d, want %d", sid, pid)
 	}
+	if start := StartTime(pid); !IsShim(pid, start) || !IsShim(pid, 0) || IsShim(pid, start+1) {
+		t.Errorf("IsShim of the pod init (started at %d) is wrong", start)
+	}
 	// It ignores SIGTERM.
 	unix.Kill(pid, unix.SIGTERM)
 	time.Sleep(100 * time.Millisecond)
@@ -1643,4 +1646,27 @@ func TestExecStreamGone(t *testing.T) {
 		t.Errorf("kill after wait: %v", err)
 	}
 	waitFds(t, shimPid, fds)
+}
+
+func TestStartTimeNamesOneProcess(t *testing.T) {
+	self := os.Getpid()
+	start := StartTime(self)
+	if start == 0 || StartTime(self) != start {
+		t.Fatalf("start time of this process: %d", start)
+	}
+	if StartTime(1<<30) != 0 {
+		t.Error("a start time for a pid that cannot exist")
+	}
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if s := StartTime(cmd.Process.Pid); s < start {
+		t.Errorf("a child started at %d, before its parent (%d)", s, start)
+	}
+	// Not a shim, whatever its start time.
+	if IsShim(cmd.Process.Pid, 0) || IsShim(cmd.Process.Pid, StartTime(cmd.Process.Pid)) {
+		t.Error("sleep taken for a shim")
+	}
 }
