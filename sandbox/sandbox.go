@@ -105,7 +105,7 @@ type Options struct {
 	ShmSize      int64  // bytes of a pod's /dev/shm, default 64 MiB
 	// StartPodInit starts the init process of a pod whose containers share
 	// one PID namespace (pier-shim) and returns its pid.
-	StartPodInit func() (int, error)
+	StartPodInit func(podID string) (int, error)
 }
 
 // Manager runs the node's pod sandboxes.
@@ -351,7 +351,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		}
 	}
 	if cfg.PodPID && !cfg.HostPID {
-		if sb.InitPid, err = m.opts.StartPodInit(); err != nil {
+		if sb.InitPid, err = m.opts.StartPodInit(id); err != nil {
 			return sb, fmt.Errorf("start the pod's init process: %w", err)
 		}
 		sb.InitStart = shim.StartTime(sb.InitPid)
@@ -410,6 +410,12 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	}
 	if sb.InitPid > 0 && shim.IsShim(sb.InitPid, sb.InitStart) {
 		unix.Kill(sb.InitPid, unix.SIGKILL)
+	}
+	if sb.Creating {
+		// Its init may have started before its pid was recorded.
+		for _, pid := range shim.FindPodInits(sb.ID) {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 	}
 	if sb.Shm != "" {
 		if err := unix.Unmount(sb.Shm, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {

@@ -303,8 +303,11 @@ func (c *Client) answerErr(op string, resp *response) error {
 // container process can end the pod's namespace). It returns its pid as
 // seen from the caller; containers join /proc/<pid>/ns/pid. It is the
 // caller's child, reaped when it exits while the caller lives.
-func StartPodInit(binary string) (int, error) {
-	cmd := exec.Command(binary, "pod-init")
+//
+// The pod's id is on its command line, so that FindPodInits finds it when
+// its pid was never recorded (pierd killed while it started it).
+func StartPodInit(binary, podID string) (int, error) {
+	cmd := exec.Command(binary, "pod-init", podID)
 	cmd.Dir = "/"
 	cmd.Env = []string{"GOMAXPROCS=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID}
@@ -313,6 +316,23 @@ func StartPodInit(binary string) (int, error) {
 	}
 	go cmd.Wait()
 	return cmd.Process.Pid, nil
+}
+
+// FindPodInits returns the pids of the pod inits started for pod podID.
+func FindPodInits(podID string) []int {
+	want := []byte("\x00pod-init\x00" + podID + "\x00")
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var pids []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil || !bytes.Contains(b, []byte("pier-shim")) || !bytes.Contains(b, want) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(d))); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // IsShim reports whether pid is still the pier-shim (a container's or a

@@ -34,7 +34,7 @@ const opTimeout = time.Minute
 // Main is pier-shim's main:
 //
 //	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
-//	pier-shim pod-init      PID 1 of a pod's PID namespace (see StartPodInit)
+//	pier-shim pod-init <pod id>   PID 1 of a pod's PID namespace (see StartPodInit)
 func Main(args []string) {
 	// One runs per container: one P, a small heap, no memory profiling.
 	runtime.MemProfileRate = 0
@@ -43,10 +43,10 @@ func Main(args []string) {
 	switch {
 	case len(args) == 3 && args[1] == "serve":
 		os.Exit(serve(args[2]))
-	case len(args) == 2 && args[1] == "pod-init":
+	case len(args) == 3 && args[1] == "pod-init":
 		podInit()
 	}
-	fmt.Fprintln(os.Stderr, "usage: pier-shim serve <dir> | pier-shim pod-init\n\npier-shim is started by pierd, one per container.")
+	fmt.Fprintln(os.Stderr, "usage: pier-shim serve <dir> | pier-shim pod-init <pod id>\n\npier-shim is started by pierd, one per container.")
 	os.Exit(2)
 }
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -598,7 +599,7 @@ func TestKill(t *testing.T) {
 // startPodInit starts a pod init; cleanup kills it and checks it is gone.
 func startPodInit(t testing.TB) int {
 	t.Helper()
-	pid, err := StartPodInit(shimBinary)
+	pid, err := StartPodInit(shimBinary, "test-pod")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,6 +650,9 @@ func TestStartPodInit(t *testing.T) {
 	}
 	if start := StartTime(pid); !IsShim(pid, start) || !IsShim(pid, 0) || IsShim(pid, start+1) {
 		t.Errorf("IsShim of the pod init (started at %d) is wrong", start)
+	}
+	if found := FindPodInits("test-pod"); !slices.Contains(found, pid) || len(FindPodInits("other-pod")) != 0 {
+		t.Errorf("FindPodInits found %v, want %d among them", found, pid)
 	}
 	// It ignores SIGTERM.
 	unix.Kill(pid, unix.SIGTERM)

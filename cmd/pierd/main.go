@@ -124,7 +124,7 @@ func serve(cfg *Config) error {
 		State:        filepath.Join(cfg.State, "pods"),
 		CNI:          network,
 		CgroupDriver: strings.ToLower(driver.String()),
-		StartPodInit: func() (int, error) { return shim.StartPodInit(shimBinary) },
+		StartPodInit: func(podID string) (int, error) { return shim.StartPodInit(shimBinary, podID) },
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
