@@ -176,6 +176,9 @@ func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {
 }
 
 func (m *Manager) load() error {
+	// The exit followers that load starts take the lock too.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	entries, err := os.ReadDir(m.opts.Root)
 	if err != nil {
 		return err
