@@ -252,9 +252,14 @@ func (m *Manager) reconnect(c *Container) {
 			return
 		}
 	}
-	exit, rerr := shim.ReadExit(m.shimDir(c.ID))
-	if rerr == nil {
-		klog.InfoS("Container exited while pierd was down", "id", c.ID, "exitCode", exit.Code)
+	m.shimGone(c, err)
+}
+
+// shimGone records how a container whose shim cannot be reached (err)
+// ended: with the exit file the shim left, or, without one, as unknown. The
+// caller holds mu, or has the container to itself.
+func (m *Manager) shimGone(c *Container, err error) {
+	if exit, rerr := shim.ReadExit(m.shimDir(c.ID)); rerr == nil {
 		m.recordExit(c, exit)
 		return
 	}
@@ -286,14 +291,7 @@ func (m *Manager) follow(c *Container, l *live) {
 			return // removed meanwhile
 		}
 		if err != nil {
-			if exit, rerr := shim.ReadExit(m.shimDir(c.ID)); rerr == nil {
-				m.recordExit(c, exit)
-				return
-			}
-			klog.InfoS("Lost the container's shim", "id", c.ID, "err", err)
-			c.State, c.Reason = Unknown, "ShimDied"
-			c.Message = "pier-shim of this container died; its exit status is unknown"
-			m.save(c)
+			m.shimGone(c, err)
 			return
 		}
 		m.recordExit(c, exit)

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"errors"
 	"os"
 	"os/signal"
 
@@ -16,17 +15,9 @@ func podInit() {
 	signal.Ignore(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGCHLD)
+	r := &reaper{} // it waits for no pid in particular
 	for {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil || pid <= 0 {
-				break
-			}
-		}
+		r.reap()
 		<-sigs
 	}
 }

@@ -28,19 +28,10 @@ func benchContainers(env *benchEnv, n int) error {
 	defer closeReg()
 	defer env.images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 
-	podCfg := func(name string) *runtimeapi.PodSandboxConfig {
-		return &runtimeapi.PodSandboxConfig{
-			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: fmt.Sprintf("%s-%d", name, time.Now().UnixNano())},
-			// As kubelet sends it for a pod without shareProcessNamespace.
-			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
-			}},
-		}
-	}
 	ctrCfg := func(name string) *runtimeapi.ContainerConfig {
 		return &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: ref}, Command: []string{"sleep", "100000"}}
 	}
-	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg("bench-ctr")})
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("bench-ctr")})
 	if err != nil {
 		return err
 	}
@@ -90,7 +81,7 @@ func benchContainers(env *benchEnv, n int) error {
 	const pods = 10
 	pssBefore, rssBefore := pss(env.pid), rssKB(env.pid)
 	for i := 0; i < pods; i++ {
-		p, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg(fmt.Sprintf("bench-mem-%d", i))})
+		p, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(fmt.Sprintf("bench-mem-%d", i))})
 		if err != nil {
 			return err
 		}

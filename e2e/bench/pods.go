@@ -49,12 +49,7 @@ func benchPods(env *benchEnv, n int) error {
 	// Through a Go client: the runtime's own latency.
 	var viaGo []time.Duration
 	for i := 0; i < n; i++ {
-		cfg := &runtimeapi.PodSandboxConfig{
-			Metadata: &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-go-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-go-%d-%d", i, time.Now().UnixNano())},
-			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
-			}},
-		}
+		cfg := podConfig(fmt.Sprintf("bench-go-%d", i))
 		start := time.Now()
 		resp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		viaGo = append(viaGo, time.Since(start))

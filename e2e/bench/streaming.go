@@ -22,10 +22,7 @@ func benchStreaming(env *benchEnv, n int) error {
 		return err
 	}
 	defer closeReg()
-	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: "bench-stream", Namespace: "bench", Uid: fmt.Sprint("bench-stream-", time.Now().UnixNano())},
-		Linux:    &runtimeapi.LinuxPodSandboxConfig{},
-	}})
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("bench-stream")})
 	if err != nil {
 		return err
 	}
