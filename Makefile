@@ -14,14 +14,21 @@ export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
 all: build
 
-build: bin/pierd bin/pier-shim
+build: bin/pierd bin/pier-shim bin/pier-shim-monitor
 
 bin/pierd: FORCE
 	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
 
-# The shim is static and lean: one runs per container.
+# The shim is static and lean: one runs per container. pier-shim (Go) runs
+# the create, then execs pier-shim-monitor (C), which stays for the
+# container's life; see cmd/pier-shim-monitor/monitor.c.
 bin/pier-shim: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/pier-shim
+
+CC     ?= cc
+CFLAGS ?= -O2 -Wall -Wextra -Wno-unused-result
+bin/pier-shim-monitor: cmd/pier-shim-monitor/monitor.c
+	$(CC) $(CFLAGS) -o $@ $<
 
 # deps installs the Debian packages and Go tools (crictl) that are missing.
 deps:
@@ -74,5 +81,6 @@ lint:
 install: build cni-config
 	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
 	install -D -m 0755 bin/pier-shim $(DESTDIR)$(PREFIX)/bin/pier-shim
+	install -D -m 0755 bin/pier-shim-monitor $(DESTDIR)$(PREFIX)/bin/pier-shim-monitor
 	install -D -m 0644 deploy/pier.service $(DESTDIR)/etc/systemd/system/pier.service
 	@if [ ! -f $(DESTDIR)/etc/pier/config.toml ]; then install -d $(DESTDIR)/etc/pier && ./bin/pierd config default > $(DESTDIR)/etc/pier/config.toml; fi

@@ -76,6 +76,9 @@ func setup(m *testing.M) (int, error) {
 	if out, err := shimBuild.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build pier-shim: %v: %s", err, out)
 	}
+	if out, err := exec.Command("cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), "../cmd/pier-shim-monitor/monitor.c").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("build pier-shim-monitor: %v: %s", err, out)
+	}
 	// The cni package's tests check the host's network too.
 	unlock, err := hostlock.Lock()
 	if err != nil {

@@ -190,7 +190,8 @@ func (r *Runtime) Version(ctx context.Context) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-func (r *Runtime) bin() string {
+// Binary is the runtime's executable: Path, else Name (looked up in PATH).
+func (r *Runtime) Binary() string {
 	if r.Path != "" {
 		return r.Path
 	}
@@ -224,7 +225,7 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 	full = append(full, op)
 	full = append(full, args...)
 
-	cmd := exec.CommandContext(ctx, r.bin(), full...)
+	cmd := exec.CommandContext(ctx, r.Binary(), full...)
 	// Its own process group: a terminal's signals do not reach it, and a
 	// cancelled context kills whatever it started that is still in the group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -89,7 +89,7 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 
 // checkRunning fails with ErrNotRunning unless the container runs.
 func (s *server) checkRunning() error {
-	switch s.currentStatus() {
+	switch s.status {
 	case StatusExited:
 		return errExited
 	case StatusCreated:
@@ -101,7 +101,7 @@ func (s *server) checkRunning() error {
 // runExec starts p in the container (the runtime's exec --detach) and
 // returns its pid and the channel that gets its wait status.
 func (s *server) runExec(ctx context.Context, p *specs.Process, opts oci.ExecOpts) (int, <-chan unix.WaitStatus, error) {
-	opts.PidFile = filepath.Join(s.cfg.Dir, "exec-"+strconv.FormatUint(execSeq.Add(1), 10)+".pid")
+	opts.PidFile = filepath.Join(s.cfg.Dir, "exec-"+strconv.Itoa(os.Getpid())+"-"+strconv.FormatUint(execSeq.Add(1), 10)+".pid")
 	defer os.Remove(opts.PidFile)
 	var pid int
 	var exited <-chan unix.WaitStatus

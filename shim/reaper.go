@@ -25,12 +25,17 @@ type reaper struct {
 	waiting map[int]chan unix.WaitStatus // pids to report, not yet reaped
 }
 
-// newReaper makes the calling process a child subreaper and starts reaping.
+// newReaper makes the calling process a child subreaper; start starts
+// reaping.
 func newReaper() (*reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err)
 	}
-	r := &reaper{waiting: make(map[int]chan unix.WaitStatus)}
+	return &reaper{waiting: make(map[int]chan unix.WaitStatus)}, nil
+}
+
+// start reaps children as they exit.
+func (r *reaper) start() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGCHLD)
 	go func() {
@@ -38,7 +43,6 @@ func newReaper() (*reaper, error) {
 			r.reap()
 		}
 	}()
-	return r, nil
 }
 
 // reap reaps every child that has exited.

@@ -13,13 +13,10 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/oci"
 )
 
@@ -34,15 +31,18 @@ const opTimeout = time.Minute
 // Main is pier-shim's main:
 //
 //	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
+//	pier-shim exec <dir> <status>   answers the exec request on fd 3 (run by the monitor)
 //	pier-shim pod-init <pod id>   PID 1 of a pod's PID namespace (see StartPodInit)
 func Main(args []string) {
-	// One runs per container: one P, a small heap, no memory profiling.
+	// Short-lived: one P, a small heap, no memory profiling.
 	runtime.MemProfileRate = 0
 	runtime.GOMAXPROCS(1)
 	debug.SetGCPercent(10)
 	switch {
 	case len(args) == 3 && args[1] == "serve":
 		os.Exit(serve(args[2]))
+	case len(args) == 4 && args[1] == "exec":
+		os.Exit(serveExec(args[2], args[3]))
 	case len(args) == 3 && args[1] == "pod-init":
 		podInit()
 	}
@@ -55,37 +55,31 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format(time.RFC3339Nano)+" pier-shim["+strconv.Itoa(os.Getpid())+"] "+format+"\n", args...)
 }
 
-// server is the shim of one container.
+// server is the Go side of a container's shim: the create, in "serve"
+// mode, before the shim becomes the monitor; one exec, in "exec" mode.
 type server struct {
-	cfg     Config
-	rt      *oci.Runtime
-	reap    *reaper
-	log     *criLog
+	cfg  Config
+	rt   *oci.Runtime
+	reap *reaper
+
+	// Made by create and handed to the monitor.
 	ln      *net.UnixListener
-	oomFile string  // the container's OOM kill counter
-	oomBase int64   // its value after create
-	streams streams // stdio kept for attachers
+	logFile *os.File    // the CRI log; nil when the output is discarded
+	outputs [2]*os.File // read ends of the stdout and stderr pipes (no tty)
+	pty     int         // tty: the pty master, else -1
+	stdin   int         // no tty: the write end of the stdin pipe, else -1
+	oomFile string      // the container's OOM kill counter
+	oomBase int64       // its value after create
+	pid     int         // the container's init
+	created time.Time
 
-	logsDone [2]chan struct{} // closed when stdout, stderr reach their end
-	exited   chan struct{}    // closed once exit is set and exit.json written
-	done     chan struct{}    // closed once the container is deleted
-	doneOnce sync.Once
-	handlers sync.WaitGroup // connections being answered
-
-	opMu sync.Mutex // start and delete, one at a time
-
-	mu        sync.Mutex
-	status    string
-	pid       int
-	createdAt time.Time
-	startedAt time.Time
-	exit      *Exit
-
-	deleted bool // under opMu
+	status string // exec mode: the container's, as the monitor knows it
 }
 
-// serve runs the shim of the container described by dir/shim.json and
-// returns its exit code.
+// serve runs the shim of the container described by dir/shim.json: the
+// runtime's create and the handshake, then it becomes the monitor (the
+// pier-shim-monitor beside it) for the rest of the container's life. It
+// returns only on failure, with the exit code.
 func serve(dir string) int {
 	if _, err := unix.FcntlInt(handshakeFd, unix.F_GETFD, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "pier-shim: no handshake pipe on fd 3: pier-shim is started by pierd")
@@ -95,7 +89,11 @@ func serve(dir string) int {
 	unix.CloseOnExec(handshakeFd)
 	hs := os.NewFile(handshakeFd, "handshake")
 
-	s, err := newServer(dir)
+	exe, monitor, err := monitorBinary()
+	var s *server
+	if err == nil {
+		s, err = newServer(dir)
+	}
 	if err == nil {
 		err = s.create()
 	}
@@ -115,28 +113,109 @@ func serve(dir string) int {
 	if werr != nil {
 		// pierd gave up on this container: leave nothing behind.
 		logf("handshake: %v; deleting the container", werr)
-		s.delete()
-		s.ln.Close()
+		s.undo()
 		return 1
 	}
 	logf("container %s created, init pid %d", s.cfg.ID, s.pid)
-	go s.accept()
-	// Give back what create used; from now on the shim allocates little.
-	debug.FreeOSMemory()
-	<-s.done
-	s.ln.Close() // removes the socket
-	s.log.close()
-	// Let the answers in flight go out.
-	idle := make(chan struct{})
-	go func() {
-		s.handlers.Wait()
-		close(idle)
-	}()
-	select {
-	case <-idle:
-	case <-time.After(2 * time.Second):
+	err = s.becomeMonitor(exe, monitor)
+	// Only a failed exec returns: pierd finds no shim, and no exit file.
+	logf("exec %s: %v; deleting the container", monitor, err)
+	s.undo()
+	return 1
+}
+
+// monitorBinary returns this binary and pier-shim-monitor beside it.
+func monitorBinary() (exe, monitor string, err error) {
+	if exe, err = os.Executable(); err != nil {
+		return "", "", fmt.Errorf("pier-shim: %w", err)
 	}
-	logf("container %s deleted, exiting", s.cfg.ID)
+	monitor = filepath.Join(filepath.Dir(exe), "pier-shim-monitor")
+	if err := unix.Access(monitor, unix.X_OK); err != nil {
+		return "", "", fmt.Errorf("pier-shim: %s: %w: install pier-shim-monitor beside pier-shim", monitor, err)
+	}
+	return exe, monitor, nil
+}
+
+// becomeMonitor execs the monitor in the shim's place (same pid, session
+// and subreaper flag), handing it the descriptors create made. It returns
+// only on failure.
+func (s *server) becomeMonitor(exe, monitor string) error {
+	fd := func(f *os.File) int {
+		if f == nil {
+			return -1
+		}
+		return int(f.Fd())
+	}
+	lf, err := s.ln.File()
+	if err != nil {
+		return err
+	}
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	fds := []int{int(lf.Fd()), fd(s.logFile), s.stdin, fd(s.outputs[0]), fd(s.outputs[1]), s.pty}
+	for _, f := range fds {
+		if f >= 0 {
+			if _, err := unix.FcntlInt(uintptr(f), unix.F_SETFD, 0); err != nil {
+				return err
+			}
+		}
+	}
+	args := []string{"pier-shim", "monitor",
+		"id=" + s.cfg.ID, "dir=" + s.cfg.Dir, "socket=" + s.cfg.Socket, "log=" + s.cfg.LogPath,
+		"pid=" + strconv.Itoa(s.pid), fmt.Sprintf("created=%d.%09d", s.created.Unix(), s.created.Nanosecond()),
+		"oom=" + s.oomFile, "oom-base=" + strconv.FormatInt(s.oomBase, 10),
+		"helper=" + exe, "runtime-name=" + s.rt.Name, "runtime=" + s.rt.Binary(), "runtime-root=" + s.rt.Root,
+		"tty=" + flag(s.cfg.Tty), "stdin-once=" + flag(s.cfg.StdinOnce), "pty-stdin=" + flag(s.cfg.Tty && s.cfg.Stdin),
+		"listen-fd=" + strconv.Itoa(fds[0]), "log-fd=" + strconv.Itoa(fds[1]), "stdin-fd=" + strconv.Itoa(fds[2]),
+		"stdout-fd=" + strconv.Itoa(fds[3]), "stderr-fd=" + strconv.Itoa(fds[4]), "pty-fd=" + strconv.Itoa(fds[5]),
+	}
+	return unix.Exec(monitor, args, os.Environ())
+}
+
+// undo kills and deletes the created container and removes the socket.
+func (s *server) undo() {
+	s.reap.kill(s.pid, unix.SIGKILL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.reap.run(func() error { return s.rt.Delete(ctx, s.cfg.ID, true) }); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		logf("delete: %v", err)
+	}
+	s.ln.Close()
+}
+
+// serveExec answers the one exec or exec-stream request waiting on the
+// connection on fd 3, which the monitor handed over unread; status is the
+// container's. The processes it starts are its children (it is their
+// subreaper); it exits once the request is answered.
+func serveExec(dir, status string) int {
+	s, err := newServer(dir)
+	if err != nil {
+		logf("exec: %v", err)
+		return 1
+	}
+	s.status = status
+	if s.reap, err = newReaper(); err != nil {
+		logf("exec: %v", err)
+		return 1
+	}
+	s.reap.start()
+	f := os.NewFile(3, "conn")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		logf("exec: the connection on fd 3: %v", err)
+		return 1
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		logf("exec: fd 3 is not a unix connection")
+		return 1
+	}
+	s.handle(conn)
 	return 0
 }
 
@@ -153,14 +232,7 @@ func newServer(dir string) (*server, error) {
 		return nil, fmt.Errorf("pier-shim: %s has version %d, this shim speaks version %d", filepath.Join(dir, configFile), cfg.Version, ProtocolVersion)
 	}
 	cfg.Dir = dir
-	return &server{
-		cfg:      cfg,
-		rt:       &cfg.Runtime,
-		streams:  streams{tty: cfg.Tty, stdinOnce: cfg.StdinOnce, stdin: -1, ptyStdin: cfg.Tty && cfg.Stdin},
-		logsDone: [2]chan struct{}{make(chan struct{}), make(chan struct{})},
-		exited:   make(chan struct{}),
-		done:     make(chan struct{}),
-	}, nil
+	return &server{cfg: cfg, rt: &cfg.Runtime, pty: -1, stdin: -1}, nil
 }
 
 // create opens the log and the control socket, becomes the subreaper and
@@ -183,14 +255,16 @@ func (s *server) create() (err error) {
 	if err != nil {
 		return fmt.Errorf("pier-shim: bundle: %w", err)
 	}
-	if s.log, err = openCRILog(s.cfg.LogPath); err != nil {
-		return fmt.Errorf("pier-shim: open the container's log: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			s.log.close()
+	if s.cfg.LogPath != "" {
+		if s.logFile, err = os.OpenFile(s.cfg.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+			return fmt.Errorf("pier-shim: open the container's log: %w", err)
 		}
-	}()
+		defer func() {
+			if err != nil {
+				s.logFile.Close()
+			}
+		}()
+	}
 	if s.ln, err = listen(s.cfg.Socket); err != nil {
 		return fmt.Errorf("pier-shim: %w", err)
 	}
@@ -199,6 +273,8 @@ func (s *server) create() (err error) {
 			s.ln.Close()
 		}
 	}()
+	// The monitor reaps; until then nothing does (os/exec waits for the
+	// runtime itself).
 	if s.reap, err = newReaper(); err != nil {
 		return fmt.Errorf("pier-shim: %w", err)
 	}
@@ -214,8 +290,8 @@ func (s *server) create() (err error) {
 				f.Close()
 			}
 		}
-		closeFds([]int{s.streams.stdin})
-		s.streams.stdin = -1
+		closeFds([]int{s.stdin})
+		s.stdin = -1
 	}
 	if s.cfg.Tty {
 		console, err = newConsoleSocket(s.cfg.Dir)
@@ -226,7 +302,7 @@ func (s *server) create() (err error) {
 		if s.cfg.Stdin && err == nil {
 			var p [2]int
 			if err = unix.Pipe2(p[:], unix.O_CLOEXEC); err == nil {
-				stdinR, s.streams.stdin = os.NewFile(uintptr(p[0]), "stdin"), p[1]
+				stdinR, s.stdin = os.NewFile(uintptr(p[0]), "stdin"), p[1]
 			}
 		}
 	}
@@ -242,7 +318,6 @@ func (s *server) create() (err error) {
 		opts.ConsoleSocket = console.path()
 	}
 	master := -1
-	var initExit <-chan unix.WaitStatus
 	err = s.reap.run(func() error {
 		err := s.rt.Create(ctx, s.cfg.ID, s.cfg.Bundle, opts)
 		if err != nil {
@@ -253,7 +328,7 @@ func (s *server) create() (err error) {
 			return fmt.Errorf("pier-shim: %w", err)
 		}
 		s.pid = pid
-		initExit = s.reap.register(pid)
+		s.reap.register(pid)
 		if console != nil {
 			master, err = console.receive()
 		}
@@ -287,29 +362,10 @@ func (s *server) create() (err error) {
 	if s.oomFile == "" {
 		logf("no memory cgroup found for pid %d: OOM kills go unnoticed", s.pid)
 	}
-	s.status, s.createdAt = StatusCreated, time.Now()
-	if s.cfg.Tty {
-		// Non-blocking, for the poller; attachers' duplicates share that.
-		unix.SetNonblock(master, true)
-		s.streams.pty = os.NewFile(uintptr(master), "pty")
-		go s.copyOutput(s.streams.pty, 0, output{stream: "stdout", crlf: true})
-		close(s.logsDone[1])
-	} else {
-		go s.copyOutput(pipes[0], 0, output{stream: "stdout"})
-		go s.copyOutput(pipes[2], 1, output{stream: "stderr"})
-	}
-	go s.waitInit(initExit)
+	s.created = time.Now()
+	s.pty = master
+	s.outputs = [2]*os.File{pipes[0], pipes[2]}
 	return nil
-}
-
-// copyOutput copies output stream i of the container from r to the log and
-// the attachers until its end.
-func (s *server) copyOutput(r *os.File, i int, o output) {
-	o.tee = s.streams.tee(i)
-	o.copy(r, s.log)
-	r.Close()
-	s.streams.end(i)
-	close(s.logsDone[i])
 }
 
 // listen listens on the control socket, replacing a stale socket file but
@@ -346,59 +402,9 @@ func readPidFile(path string) (int, error) {
 	return pid, nil
 }
 
-// waitInit records the exit of the container's init: exit.json first,
-// then the answer to waiters.
-func (s *server) waitInit(ch <-chan unix.WaitStatus) {
-	ws := <-ch
-	e := &Exit{FinishedAt: time.Now()}
-	if ws.Signaled() {
-		e.Signal = int(ws.Signal())
-		e.Code = 128 + e.Signal
-	} else {
-		e.Code = ws.ExitStatus()
-	}
-	if n := readOOMKills(s.oomFile); n > 0 && n > s.oomBase {
-		e.OOMKilled = true
-	}
-	// Let the log catch up with what the container wrote last. Other
-	// processes may hold the pipes (a container in a shared PID namespace):
-	// do not wait for them long.
-	deadline := time.Now().Add(2 * time.Second)
-	for _, done := range s.logsDone {
-		select {
-		case <-done:
-		case <-time.After(time.Until(deadline)):
-		}
-	}
-	if err := atomicfile.WriteJSON(filepath.Join(s.cfg.Dir, exitFile), &exitRecord{V: ProtocolVersion, Exit: *e}); err != nil {
-		logf("write the exit file: %v", err)
-	}
-	s.mu.Lock()
-	s.status, s.exit = StatusExited, e
-	s.mu.Unlock()
-	close(s.exited)
-	logf("container %s exited: code %d, signal %d, oom killed %v", s.cfg.ID, e.Code, e.Signal, e.OOMKilled)
-}
-
-func (s *server) accept() {
-	for {
-		conn, err := s.ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			logf("accept: %v", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		s.handlers.Add(1)
-		go s.handle(conn)
-	}
-}
-
-// handle answers the one request of a connection.
+// handle answers the one request of a connection: exec or exec-stream, the
+// operations the monitor hands over.
 func (s *server) handle(conn *net.UnixConn) {
-	defer s.handlers.Done()
 	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var req request
@@ -424,21 +430,9 @@ func (s *server) handle(conn *net.UnixConn) {
 		return // the client went away
 	}
 	resp.V = ProtocolVersion
-	deleted := req.Op == opDelete && resp.Error == ""
-	if deleted {
-		// From now on a client finds no shim, as after the exit.
-		s.ln.Close()
-	}
 	conn.SetWriteDeadline(time.Now().Add(time.Minute))
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		logf("%s: answer: %v", req.Op, err)
-	}
-	switch {
-	case deleted:
-		s.doneOnce.Do(func() { close(s.done) })
-	case req.Op == opExec:
-		// Give the output buffers back.
-		debug.FreeOSMemory()
 	}
 }
 
@@ -448,51 +442,22 @@ func (s *server) dispatch(conn *net.UnixConn, req *request, files map[string]*os
 	if req.V != ProtocolVersion {
 		return &response{Code: codeVersion, Error: fmt.Sprintf("pier-shim: protocol version %d not supported, this shim speaks version %d", req.V, ProtocolVersion)}
 	}
-	var err error
-	resp := &response{}
 	switch req.Op {
-	case opHello:
-		resp.Pid = os.Getpid()
-	case opState:
-		resp.State = s.state()
-	case opStart:
-		err = s.start()
-	case opKill:
-		err = s.kill(syscall.Signal(req.Signal), req.All)
-	case opWait:
-		ctx, cancel := closedContext(conn)
-		defer cancel()
-		select {
-		case <-s.exited:
-			resp.Exit = s.state().Exit
-		case <-ctx.Done():
-			return nil
-		}
 	case opExec:
 		if req.Exec == nil || len(req.Exec.Args) == 0 {
-			err = errors.New("pier-shim: exec: no command")
-			break
+			return errResponse(errors.New("pier-shim: exec: no command"))
 		}
 		ctx, cancel := closedContext(conn)
 		defer cancel()
-		resp.Exec, err = s.exec(ctx, req.Exec)
-	case opReopen:
-		if err = s.log.reopen(); err != nil {
-			err = fmt.Errorf("pier-shim: reopen the log: %w", err)
+		res, err := s.exec(ctx, req.Exec)
+		if err != nil {
+			return errResponse(err)
 		}
-	case opDelete:
-		err = s.delete()
-	case opAttach:
-		return s.attach(conn, req.Attach)
+		return &response{Exec: res}
 	case opExecStream:
 		return s.execStream(conn, req, files)
-	default:
-		err = fmt.Errorf("pier-shim: unknown operation %q", req.Op)
 	}
-	if err != nil {
-		return errResponse(err)
-	}
-	return resp
+	return errResponse(fmt.Errorf("pier-shim exec: operation %q is the monitor's", req.Op))
 }
 
 // errResponse is the answer that reports err.
@@ -519,107 +484,4 @@ func closedContext(conn *net.UnixConn) (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-func (s *server) state() *State {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &State{
-		Status:    s.status,
-		Pid:       s.pid,
-		ShimPid:   os.Getpid(),
-		CreatedAt: s.createdAt,
-		StartedAt: s.startedAt,
-		Exit:      s.exit,
-	}
-}
-
-func (s *server) currentStatus() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.status
-}
-
 var errExited = fmt.Errorf("pier-shim: the container has exited: %w", ErrNotRunning)
-
-// start runs the container's process. If the runtime fails, the
-// container's init is killed: its exit is recorded as any other.
-func (s *server) start() error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	switch s.currentStatus() {
-	case StatusExited:
-		return errExited
-	case StatusRunning:
-		return errors.New("pier-shim: the container is already started")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	err := s.reap.run(func() error { return s.rt.Start(ctx, s.cfg.ID) })
-	if err != nil {
-		s.reap.kill(s.pid, unix.SIGKILL)
-		return err
-	}
-	s.mu.Lock()
-	s.startedAt = time.Now()
-	if s.status == StatusCreated {
-		s.status = StatusRunning
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *server) kill(sig syscall.Signal, all bool) error {
-	if s.currentStatus() == StatusExited {
-		return errExited
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	err := s.reap.run(func() error { return s.rt.Kill(ctx, s.cfg.ID, sig, all) })
-	if err != nil {
-		// The runtime refuses a container whose init has died: reap it now
-		// to tell.
-		s.reap.reap()
-		if !s.reap.pending(s.pid) {
-			return fmt.Errorf("%w (%v)", errExited, err)
-		}
-	}
-	return err
-}
-
-// delete kills the container if it runs and waits for its exit (so that
-// exit.json is written and the OOM counter read before the cgroup goes),
-// then deletes it from the runtime.
-func (s *server) delete() error {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if s.deleted {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if s.currentStatus() != StatusExited {
-		if err := s.reap.run(func() error { return s.rt.Kill(ctx, s.cfg.ID, unix.SIGKILL, true) }); err != nil {
-			logf("delete: kill: %v", err)
-			s.reap.kill(s.pid, unix.SIGKILL)
-		}
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			s.reap.kill(s.pid, unix.SIGKILL)
-			select {
-			case <-s.exited:
-			case <-time.After(10 * time.Second):
-				return fmt.Errorf("pier-shim: the container's init (pid %d) does not exit after SIGKILL", s.pid)
-			}
-		}
-	}
-	err := s.reap.run(func() error { return s.rt.Delete(ctx, s.cfg.ID, false) })
-	if err != nil && !errors.Is(err, oci.ErrNotFound) {
-		logf("delete: %v; forcing", err)
-		err = s.reap.run(func() error { return s.rt.Delete(ctx, s.cfg.ID, true) })
-	}
-	if err != nil && !errors.Is(err, oci.ErrNotFound) {
-		return err
-	}
-	s.deleted = true
-	return nil
-}

@@ -5,14 +5,24 @@
 // so that the shim outlives pierd restarts and upgrades. The shim is the
 // child subreaper of the container's processes: it runs the OCI runtime's
 // create, reports the result over an inherited pipe (the handshake), then
-// serves a tiny versioned control protocol on a unix socket: start, kill,
-// state, wait, exec, reopen-log and delete, and for CRI streaming attach
-// and exec-stream, which pass file descriptors so that pierd copies bytes
-// between its clients and plain files. It copies the container's standard
-// output and error (or its terminal's output) to the CRI log file and to
-// attachers, and when the container's
-// init exits it writes exit.json (code, signal, OOM kill, time) atomically
-// before it answers anyone, so that no exit is ever lost or made up.
+// execs pier-shim-monitor (cmd/pier-shim-monitor, C) in its place: same pid,
+// session and subreaper flag, and the control socket, output pipes (or pty
+// master), stdin pipe and log it made. The monitor serves a tiny versioned
+// control protocol on the unix socket: start, kill, state, wait, exec,
+// reopen-log and delete, and for CRI streaming attach and exec-stream, which
+// pass file descriptors so that pierd copies bytes between its clients and
+// plain files. It copies the container's standard output and error (or its
+// terminal's output) to the CRI log file and to attachers, and when the
+// container's init exits it writes exit.json (code, signal, OOM kill, time)
+// atomically before it answers anyone, so that no exit is ever lost or made
+// up. It hands an exec or exec-stream request, unread, to a one-shot
+// "pier-shim exec" (this package, serveExec), which runs the runtime's exec
+// and answers on the connection.
+//
+// The split is for memory: the monitor lives as long as its container, and a
+// Go process idles at about 1.5 MiB of proportional set size where the C
+// monitor takes about 0.2 MiB; the work that needs the OCI spec, JSON and
+// the runtime driver (create, exec) stays in Go.
 //
 // The same binary is the init process of pods whose containers share one
 // PID namespace (StartPodInit): PID 1 of that namespace, reaping orphans.
@@ -64,8 +74,8 @@
 //     client that hangs up, or shuts down its writing side, before that has
 //     the process killed (SIGKILL).
 //
-// The shim binary is small on purpose (one runs per container): no gRPC, no
-// klog, few goroutines, a small heap.
+// The shim binary is small on purpose: no gRPC, no klog, few goroutines, a
+// small heap.
 package shim
 
 import (

@@ -60,6 +60,12 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// As the Makefile builds it.
+	if out, err := exec.Command("cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), "../cmd/pier-shim-monitor/monitor.c").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pier-shim-monitor: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	if os.Geteuid() == 0 {
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
@@ -1131,21 +1137,47 @@ func smapsRollup(t testing.TB, pid int) map[string]int {
 
 // Tests below need no root.
 
+// maxLogLine is the longest content of a CRI log entry (MAX_LINE of the
+// monitor).
+const maxLogLine = 16 << 10
+
 func TestCopyLog(t *testing.T) {
-	dir := t.TempDir()
-	l, err := openCRILog(filepath.Join(dir, "log"))
-	if err != nil {
-		t.Fatal(err)
+	// The monitor, run by hand: its "init" is this process (not its child:
+	// never reaped), its stderr pipe is ours.
+	run := func(logPath string) (w *os.File, stop func()) {
+		dir := t.TempDir()
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "sock"), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		lf, err := ln.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lf.Close()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		cmd := exec.Command(filepath.Join(filepath.Dir(shimBinary), "pier-shim-monitor"), "monitor", "id=test", "dir="+dir,
+			"socket="+filepath.Join(dir, "sock"), "log="+logPath, "pid="+strconv.Itoa(os.Getpid()),
+			"helper=/bin/false", "runtime=/bin/false", "listen-fd=3", "stderr-fd=4")
+		cmd.ExtraFiles = []*os.File{lf, r}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return w, func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		output{stream: "stderr"}.copy(r, l)
-		close(done)
-	}()
+
+	logPath := filepath.Join(t.TempDir(), "log")
+	w, stop := run(logPath)
+	defer stop()
 	// Write in odd chunks: entries follow lines, not writes.
 	input := "a\n\nb" + strings.Repeat("x", maxLogLine) + "\n" + strings.Repeat("y", maxLogLine-1) + "\n" +
 		strings.Repeat("z", 2*maxLogLine+1) + "\nend"
@@ -1155,28 +1187,39 @@ func TestCopyLog(t *testing.T) {
 		rest = rest[n:]
 	}
 	w.Close()
-	<-done
-	l.close()
-	var got []string
-	for _, e := range readLog(t, filepath.Join(dir, "log"))["stderr"] {
-		got = append(got, e.tag+" "+summarize(e.s))
-	}
 	want := []string{"F a", "F ", "P b" + strings.Repeat("x", maxLogLine-1), "F x", "F y*16383", "P z*16384", "P z*16384", "F z", "P end"}
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got = nil
+		for _, e := range readLog(t, logPath)["stderr"] {
+			got = append(got, e.tag+" "+summarize(e.s))
+		}
+		if len(got) >= len(want) {
+			break
+		}
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("entries\n got %.300q\nwant %.300q", got, want)
 	}
 
-	// Without a log file, output is drained and dropped.
-	l, _ = openCRILog("")
-	r, w, _ = os.Pipe()
-	done = make(chan struct{})
+	// Without a log file, output is drained and dropped: this write of
+	// more than a pipe holds returns.
+	w, stop2 := run("")
+	defer stop2()
+	done := make(chan error, 1)
 	go func() {
-		output{stream: "stdout"}.copy(r, l)
-		close(done)
+		_, err := w.WriteString(strings.Repeat("dropped\n", 100000))
+		done <- err
 	}()
-	w.WriteString("dropped\n")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the monitor does not drain an output without a log")
+	}
 	w.Close()
-	<-done
 }
 
 func TestReadOOMKills(t *testing.T) {
