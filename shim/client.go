@@ -296,7 +296,8 @@ func (c *Client) answerErr(op string, resp *response) error {
 	return nil
 }
 
-// StartPodInit starts a pier-shim (binary) as PID 1 of a new PID namespace,
+// StartPodInit starts a pod init, the pier-shim-monitor beside pier-shim
+// (binary), as PID 1 of a new PID namespace,
 // in a session of its own, for a pod whose containers share one PID
 // namespace: it reaps the orphans of that namespace and sleeps until it is
 // killed (SIGKILL; it ignores the usual termination signals, so that no
@@ -307,9 +308,10 @@ func (c *Client) answerErr(op string, resp *response) error {
 // The pod's id is on its command line, so that FindPodInits finds it when
 // its pid was never recorded (pierd killed while it started it).
 func StartPodInit(binary, podID string) (int, error) {
-	cmd := exec.Command(binary, "pod-init", podID)
+	cmd := exec.Command(filepath.Join(filepath.Dir(binary), "pier-shim-monitor"), "pod-init", podID)
+	cmd.Args[0] = "pier-shim" // as FindPodInits and IsShim know it
 	cmd.Dir = "/"
-	cmd.Env = []string{"GOMAXPROCS=1"}
+	cmd.Env = []string{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start pod init: %w", err)

@@ -32,7 +32,6 @@ const opTimeout = time.Minute
 //
 //	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
 //	pier-shim exec <dir> <status>   answers the exec request on fd 3 (run by the monitor)
-//	pier-shim pod-init <pod id>   PID 1 of a pod's PID namespace (see StartPodInit)
 func Main(args []string) {
 	// Short-lived: one P, a small heap, no memory profiling.
 	runtime.MemProfileRate = 0
@@ -43,10 +42,8 @@ func Main(args []string) {
 		os.Exit(serve(args[2]))
 	case len(args) == 4 && args[1] == "exec":
 		os.Exit(serveExec(args[2], args[3]))
-	case len(args) == 3 && args[1] == "pod-init":
-		podInit()
 	}
-	fmt.Fprintln(os.Stderr, "usage: pier-shim serve <dir> | pier-shim pod-init <pod id>\n\npier-shim is started by pierd, one per container.")
+	fmt.Fprintln(os.Stderr, "usage: pier-shim serve <dir>\n\npier-shim is started by pierd, one per container.")
 	os.Exit(2)
 }
 

@@ -1113,7 +1113,8 @@ func TestShimMemory(t *testing.T) {
 	fi, _ := os.Stat(shimBinary)
 	t.Logf("%d shims: Pss %d KiB each (Rss %d KiB, Private_Dirty %d KiB); binary %d KiB",
 		n, total/n, rss/n, private/n, fi.Size()>>10)
-	if total/n > 4<<10 {
+	// The target: under 1 MiB per container.
+	if total/n > 1<<10 {
 		t.Errorf("Pss %d KiB per shim", total/n)
 	}
 }

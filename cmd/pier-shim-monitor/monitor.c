@@ -16,7 +16,12 @@
  * whole life: a Go process idles at about 1.5 MiB of proportional set size,
  * this one at about 0.1 MiB. It is single-threaded: one epoll loop.
  *
- * Usage (by pier-shim only): pier-shim-monitor monitor key=value...
+ * It is also the init process of pods whose containers share one PID
+ * namespace (shim.StartPodInit): PID 1 of that namespace, reaping orphans.
+ *
+ * Usage (by pier-shim and pierd only):
+ *   pier-shim-monitor monitor key=value...
+ *   pier-shim-monitor pod-init <pod id>
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1148,7 +1153,29 @@ static void parse_time(const char *v, struct timespec *t) {
 	t->tv_nsec = *end == '.' ? strtol(end + 1, NULL, 10) : 0;
 }
 
+/* pod_init is PID 1 of a pod's PID namespace: it reaps the orphans of the
+ * namespace until it is killed. It ignores the signals that would end it
+ * by default, so that no process of the pod can take the namespace down;
+ * pierd ends it with SIGKILL. */
+static void __attribute__((noreturn)) pod_init(void) {
+	prctl(PR_SET_NAME, "pier-shim");
+	int ignore[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE};
+	for (size_t i = 0; i < sizeof ignore / sizeof ignore[0]; i++)
+		signal(ignore[i], SIG_IGN);
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	for (;;) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		sigwaitinfo(&chld, NULL);
+	}
+}
+
 int main(int argc, char **argv) {
+	if (argc == 3 && !strcmp(argv[1], "pod-init"))
+		pod_init();
 	if (argc < 2 || strcmp(argv[1], "monitor")) {
 		fprintf(stderr, "pier-shim-monitor is run by pier-shim, which pierd starts: one per container\n");
 		return 2;
