@@ -223,19 +223,18 @@ func listenUnix(socket string) (net.Listener, error) {
 }
 
 // findShim locates pier-shim: the configured path, else beside pierd,
-// else in PATH.
+// else in PATH. pier-shim-monitor must be beside it.
 func findShim(configured string) (string, error) {
-	if configured != "" {
-		return configured, nil
-	}
-	if exe, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), "pier-shim"); fileExists(p) {
-			return p, nil
+	p := configured
+	if p == "" {
+		if exe, err := os.Executable(); err == nil && fileExists(filepath.Join(filepath.Dir(exe), "pier-shim")) {
+			p = filepath.Join(filepath.Dir(exe), "pier-shim")
+		} else if p, err = exec.LookPath("pier-shim"); err != nil {
+			return "", fmt.Errorf("pier-shim not found beside pierd or in PATH: install it or set shim_binary in the config")
 		}
 	}
-	p, err := exec.LookPath("pier-shim")
-	if err != nil {
-		return "", fmt.Errorf("pier-shim not found beside pierd or in PATH: install it or set shim_binary in the config")
+	if m := filepath.Join(filepath.Dir(p), "pier-shim-monitor"); !fileExists(m) {
+		return "", fmt.Errorf("%s not found: pier-shim-monitor is installed beside pier-shim (make install)", m)
 	}
 	return p, nil
 }
