@@ -186,7 +186,7 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 	if err := copyFile(busybox, filepath.Join(rootfs, "bin", "busybox")); err != nil {
 		t.Fatal(err)
 	}
-	for _, app := range []string{"sh", "sleep", "echo", "cat", "head", "tr", "printf", "pwd", "id", "env", "true", "kill", "touch", "stty"} {
+	for _, app := range []string{"sh", "sleep", "echo", "cat", "head", "tr", "printf", "pwd", "id", "env", "true", "kill", "touch", "stty", "yes"} {
 		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", app)); err != nil {
 			t.Fatal(err)
 		}
@@ -860,6 +860,33 @@ func TestExec(t *testing.T) {
 	// No exec pid files are left.
 	if m, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "*.pid")); len(m) > 0 {
 		t.Errorf("pid files left: %v", m)
+	}
+}
+
+// A container that writes without pause must not keep the shim from
+// answering: its output is read a bufferful at a time, between requests.
+func TestAnswersWhileFlooding(t *testing.T) {
+	c := newContainer(t, "yes")
+	client, _ := c.start(t)
+	if err := client.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := client.State(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("state while the container floods its log: %v", err)
+		}
+		if st.Status != StatusRunning {
+			t.Fatalf("status %q", st.Status)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Delete(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,6 +55,8 @@
 #define RUNTIME_TIMEOUT_MS 60000
 #define LOG_DRAIN_MS 2000 /* how long an exit waits for the output's end */
 #define DELETE_WAIT_MS 10000
+#define REQUEST_WAIT_MS 10000 /* for a connection's request to arrive */
+#define ACCEPT_PAUSE_MS 100   /* out of descriptors: accept again after */
 
 /* Status values of State. */
 static const char *const st_created = "created", *const st_running = "running", *const st_exited = "exited";
@@ -67,6 +70,8 @@ static struct timespec created_at, started_at;
 static int ep, sigfd, listen_fd = -1, log_fd = -1, stdin_fd = -1;
 static const char *status;
 static int deleted, quit;
+static int accept_paused; /* out of descriptors: the listener is off until accept_at */
+static struct timespec accept_at;
 
 /* The init's end: reaped, then (once the output has ended or after
  * LOG_DRAIN_MS) recorded in exit.json and status "exited". */
@@ -95,9 +100,10 @@ struct conn {
 	/* C_ATTACH */
 	int out[2]; /* write ends of the attacher's output pipes, -1 when none */
 	int gave_stdin;
+	/* C_READ: when to give up on the request; C_DELETE: the next step */
+	struct timespec deadline;
 	/* C_DELETE */
 	int delete_stage;
-	struct timespec deadline;
 };
 static struct conn *conns;
 
@@ -109,6 +115,17 @@ enum { T_SIG = 1, T_LISTEN, T_OUT0, T_OUT1 };
 static struct timespec now(void) {
 	struct timespec t;
 	clock_gettime(CLOCK_REALTIME, &t);
+	return t;
+}
+
+/* after returns the monotonic time ms from now. */
+static struct timespec after(long ms) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000;
+	if (t.tv_nsec >= 1000000000)
+		t.tv_sec++, t.tv_nsec -= 1000000000;
 	return t;
 }
 
@@ -321,11 +338,12 @@ static void tee_output(int i, const char *p, size_t n) {
 
 static void end_output(int i);
 
-/* read_output reads what output i has, logs its complete lines and keeps
- * the rest; a line longer than MAX_LINE becomes partial entries. */
+/* read_output reads once from output i (level-triggered: a busy output
+ * gets its turn again, after the other events), logs the complete lines and
+ * keeps the rest; a line longer than MAX_LINE becomes partial entries. */
 static void read_output(int i) {
 	struct output *o = &outs[i];
-	for (;;) {
+	for (int once = 0; !once; once = 1) {
 		if (o->n == o->cap) {
 			size_t c = o->cap ? o->cap * 2 : 4096;
 			if (c > OUT_CAP)
@@ -336,9 +354,7 @@ static void read_output(int i) {
 			o->buf = b, o->cap = c;
 		}
 		ssize_t m = read(o->fd, o->buf + o->n, o->cap - o->n);
-		if (m < 0 && errno == EINTR)
-			continue;
-		if (m < 0 && errno == EAGAIN)
+		if (m < 0 && (errno == EINTR || errno == EAGAIN))
 			return;
 		if (m <= 0) { /* the end, or a pty whose terminal is gone (EIO) */
 			end_output(i);
@@ -517,6 +533,15 @@ static void drop_conn(struct conn *c) {
 	free(c);
 }
 
+/* hold keeps a connection open in state st after its request, watching
+ * for its end (the client sends nothing more): level-triggered, so an end
+ * that came with the request is seen too. */
+static void hold(struct conn *c, enum conn_state st) {
+	c->state = st;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+	epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 /* ---- the runtime ---- */
 
 /* runtime_msg picks the runtime's own error message as package oci does:
@@ -602,12 +627,16 @@ static char *read_file(const char *path) {
 		return NULL;
 	size_t cap = 4096, n = 0;
 	char *b = malloc(cap);
+	if (!b) {
+		close(fd);
+		return NULL;
+	}
 	for (;;) {
 		if (n + 1 >= cap) {
-			if (cap >= (1 << 20))
+			char *bigger = cap < (1 << 20) ? realloc(b, cap * 2) : NULL;
+			if (!bigger)
 				break;
-			cap *= 2;
-			b = realloc(b, cap);
+			b = bigger, cap *= 2;
 		}
 		ssize_t m = read(fd, b + n, cap - n - 1);
 		if (m < 0 && errno == EINTR)
@@ -648,7 +677,7 @@ static int runtime(const char *op, const char *const *args, char *err, size_t n,
 		sigprocmask(SIG_SETMASK, &all, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		setpgid(0, 0);
-		int null = open("/dev/null", O_RDWR);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		dup2(null, 0), dup2(null, 1);
 		if (errfd >= 0)
 			dup2(errfd, 2);
@@ -658,18 +687,25 @@ static int runtime(const char *op, const char *const *args, char *err, size_t n,
 	}
 	int ws = 0, ok = 0;
 	if (pid > 0) {
-		int pfd = syscall(SYS_pidfd_open, pid, 0);
+		int pfd = syscall(SYS_pidfd_open, pid, 0), r = -1;
 		if (pfd >= 0) {
 			struct pollfd p = {pfd, POLLIN, 0};
-			int r;
 			while ((r = poll(&p, 1, RUNTIME_TIMEOUT_MS)) < 0 && errno == EINTR)
 				;
+			close(pfd);
 			if (r == 0)
 				kill(-pid, SIGKILL);
-			close(pfd);
+			r = 0;
+		} else {
+			/* No pidfd (a kernel before 5.3): poll. */
+			for (long waited = 0; (r = waitpid(pid, &ws, WNOHANG)) == 0 && waited < RUNTIME_TIMEOUT_MS; waited++)
+				usleep(1000);
+			if (r == 0)
+				kill(-pid, SIGKILL);
 		}
-		while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-			;
+		if (r <= 0)
+			while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+				;
 		ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
 	}
 	if (!ok) {
@@ -740,8 +776,7 @@ static void reap(void) {
 		}
 		long k = read_oom_kills();
 		oom_killed = k > 0 && k > oom_base;
-		clock_gettime(CLOCK_MONOTONIC, &drain_deadline);
-		drain_deadline.tv_sec += LOG_DRAIN_MS / 1000;
+		drain_deadline = after(LOG_DRAIN_MS);
 	}
 }
 
@@ -761,6 +796,7 @@ static void finish_exit(void) {
 	btime(&b, finished_at);
 	bput(&b, "}\n", 2);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	errno = EIO; /* a short write sets none */
 	int ok = fd >= 0 && write(fd, b.p, b.n) == (ssize_t)b.n && fsync(fd) == 0;
 	if (fd >= 0)
 		close(fd);
@@ -873,8 +909,7 @@ static void op_delete(struct conn *c) {
 		if (!init_reaped)
 			kill(init_pid, SIGKILL);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &c->deadline);
-	c->deadline.tv_sec += DELETE_WAIT_MS / 1000;
+	c->deadline = after(DELETE_WAIT_MS);
 	c->delete_stage = 1;
 }
 
@@ -971,7 +1006,7 @@ static void op_attach(struct conn *c, const char *req) {
 		drop_conn(c);
 		return;
 	}
-	c->state = C_ATTACH;
+	hold(c, C_ATTACH);
 	struct buf b = {0};
 	bprintf(&b, "{\"v\":%d", PROTO);
 	if (nfds) {
@@ -997,7 +1032,7 @@ static void delegate(struct conn *c) {
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);
 		signal(SIGPIPE, SIG_DFL);
-		if (dup2(c->fd, 3) < 0)
+		if ((c->fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(c->fd, 3)) < 0)
 			_exit(127);
 		fcntl(3, F_SETFL, fcntl(3, F_GETFL) & ~O_NONBLOCK);
 		syscall(SYS_close_range, 4, ~0U, 0);
@@ -1015,7 +1050,7 @@ static void delegate(struct conn *c) {
 /* on_request reads a connection's request when its line is complete. It
  * peeks first: an exec request (and the descriptors that come with it) is
  * left for the helper. */
-static void on_request(struct conn *c) {
+static void on_request(struct conn *c, unsigned events) {
 	static char req[REQ_MAX + 1];
 	ssize_t n = recv(c->fd, req, REQ_MAX, MSG_PEEK);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -1028,7 +1063,12 @@ static void on_request(struct conn *c) {
 	char op[32] = "";
 	int have_op = jstr(req, "op", op, sizeof op);
 	char *nl = memchr(req, '\n', n);
-	if (!nl && n < REQ_MAX && !have_op)
+	int ended = events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+	if (!nl && (ended || n >= REQ_MAX)) {
+		drop_conn(c); /* a request cut short */
+		return;
+	}
+	if (!nl && !have_op)
 		return; /* more to come (edge-triggered) */
 	if (jint(req, "v") != PROTO) {
 		answer_err(c->fd, "version", "pier-shim: protocol version %ld not supported, this shim speaks version %d", jint(req, "v"), PROTO);
@@ -1039,11 +1079,8 @@ static void on_request(struct conn *c) {
 		delegate(c);
 		return;
 	}
-	if (!nl) {
-		if (n >= REQ_MAX)
-			drop_conn(c);
+	if (!nl)
 		return;
-	}
 	/* Take the line (and close any descriptor sent with it). */
 	size_t len = nl - req + 1;
 	char ctl[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -1071,7 +1108,7 @@ static void on_request(struct conn *c) {
 		op_kill(c->fd, (int)jint(req, "signal"), jbool(req, "all"));
 	} else if (!strcmp(op, "wait")) {
 		if (status != st_exited) {
-			c->state = C_WAIT;
+			hold(c, C_WAIT);
 			return;
 		}
 		struct buf b = {0};
@@ -1100,8 +1137,16 @@ static void on_accept(void) {
 	for (;;) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE) {
+				/* Let connections end before trying again. */
+				static int told;
+				if (!told++)
+					shimlog("accept: %s; pausing", strerror(errno));
+				epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd, NULL);
+				accept_paused = 1, accept_at = after(ACCEPT_PAUSE_MS);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				shimlog("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		struct conn *c = calloc(1, sizeof *c);
@@ -1113,19 +1158,19 @@ static void on_accept(void) {
 		c->next = conns, conns = c;
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
 		epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-		on_request(c);
+		c->deadline = after(REQUEST_WAIT_MS);
+		on_request(c, 0);
 	}
 }
 
 static void on_conn(struct conn *c, unsigned events) {
 	switch (c->state) {
 	case C_READ:
-		on_request(c);
+		on_request(c, events);
 		break;
 	case C_WAIT:
 	case C_ATTACH:
 		/* The client sends nothing after its request: this is its end. */
-		(void)events;
 		drop_conn(c);
 		break;
 	case C_DELETE:
@@ -1182,10 +1227,13 @@ int main(int argc, char **argv) {
 	}
 	id = dir = sock_path = log_path = oom_file = helper = rt_name = rt_bin = rt_root = "";
 	for (int i = 2; i < argc; i++) {
-		char *k = argv[i], *v = strchr(k, '=');
+		/* key=value, left as it is: ps shows the command line */
+		const char *arg = argv[i], *v = strchr(arg, '=');
 		if (!v)
 			continue;
-		*v++ = 0;
+		char k[32];
+		snprintf(k, sizeof k, "%.*s", (int)(v - arg), arg);
+		v++;
 		if (!strcmp(k, "id")) id = v;
 		else if (!strcmp(k, "dir")) dir = v;
 		else if (!strcmp(k, "socket")) sock_path = v;
@@ -1216,6 +1264,12 @@ int main(int argc, char **argv) {
 		rt_name = rt_bin;
 	status = st_created;
 	prctl(PR_SET_NAME, "pier-shim");
+	/* Descriptors: as many as allowed (exec restored the soft limit). */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	/* It is the container's subreaper already (the flag survives exec). */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	signal(SIGPIPE, SIG_IGN);
@@ -1262,11 +1316,16 @@ int main(int argc, char **argv) {
 		if (init_reaped && status != st_exited)
 			timeout = ts_ms_until(drain_deadline);
 		for (struct conn *c = conns; c; c = c->next)
-			if (c->state == C_DELETE && c->delete_stage) {
+			if (c->state == C_READ || (c->state == C_DELETE && c->delete_stage)) {
 				long t = ts_ms_until(c->deadline);
 				if (timeout < 0 || t < timeout)
 					timeout = t;
 			}
+		if (accept_paused) {
+			long t = ts_ms_until(accept_at);
+			if (timeout < 0 || t < timeout)
+				timeout = t;
+		}
 		struct epoll_event evs[16];
 		int n = epoll_wait(ep, evs, 16, (int)timeout);
 		if (n < 0 && errno != EINTR) {
@@ -1297,8 +1356,18 @@ int main(int argc, char **argv) {
 			break;
 		if (init_reaped && status != st_exited && ((outs[0].ended && outs[1].ended) || ts_ms_until(drain_deadline) == 0))
 			finish_exit();
+		if (accept_paused && !deleted && ts_ms_until(accept_at) == 0) {
+			accept_paused = 0;
+			struct epoll_event lev = {.events = EPOLLIN};
+			lev.data.u64 = T_LISTEN;
+			epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &lev);
+		}
 		for (struct conn *c = conns, *next; c; c = next) {
 			next = c->next;
+			if (c->state == C_READ && ts_ms_until(c->deadline) == 0) {
+				drop_conn(c); /* no request in time */
+				continue;
+			}
 			if (c->state != C_DELETE || !c->delete_stage || ts_ms_until(c->deadline) > 0)
 				continue;
 			if (c->delete_stage == 1) {
@@ -1306,14 +1375,16 @@ int main(int argc, char **argv) {
 				if (!init_reaped)
 					kill(init_pid, SIGKILL);
 				c->delete_stage = 2;
-				clock_gettime(CLOCK_MONOTONIC, &c->deadline);
-				c->deadline.tv_sec += DELETE_WAIT_MS / 1000;
+				c->deadline = after(DELETE_WAIT_MS);
 			} else {
 				answer_err(c->fd, NULL, "pier-shim: the container's init (pid %d) does not exit after SIGKILL", init_pid);
 				drop_conn(c);
 			}
 		}
 	}
+	for (int i = 0; i < 2; i++)
+		if (outs[i].n)
+			emit(&outs[i], 'P', outs[i].buf, outs[i].n);
 	if (log_fd >= 0)
 		close(log_fd);
 	shimlog("container %s deleted, exiting", id);
