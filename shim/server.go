@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,6 +155,11 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		return "0"
 	}
 	fds := []int{int(lf.Fd()), fd(s.logFile), s.stdin, fd(s.outputs[0]), fd(s.outputs[1]), s.pty}
+	// The monitor gets these and its stdio, nothing else: not even what the
+	// shim inherited from pierd's parents.
+	if err := closeOnExecAllBut(append([]int{0, 1, 2}, fds...)); err != nil {
+		return err
+	}
 	for _, f := range fds {
 		if f >= 0 {
 			if _, err := unix.FcntlInt(uintptr(f), unix.F_SETFD, 0); err != nil {
@@ -171,6 +177,22 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		"stdout-fd=" + strconv.Itoa(fds[3]), "stderr-fd=" + strconv.Itoa(fds[4]), "pty-fd=" + strconv.Itoa(fds[5]),
 	}
 	return unix.Exec(monitor, args, os.Environ())
+}
+
+// closeOnExecAllBut marks every open descriptor but keep close-on-exec.
+func closeOnExecAllBut(keep []int) error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || slices.Contains(keep, fd) {
+			continue
+		}
+		unix.CloseOnExec(fd) // the directory's own descriptor is gone: harmless
+	}
+	return nil
 }
 
 // undo kills and deletes the created container and removes the socket.

@@ -1356,7 +1356,7 @@ func TestAttach(t *testing.T) {
 	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; echo err$i >&2; i=$((i+1)); sleep 0.1; done")
 	client, shimPid := c.start(t)
 	ctx := ctxT(t)
-	fds := fdCount(t, shimPid)
+	fds := monitorFdCount(t, client, shimPid)
 	// Before the start: nothing is lost.
 	a1 := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
 	if err := client.Start(ctx); err != nil {
@@ -1563,7 +1563,7 @@ func TestExecStream(t *testing.T) {
 	c := newContainer(t, "sleep", "100")
 	client, shimPid := c.start(t)
 	ctx := ctxT(t)
-	fds := fdCount(t, shimPid)
+	fds := monitorFdCount(t, client, shimPid)
 	if _, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"true"}}}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("exec in a created container: %v", err)
 	}
@@ -1623,6 +1623,16 @@ func TestExecStream(t *testing.T) {
 		t.Errorf("pid files left: %v", m)
 	}
 	waitFds(t, shimPid, fds)
+}
+
+// monitorFdCount counts the shim's descriptors once it is the monitor:
+// once it answers.
+func monitorFdCount(t testing.TB, client *Client, pid int) int {
+	t.Helper()
+	if _, err := client.State(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return fdCount(t, pid)
 }
 
 func fdCount(t testing.TB, pid int) int {
