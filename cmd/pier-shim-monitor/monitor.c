@@ -542,6 +542,21 @@ static void hold(struct conn *c, enum conn_state st) {
 	epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+static struct rlimit nofile_inherited; /* the limit the monitor started with */
+static int nofile_raised;
+
+/* child_setup gives a forked child, before its exec, what a program
+ * expects: nothing blocked, SIGPIPE fatal, the descriptor limit the monitor
+ * inherited (not its raised one). */
+static void child_setup(void) {
+	if (nofile_raised)
+		setrlimit(RLIMIT_NOFILE, &nofile_inherited);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+}
+
 /* ---- the runtime ---- */
 
 /* runtime_msg picks the runtime's own error message as package oci does:
@@ -672,10 +687,7 @@ static int runtime(const char *op, const char *const *args, char *err, size_t n,
 	int errfd = open(errp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	pid_t pid = fork();
 	if (pid == 0) {
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
+		child_setup();
 		setpgid(0, 0);
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		dup2(null, 0), dup2(null, 1);
@@ -1028,10 +1040,7 @@ static void op_attach(struct conn *c, const char *req) {
 static void delegate(struct conn *c) {
 	pid_t pid = fork();
 	if (pid == 0) {
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
+		child_setup();
 		if ((c->fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(c->fd, 3)) < 0)
 			_exit(127);
 		fcntl(3, F_SETFL, fcntl(3, F_GETFL) & ~O_NONBLOCK);
@@ -1264,11 +1273,11 @@ int main(int argc, char **argv) {
 		rt_name = rt_bin;
 	status = st_created;
 	prctl(PR_SET_NAME, "pier-shim");
-	/* Descriptors: as many as allowed (exec restored the soft limit). */
-	struct rlimit nofile;
-	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-		nofile.rlim_cur = nofile.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &nofile);
+	/* Descriptors: as many as allowed (exec restored the soft limit); its
+	 * children get the inherited limit back. */
+	if (getrlimit(RLIMIT_NOFILE, &nofile_inherited) == 0 && nofile_inherited.rlim_cur < nofile_inherited.rlim_max) {
+		struct rlimit raised = {nofile_inherited.rlim_max, nofile_inherited.rlim_max};
+		nofile_raised = setrlimit(RLIMIT_NOFILE, &raised) == 0;
 	}
 	/* It is the container's subreaper already (the flag survives exec). */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
