@@ -96,23 +96,6 @@ func closeFds(fds []int) {
 	}
 }
 
-// dupFile duplicates f's descriptor (close-on-exec) without changing f's
-// blocking mode; it fails once f is closed.
-func dupFile(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	cerr := rc.Control(func(fd uintptr) {
-		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if cerr != nil {
-		return -1, cerr
-	}
-	return nfd, err
-}
-
 // setWinsize sets the size of the terminal whose pty master is f.
 func setWinsize(f *os.File, width, height uint16) error {
 	if f == nil {

@@ -25,10 +25,6 @@ import (
 // message.
 const handshakeFd = 3
 
-// opTimeout bounds a runtime command the shim runs for a client (create
-// has none: pierd bounds the handshake).
-const opTimeout = time.Minute
-
 // Main is pier-shim's main:
 //
 //	pier-shim serve <dir>   the shim of the container described by <dir>/shim.json (see Start)
@@ -62,7 +58,7 @@ type server struct {
 
 	// Made by create and handed to the monitor.
 	ln      *net.UnixListener
-	logFile *os.File    // the CRI log; nil when the output is discarded
+	ctrLog  *os.File    // the CRI log; nil when the output is discarded
 	outputs [2]*os.File // read ends of the stdout and stderr pipes (no tty)
 	pty     int         // tty: the pty master, else -1
 	stdin   int         // no tty: the write end of the stdin pipe, else -1
@@ -154,7 +150,7 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		}
 		return "0"
 	}
-	fds := []int{int(lf.Fd()), fd(s.logFile), s.stdin, fd(s.outputs[0]), fd(s.outputs[1]), s.pty}
+	fds := []int{int(lf.Fd()), fd(s.ctrLog), s.stdin, fd(s.outputs[0]), fd(s.outputs[1]), s.pty}
 	// The monitor gets these and its stdio, nothing else: not even what the
 	// shim inherited from pierd's parents.
 	if err := closeOnExecAllBut(append([]int{0, 1, 2}, fds...)); err != nil {
@@ -275,12 +271,12 @@ func (s *server) create() (err error) {
 		return fmt.Errorf("pier-shim: bundle: %w", err)
 	}
 	if s.cfg.LogPath != "" {
-		if s.logFile, err = os.OpenFile(s.cfg.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+		if s.ctrLog, err = os.OpenFile(s.cfg.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
 			return fmt.Errorf("pier-shim: open the container's log: %w", err)
 		}
 		defer func() {
 			if err != nil {
-				s.logFile.Close()
+				s.ctrLog.Close()
 			}
 		}()
 	}

@@ -81,14 +81,13 @@ static struct timespec finished_at, drain_deadline;
 /* An output stream of the container: stdout and stderr pipes, or the pty
  * master as stdout. */
 struct output {
-	int fd; /* -1 once ended */
+	int fd; /* -1 when there is none, or once it has ended */
 	const char *name;
 	int crlf;
 	char *buf;
 	size_t n, cap;
-	int ended;
 };
-static struct output outs[2] = {{-1, "stdout", 0, 0, 0, 0, 1}, {-1, "stderr", 0, 0, 0, 0, 1}};
+static struct output outs[2] = {{-1, "stdout", 0, 0, 0, 0}, {-1, "stderr", 0, 0, 0, 0}};
 static int pty_fd = -1; /* tty: the master, also outs[0].fd */
 
 enum conn_state { C_READ, C_WAIT, C_ATTACH, C_DELETE };
@@ -392,19 +391,16 @@ static void read_output(int i) {
  * newline is a partial entry; attachers see their pipe end. */
 static void end_output(int i) {
 	struct output *o = &outs[i];
-	if (o->ended)
+	if (o->fd < 0)
 		return;
 	if (o->n)
 		emit(o, 'P', o->buf, o->n);
 	free(o->buf);
 	o->buf = NULL, o->n = o->cap = 0;
-	o->ended = 1;
-	if (o->fd >= 0) {
-		epoll_ctl(ep, EPOLL_CTL_DEL, o->fd, NULL);
-		if (o->fd != pty_fd)
-			close(o->fd);
-		o->fd = -1;
-	}
+	epoll_ctl(ep, EPOLL_CTL_DEL, o->fd, NULL);
+	if (o->fd != pty_fd)
+		close(o->fd);
+	o->fd = -1;
 	for (struct conn *c = conns; c; c = c->next)
 		if (c->state == C_ATTACH && c->out[i] >= 0)
 			close(c->out[i]), c->out[i] = -1;
@@ -478,8 +474,13 @@ static void answer_err(int fd, const char *code, const char *fmt, ...) {
 	send_msg(fd, &b, NULL, 0);
 }
 
-static void bexit(struct buf *b) {
-	bprintf(b, "{\"code\":%d", exit_code);
+/* bexit appends the init's exit as a JSON object (an Exit; with the
+ * protocol version first, as exit.json holds it). */
+static void bexit(struct buf *b, int with_version) {
+	bput(b, "{", 1);
+	if (with_version)
+		bprintf(b, "\"v\":%d,", PROTO);
+	bprintf(b, "\"code\":%d", exit_code);
 	if (exit_signal)
 		bprintf(b, ",\"signal\":%d", exit_signal);
 	if (oom_killed)
@@ -487,6 +488,15 @@ static void bexit(struct buf *b) {
 	bput(b, ",\"finishedAt\":", 14);
 	btime(b, finished_at);
 	bput(b, "}", 1);
+}
+
+/* answer_exit answers a wait. */
+static void answer_exit(int fd) {
+	struct buf b = {0};
+	bprintf(&b, "{\"v\":%d,\"exit\":", PROTO);
+	bexit(&b, 0);
+	bput(&b, "}", 1);
+	send_msg(fd, &b, NULL, 0);
 }
 
 #define ERR_EXITED "pier-shim: the container has exited: container is not running"
@@ -799,14 +809,8 @@ static void finish_exit(void) {
 	snprintf(path, sizeof path, "%s/exit.json", dir);
 	snprintf(tmp, sizeof tmp, "%s/.exit.json.tmp", dir);
 	struct buf b = {0};
-	bprintf(&b, "{\"v\":%d,\"code\":%d", PROTO, exit_code);
-	if (exit_signal)
-		bprintf(&b, ",\"signal\":%d", exit_signal);
-	if (oom_killed)
-		bput(&b, ",\"oomKilled\":true", 17);
-	bput(&b, ",\"finishedAt\":", 14);
-	btime(&b, finished_at);
-	bput(&b, "}\n", 2);
+	bexit(&b, 1);
+	bput(&b, "\n", 1);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	errno = EIO; /* a short write sets none */
 	int ok = fd >= 0 && write(fd, b.p, b.n) == (ssize_t)b.n && fsync(fd) == 0;
@@ -826,11 +830,7 @@ static void finish_exit(void) {
 	for (struct conn *c = conns, *next; c; c = next) {
 		next = c->next;
 		if (c->state == C_WAIT) {
-			struct buf a = {0};
-			bprintf(&a, "{\"v\":%d,\"exit\":", PROTO);
-			bexit(&a);
-			bput(&a, "}", 1);
-			send_msg(c->fd, &a, NULL, 0);
+			answer_exit(c->fd);
 			drop_conn(c);
 		} else if (c->state == C_ATTACH) {
 			drop_conn(c);
@@ -855,7 +855,7 @@ static void op_state(int fd) {
 	}
 	if (status == st_exited) {
 		bput(&b, ",\"exit\":", 8);
-		bexit(&b);
+		bexit(&b, 0);
 	}
 	bput(&b, "}}", 2);
 	send_msg(fd, &b, NULL, 0);
@@ -1001,7 +1001,7 @@ static void op_attach(struct conn *c, const char *req) {
 			break;
 		}
 		fds[nfds] = p[0], names[nfds++] = i ? "stderr" : "stdout";
-		if (outs[i].ended) {
+		if (outs[i].fd < 0) {
 			close(p[1]);
 			continue;
 		}
@@ -1120,11 +1120,7 @@ static void on_request(struct conn *c, unsigned events) {
 			hold(c, C_WAIT);
 			return;
 		}
-		struct buf b = {0};
-		bprintf(&b, "{\"v\":%d,\"exit\":", PROTO);
-		bexit(&b);
-		bput(&b, "}", 1);
-		send_msg(c->fd, &b, NULL, 0);
+		answer_exit(c->fd);
 	} else if (!strcmp(op, "reopen-log")) {
 		if (reopen_log() < 0)
 			answer_err(c->fd, NULL, "pier-shim: reopen the log: open %s: %s", log_path, strerror(errno));
@@ -1311,7 +1307,6 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < 2; i++) {
 		if (outs[i].fd < 0)
 			continue;
-		outs[i].ended = 0;
 		set_flags(outs[i].fd, 1);
 		struct epoll_event oev = {.events = EPOLLIN};
 		oev.data.u64 = T_OUT0 + i;
@@ -1363,7 +1358,7 @@ int main(int argc, char **argv) {
 		}
 		if (quit)
 			break;
-		if (init_reaped && status != st_exited && ((outs[0].ended && outs[1].ended) || ts_ms_until(drain_deadline) == 0))
+		if (init_reaped && status != st_exited && ((outs[0].fd < 0 && outs[1].fd < 0) || ts_ms_until(drain_deadline) == 0))
 			finish_exit();
 		if (accept_paused && !deleted && ts_ms_until(accept_at) == 0) {
 			accept_paused = 0;
