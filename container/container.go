@@ -29,6 +29,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
@@ -88,7 +89,7 @@ type Container struct {
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
-	Cgroup     string    `json:"cgroup"` // cgroupfs path
+	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
 
@@ -117,6 +118,7 @@ type Options struct {
 	Images     *image.Store
 	Pods       *sandbox.Manager
 	Runtimes   map[string]*oci.Runtime // by handler name
+	Cgroups    *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
 }

@@ -63,6 +63,7 @@ static const char *const st_created = "created", *const st_running = "running", 
 
 /* The configuration, from the command line. */
 static const char *id, *dir, *sock_path, *log_path, *oom_file, *helper, *rt_name, *rt_bin, *rt_root;
+static int rt_systemd_cgroup; /* the runtime's --systemd-cgroup, as package oci passes it */
 static int init_pid, tty, stdin_once, pty_stdin;
 static long oom_base = -1;
 static struct timespec created_at, started_at;
@@ -688,6 +689,8 @@ static int runtime(const char *op, const char *const *args, char *err, size_t n,
 	argv[k++] = rt_bin;
 	if (*rt_root)
 		argv[k++] = "--root", argv[k++] = rt_root;
+	if (rt_systemd_cgroup)
+		argv[k++] = "--systemd-cgroup";
 	argv[k++] = "--log", argv[k++] = logp, argv[k++] = "--log-format", argv[k++] = "json";
 	argv[k++] = op;
 	for (; *args && k < 15; args++)
@@ -1249,6 +1252,7 @@ int main(int argc, char **argv) {
 		else if (!strcmp(k, "runtime-name")) rt_name = v;
 		else if (!strcmp(k, "runtime")) rt_bin = v;
 		else if (!strcmp(k, "runtime-root")) rt_root = v;
+		else if (!strcmp(k, "runtime-systemd-cgroup")) rt_systemd_cgroup = atoi(v);
 		else if (!strcmp(k, "pid")) init_pid = atoi(v);
 		else if (!strcmp(k, "created")) parse_time(v, &created_at);
 		else if (!strcmp(k, "tty")) tty = atoi(v);
