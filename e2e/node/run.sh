@@ -99,20 +99,37 @@ cp deploy/cni/10-pier.conflist "$run/deploy/cni/"
 cp "$here/vm/node-test.sh" "$run/"
 unit=${PIER_E2E_UNIT:-$here/pier.service.proposed}
 [ -f "$unit" ] && cp "$unit" "$run/pier.service.proposed"
-kubelet=${PIER_KUBELET:-$repo/_output/kubelet-v1.37.2}
-if [ -x "$kubelet" ]; then
-	cp "$kubelet" "$run/bin/kubelet"
-else
-	log "no kubelet binary (PIER_KUBELET): tests that need one cannot run"
-fi
+mkdir -p "$run/fakebin"
+cp "$here/vm/prebuilt" "$run/fakebin/prebuilt"
+ln -s prebuilt "$run/fakebin/go"
+ln -s prebuilt "$run/fakebin/cc"
 go build -o "$run/bin/registry" ./e2e/node/registry
 tests=${PIER_E2E_NODE_TESTS:-}
 if [ -z "$tests" ] && [ -d e2e/kubelet ]; then
 	tests=./e2e/kubelet
 fi
+# The kubelet: $PIER_KUBELET, else the one the kubelet suite caches, built
+# by its script when missing (about 6 minutes).
+kubelet=${PIER_KUBELET:-/var/cache/pier-e2e/kubelet-v1.37.2}
+if [ ! -x "$kubelet" ] && [ -x "$repo/_output/kubelet-v1.37.2" ]; then
+	kubelet=$repo/_output/kubelet-v1.37.2
+fi
+if [ ! -x "$kubelet" ] && [ -f e2e/kubelet/build-kubelet.sh ]; then
+	log "building the kubelet into $kubelet"
+	OUT=$kubelet bash e2e/kubelet/build-kubelet.sh
+fi
+if [ -x "$kubelet" ]; then
+	cp "$kubelet" "$run/bin/kubelet"
+else
+	log "no kubelet binary (PIER_KUBELET): tests that need one cannot run"
+fi
 for p in $tests; do
+	n=$(basename "$p")
 	log "go test -c $p"
-	go test -c -o "$run/bin/$(basename "$p").test" "$p"
+	go test -c -o "$run/bin/$n.test" "$p"
+	mkdir -p "$run/src/e2e"
+	cp -a "$p" "$run/src/e2e/$n"
+	rm -f "$run/src/e2e/$n"/*.go
 done
 size=$(( $(du -sm "$run" | cut -f1) + 256 ))
 mkfs.ext4 -q -F -L pier-run -d "$run" "$tmp/run.img" "${size}M"
@@ -172,7 +189,10 @@ boot() {
 		printf 'FAIL\tvm/%s\t%s\tthe test unit never started (see serial-%s.log)\n' "$phase" "$RUN_S" "$phase" >>"$tmp/host.tsv"
 	fi
 	if [ -n "$POWEROFF_S" ]; then
-		printf 'INFO\tpoweroff/%s\t%s\tsystemctl poweroff to qemu exit\n' "$phase" "$POWEROFF_S" >>"$tmp/host.tsv"
+		# What systemd-shutdown waited for, from its console lines.
+		local waited
+		waited=$(tr -d '\r' <"$serial" | sed -n 's/.*systemd-shutdown.*\(Waiting for process: .*\)/\1/p' | sort -u | tr '\n' ';')
+		printf 'INFO\tpoweroff/%s\t%s\tsystemctl poweroff to qemu exit%s\n' "$phase" "$POWEROFF_S" "${waited:+; $waited}" >>"$tmp/host.tsv"
 	fi
 }
 
@@ -198,5 +218,11 @@ printf 'INFO\timage/%s\t%s\t%s\n' "$image_note" "$image_s" "$img" | cat - "$out/
 	awk -F'\t' '{ printf "%-6s %-36s %8s  %s\n", $1, $2, $3, substr($4, 1, 160) }'
 pass=$(grep -c '^PASS' "$out/summary.tsv" || true)
 fail=$(grep -c '^FAIL' "$out/summary.tsv" || true)
+if [ -s "$out/cases.tsv" ]; then
+	echo "== test cases (top level) per package and driver"
+	grep -v $'\t[^\t]*/[^\t]*/[^\t]*/[^\t]*/' "$out/cases.tsv" |
+		awk -F'\t' '{ printf "%-6s %-60s %8s\n", $1, $2, $3 }'
+	echo "== cases: $(grep -c '^PASS' "$out/cases.tsv" || true) passed, $(grep -c '^FAIL' "$out/cases.tsv" || true) failed (subtests included)"
+fi
 echo "== $pass passed, $fail failed, $(( $(date +%s) - T0 )) s in all"
 [ "$pass" -gt 0 ] && [ "$fail" -eq 0 ]

@@ -20,7 +20,7 @@ mkdir -p "$R"
 phase=$(sed -n 's/.*pier\.e2e=\([a-z]*\).*/\1/p' /proc/cmdline)
 SOCK=unix:///run/pier/pier.sock
 crictl() { command crictl -r "$SOCK" -t 60s "$@"; }
-say() { echo "PIER-E2E $*" >/dev/console; echo "PIER-E2E $*"; }
+say() { echo "PIER-E2E $*"; } # stdout is the journal and the console
 now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 # result STATUS NAME START NOTE: one line of summary.tsv.
@@ -70,8 +70,9 @@ start_registry() {
 	[ -n "$REG" ]
 }
 
-# podjson NAME UID DRIVER: a pod config like kubelet's (its cgroup parent in
-# the driver's form, a BestEffort pod).
+# podjson NAME UID DRIVER [PIDMODE]: a pod config like kubelet's (its cgroup
+# parent in the driver's form, a BestEffort pod, the pod network, a PID
+# namespace per container unless PIDMODE is 0, shared by the pod).
 podjson() {
 	local parent
 	if [ "$3" = systemd ]; then
@@ -82,7 +83,7 @@ podjson() {
 	cat <<J
 {"metadata": {"name": "$1", "namespace": "e2e", "uid": "$2", "attempt": 0},
  "hostname": "$1", "log_directory": "/var/log/pods/e2e_$1_$2",
- "linux": {"cgroup_parent": "$parent", "security_context": {"namespace_options": {"network": 2}}}}
+ "linux": {"cgroup_parent": "$parent", "security_context": {"namespace_options": {"network": 0, "pid": ${4:-1}}}}}
 J
 }
 
@@ -93,12 +94,12 @@ ctrjson() {
 J
 }
 
-# runpod NAME DRIVER HANDLER DIR LOG: pulls, runs a pod with one container and
-# starts it; sets POD and CTR. Each step's output goes to LOG.
+# runpod NAME DRIVER HANDLER DIR LOG [PIDMODE]: pulls, runs a pod with one
+# container and starts it; sets POD and CTR. Each step's output goes to LOG.
 runpod() {
 	local name=$1 drv=$2 h=$3 d=$4 log=$5 uid
 	uid=$(cat /proc/sys/kernel/random/uuid)
-	podjson "$name" "$uid" "$drv" >"$d/pod.json"
+	podjson "$name" "$uid" "$drv" "${6:-1}" >"$d/pod.json"
 	ctrjson "$name" >"$d/ctr.json"
 	POD="" CTR="" STEP=pull
 	{ echo "+ crictl pull"; crictl pull "$REG/e2e/busybox:latest"; } >>"$log" 2>&1 || return 1
@@ -138,7 +139,8 @@ smoke() {
 		cleanup_pods
 		return
 	fi
-	pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$CTR" 2>>"$log")
+	# The container's process: the one whose cgroup names the container.
+	pid=$(grep -l "$CTR" /proc/[0-9]*/cgroup 2>/dev/null | head -n 1 | cut -d/ -f3)
 	cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup" 2>/dev/null)
 	echo "+ container pid $pid cgroup $cg" >>"$log"
 	{ echo "+ systemctl status of the container's cgroup"; systemctl status --no-pager "$pid" 2>&1 | head -n 5; } >>"$log"
@@ -180,36 +182,45 @@ cleanup_pods() {
 status() {
 	local t
 	t=$(now)
-	crictl info >"$R/info-$1.json" 2>&1
-	result INFO "status/$1" "$t" "$(jq -c '[.status.conditions[] | {(.type): .status}] | add' "$R/info-$1.json" 2>/dev/null || grep -o '"RuntimeReady"[^}]*' "$R/info-$1.json" | head -c 200) runtimeHandlers=$(grep -o '"name": *"[a-z]*"' "$R/info-$1.json" | tr -d ' "' | sed 's/name://' | tr '\n' ',')"
+	crictl info >"$R/info-$1.json"
+	result INFO "status/$1" "$t" "$(jq -c '([.status.conditions[] | {(.type): .status}] | add) + (with_entries(select(.key | startswith("handler."))) | map_values(.[0:40]))' "$R/info-$1.json")"
 }
 
-# testbins DRIVER: each test binary in /e2e/bin with pier's systemd unit set
-# to the driver (stopped: the tests start their own pierd, and kubelet owns
-# its runtime).
+# testbins DRIVER: each test binary in /e2e/bin (NAME.test, of the package
+# whose files are in /e2e/src/e2e/NAME) with pier's systemd unit stopped: the
+# tests start their own pierd (PIER_CGROUP_DRIVER names the driver), and
+# kubelet owns its runtime. Their `go build` and `cc` of pier's binaries get
+# the host's (vm/prebuilt); PIER_KUBELET is the kubelet.
 testbins() {
-	local drv=$1 b n t log
+	local drv=$1 b n t log rc pass fail src
 	for b in $E/bin/*.test; do
 		[ -x "$b" ] || continue
 		n=$(basename "$b" .test)
 		t=$(now)
 		log="$R/test-$n-$drv.log"
 		systemctl stop pier
-		mkdir -p /var/tmp/e2e-$n && cd /var/tmp/e2e-$n || return
+		cleanup_pods
+		src=/var/tmp/e2e-src-$drv
+		rm -rf "$src"
+		mkdir -p "$src/e2e"
+		cp -a "$E/src/e2e/$n" "$src/e2e/$n" 2>/dev/null || mkdir -p "$src/e2e/$n"
 		say "running $n for $drv"
-		env PIER_CGROUP_DRIVER="$drv" PIER_E2E_BIN=$E/bin PIER_KUBELET=$E/bin/kubelet \
-			PIERD=$E/bin/pierd PATH=$E/bin:$PATH \
-			timeout 25m "$b" -test.v -test.timeout 24m $(cat $E/bin/$n.args 2>/dev/null) >"$log" 2>&1
-		local rc=$? pass fail
-		cd / || return
-		pass=$(grep -c -- '^\s*--- PASS' "$log")
-		fail=$(grep -c -- '^\s*--- FAIL' "$log")
-		grep -E -- '^\s*--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv.cases"
+		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_KUBELET=$E/bin/kubelet \
+			PATH=$E/fakebin:$E/bin:$PATH \
+			timeout 25m "$b" -test.v -test.timeout 24m $(cat "$E/bin/$n.args" 2>/dev/null)) >"$log" 2>&1
+		rc=$?
+		pass=$(grep -c -- '^ *--- PASS' "$log")
+		fail=$(grep -c -- '^ *--- FAIL' "$log")
+		grep -E -- '^ *--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv.cases"
+		while read -r _ st name dur; do
+			printf '%s\t%s\t%s\t%s\n' "$st" "test/$n/$drv/$name" "${dur//[()s]/}" "" >>"$R/cases.tsv"
+		done <"$R/test-$n-$drv.cases"
 		if [ $rc -eq 0 ]; then
 			result PASS "test/$n/$drv" "$t" "$pass passed, $fail failed"
 		else
-			result FAIL "test/$n/$drv" "$t" "exit $rc: $pass passed, $fail failed"
+			result FAIL "test/$n/$drv" "$t" "exit $rc: $pass passed, $fail failed: $(grep -m1 -E -- '--- FAIL|^FAIL|panic|setup:' "$log" | cut -c1-200)"
 		fi
+		rm -rf "$src"
 	done
 }
 
@@ -231,27 +242,32 @@ snapshot() {
 	} >"$1" 2>&1
 }
 
-# running_pod: a pod with a running container, for the power-off; with /run
-# remounted dev when pier cannot run one otherwise (the nodev bug).
-running_pod() {
-	local d log=$R/poweroff-pod-$phase.log t
+# running_pods: pods with a running container, for the power-off: one with
+# a PID namespace per container (kubelet's default) and one sharing the pod's
+# (shareProcessNamespace); with /run remounted dev when pier cannot run one
+# otherwise (the nodev bug).
+running_pods() {
+	local d log=$R/poweroff-pods-$phase.log t drv note="/run as systemd mounts it"
 	t=$(now)
 	d=$(mktemp -d)
+	drv=$(sed -n 's/^cgroup_driver = "\(.*\)"/\1/p' /etc/pier/config.toml)
 	cleanup_pods
-	if runpod poweroff "$(sed -n 's/^cgroup_driver = "\(.*\)"/\1/p' /etc/pier/config.toml | sed 's/^$/systemd/')" runc "$d" "$log"; then
-		result INFO "poweroff-pod/$phase" "$t" "pod running (/run as systemd mounts it)"
-		return 0
+	if ! runpod poweroff-ctr "${drv:-systemd}" runc "$d" "$log" 1; then
+		cleanup_pods
+		echo "+ retry with /run remounted dev" >>"$log"
+		mount -o remount,dev /run
+		restart_pier
+		note="only with /run remounted dev"
+		if ! runpod poweroff-ctr "${drv:-systemd}" runc "$d" "$log" 1; then
+			result FAIL "poweroff-pods/$phase" "$t" "no pod could be started: $STEP: $(tail -n 1 "$log")"
+			return 1
+		fi
 	fi
-	cleanup_pods
-	echo "+ retry with /run remounted dev" >>"$log"
-	mount -o remount,dev /run
-	restart_pier
-	if runpod poweroff systemd runc "$d" "$log"; then
-		result INFO "poweroff-pod/$phase" "$t" "pod running only with /run remounted dev"
-		return 0
+	if ! runpod poweroff-shared "${drv:-systemd}" runc "$d" "$log" 0; then
+		result FAIL "poweroff-pods/$phase" "$t" "the shared-PID pod could not be started: $STEP: $(tail -n 1 "$log")"
+		return 1
 	fi
-	result FAIL "poweroff-pod/$phase" "$t" "no pod could be started: $STEP: $(tail -n 1 "$log")"
-	return 1
+	result INFO "poweroff-pods/$phase" "$t" "2 pods running ($note)"
 }
 
 poweroff_now() {
@@ -271,20 +287,25 @@ state_check() {
 		echo "== systemctl status pier"; systemctl status --no-pager -l pier
 		echo "== crictl pods"; crictl pods
 		echo "== crictl ps -a"; crictl ps -a
+		echo "== containers: state exitCode reason"
+		for c in $(crictl ps -aq); do crictl inspect -o go-template --template '{{.status.metadata.name}} {{.status.state}} {{.status.exitCode}} {{.status.reason}}' "$c"; done
 		echo "== /run/pier"; find /run/pier -maxdepth 2 2>&1 | head -50
 		echo "== pier journal this boot"; journalctl -b -u pier --no-pager | tail -n 50
 	} >"$log" 2>&1
-	if [ -z "$(crictl pods -q 2>/dev/null)$(crictl ps -aq 2>/dev/null)" ]; then
-		result INFO "state/$phase" "$t" "no pods or containers reported (none were running, or records lost)"
+	local pods ctrs
+	pods=$(crictl pods -o json | jq -r '.items[] | "\(.metadata.name)=\(.state)"' | tr '\n' ' ')
+	ctrs=$(crictl ps -a -o json | jq -r '.containers[] | "\(.metadata.name)=\(.state)"' | tr '\n' ' ')
+	echo "pods: $pods; containers: $ctrs" >>"$log"
+	if [ -z "$pods$ctrs" ]; then
+		result INFO "state/$phase" "$t" "no pods or containers reported"
 		return
 	fi
-	crictl pods --state ready -q 2>/dev/null | grep -q . && { ok=0; echo "!! a pod is still ready" >>"$log"; }
-	crictl ps -q --state running 2>/dev/null | grep -q . && { ok=0; echo "!! a container is still running" >>"$log"; }
-	crictl ps -aq --state exited 2>/dev/null | grep -q . || { ok=0; echo "!! no exited container" >>"$log"; }
+	echo "$pods" | grep -q 'SANDBOX_READY' && ok=0
+	echo "$ctrs" | grep -Eq '=CONTAINER_(RUNNING|CREATED|UNKNOWN)' && ok=0
 	if [ $ok = 1 ]; then
-		result PASS "state/$phase" "$t" "pods NotReady, containers Exited"
+		result PASS "state/$phase" "$t" "pods: $pods; containers: $ctrs"
 	else
-		result FAIL "state/$phase" "$t" "$(grep '^!!' "$log" | tr '\n' ' ')"
+		result FAIL "state/$phase" "$t" "want pods NOTREADY, containers EXITED; pods: $pods; containers: $ctrs"
 	fi
 }
 
@@ -297,8 +318,8 @@ restart_pier_wait() {
 	return 1
 }
 
-say "phase $phase: boot took $(systemd-analyze 2>/dev/null | head -n 1)"
-echo "$(systemd-analyze 2>/dev/null | head -n 1)" >"$R/boot-$phase.txt"
+say "phase $phase: up $(cut -d' ' -f1 /proc/uptime) s"
+printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n' "$SOCK" "$SOCK" >/etc/crictl.yaml
 case "$phase" in
 suite)
 	{
@@ -346,7 +367,7 @@ suite)
 	# Power off with a pod running, as a new user would: default config.
 	configure ""
 	restart_pier
-	running_pod
+	running_pods
 	snapshot "$R/poweroff-before-$phase.txt"
 	poweroff_now
 	;;
@@ -357,7 +378,7 @@ reboot)
 		systemctl daemon-reload
 		start_registry
 		restart_pier
-		running_pod
+		running_pods
 		snapshot "$R/poweroff-before-$phase.txt"
 		poweroff_now
 	fi
