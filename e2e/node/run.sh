@@ -199,6 +199,7 @@ boot() {
 : >"$tmp/host.tsv"
 boot suite 1500
 boot reboot 400
+boot proposed 400
 boot final 400
 
 # Results out of the run disk.

@@ -6,9 +6,11 @@
 #           smoke test for each cgroup driver and runtime handler, then each
 #           test binary in /e2e/bin/*.test for each driver; then start a pod
 #           and power off (the host times the power-off)
-#   reboot  check pier's state after the power-off, keep the previous boot's
-#           journal; with /e2e/pier.service.proposed, install it, start a pod
-#           and power off again
+#   reboot  check pier's state after the power-off (containers exited, pods
+#           not ready), keep the previous boot's journal, and power off the
+#           same way with the cgroupfs driver
+#   proposed  check again; with /e2e/pier.service.proposed, install it, start
+#           pods and power off again
 #   final   check pier's state again and power off
 # Results go to /e2e/results: summary.tsv (status, name, seconds, note) and a
 # log per check. Lines starting "PIER-E2E" on the console are for the host.
@@ -159,7 +161,8 @@ smoke() {
 	# directory under /kubepods/besteffort/pod<uid>.
 	t=$(now)
 	if [ "$drv" = systemd ]; then
-		want='^/kubepods\.slice/kubepods-besteffort\.slice/kubepods-besteffort-pod[0-9a-f_]*\.slice/[a-z-]*-[0-9a-f]*\.scope$'
+		# (crun puts the process in a "container" cgroup inside the scope).
+		want='^/kubepods\.slice/kubepods-besteffort\.slice/kubepods-besteffort-pod[0-9a-f_]*\.slice/[a-z-]*-[0-9a-f]*\.scope(/container)?$'
 	else
 		want='^/kubepods/besteffort/pod[0-9a-f-]*/[0-9a-f]*$'
 	fi
@@ -345,6 +348,19 @@ suite)
 		journalctl -u pier --no-pager -b >"$R/pier-journal-$drv.log"
 		cleanup_pods
 	done
+	# No usable handler: Status must say RuntimeReady=false, with a reason.
+	t=$(now)
+	configure ""
+	sed -i 's#^path = "\(runc\|crun\)"#path = "/bin/false"#' /etc/pier/config.toml
+	if restart_pier; then
+		ready=$(crictl info | jq -c '.status.conditions[] | select(.type == "RuntimeReady")')
+		case "$ready" in
+		*'"status":false'*) result PASS status/no-handler "$t" "$ready" ;;
+		*) result FAIL status/no-handler "$t" "handlers are /bin/false, yet $ready" ;;
+		esac
+	else
+		result FAIL status/no-handler "$t" "pier.service did not answer with unusable handlers"
+	fi
 	# The same with /run remounted dev (the known nodev bug worked around),
 	# to see what comes after it. Not counted.
 	if grep -q '^FAIL	smoke/' "$R/summary.tsv"; then
@@ -372,7 +388,19 @@ suite)
 	poweroff_now
 	;;
 reboot)
+	# The same power-off with the cgroupfs driver.
 	state_check
+	configure cgroupfs
+	start_registry
+	restart_pier
+	running_pods
+	snapshot "$R/poweroff-before-$phase.txt"
+	poweroff_now
+	;;
+proposed)
+	# The power-off with the proposed unit, default (systemd) driver.
+	state_check
+	configure ""
 	if [ -f $E/pier.service.proposed ]; then
 		install -m 0644 $E/pier.service.proposed /etc/systemd/system/pier.service
 		systemctl daemon-reload
@@ -380,7 +408,6 @@ reboot)
 		restart_pier
 		running_pods
 		snapshot "$R/poweroff-before-$phase.txt"
-		poweroff_now
 	fi
 	poweroff_now
 	;;
