@@ -16,11 +16,13 @@
 # Environment:
 #   PIER_KUBELET=path     the kubelet binary (default _output/kubelet-v1.37.2
 #                         of this tree, when it exists)
-#   PIER_E2E_NODE_TESTS="./e2e/kubelet ..."  packages whose test binaries run
-#                         in the VM (default ./e2e/kubelet when it exists)
+#   PIER_E2E_NODE_TESTS="./e2e/kubelet ..."  package directories whose test
+#                         binaries run in the VM, once per cgroup driver
+#                         (default ./e2e/kubelet when it exists)
 #   PIER_E2E_KVM=1        use KVM instead of TCG (nested KVM may hang)
-#   PIER_E2E_UNIT=path    a pier.service to try in the second power-off
-#                         (default e2e/node/pier.service.proposed when present)
+#   PIER_E2E_PROPOSED=dir  unit files (pier.service, drop-ins) to install in
+#                         /etc/systemd/system for the third power-off
+#                         (default e2e/node/proposed)
 #   PIER_E2E_KEEP=1       keep the temporary directory (serial logs, disks)
 # Runs as root; expects bin/ built (make build) and crictl installed.
 set -euo pipefail
@@ -97,8 +99,8 @@ cp "$crictl" "$run/bin/crictl"
 cp deploy/pier.service "$run/deploy/"
 cp deploy/cni/10-pier.conflist "$run/deploy/cni/"
 cp "$here/vm/node-test.sh" "$run/"
-unit=${PIER_E2E_UNIT:-$here/pier.service.proposed}
-[ -f "$unit" ] && cp "$unit" "$run/pier.service.proposed"
+proposed=${PIER_E2E_PROPOSED:-$here/proposed}
+[ -d "$proposed" ] && cp -a "$proposed" "$run/proposed"
 mkdir -p "$run/fakebin"
 cp "$here/vm/prebuilt" "$run/fakebin/prebuilt"
 ln -s prebuilt "$run/fakebin/go"
@@ -126,10 +128,18 @@ fi
 for p in $tests; do
 	n=$(basename "$p")
 	log "go test -c $p"
-	go test -c -o "$run/bin/$n.test" "$p"
-	mkdir -p "$run/src/e2e"
-	cp -a "$p" "$run/src/e2e/$n"
-	rm -f "$run/src/e2e/$n"/*.go
+	# A package of this tree (./e2e/kubelet), or a directory of another
+	# checkout of the module (to try a suite not merged yet).
+	(cd "$p" && go test -c -o "$run/bin/$n.test" .)
+	# The test binary finds files by their path in the source tree
+	# (testenv's deploy/cni, its package's own files): the VM gets them at
+	# the same absolute paths.
+	root=$(cd "$p" && dirname "$(go env GOMOD)")
+	mkdir -p "$run/src/$n/tree/e2e"
+	echo "$root" >"$run/src/$n/root"
+	cp -a "$root/deploy" "$run/src/$n/tree/"
+	cp -a "$p" "$run/src/$n/tree/e2e/$n"
+	rm -f "$run/src/$n/tree/e2e/$n"/*.go
 done
 size=$(( $(du -sm "$run" | cut -f1) + 256 ))
 mkfs.ext4 -q -F -L pier-run -d "$run" "$tmp/run.img" "${size}M"

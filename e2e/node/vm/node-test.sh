@@ -9,8 +9,8 @@
 #   reboot  check pier's state after the power-off (containers exited, pods
 #           not ready), keep the previous boot's journal, and power off the
 #           same way with the cgroupfs driver
-#   proposed  check again; with /e2e/pier.service.proposed, install it, start
-#           pods and power off again
+#   proposed  check again; install /e2e/proposed/* (unit files, drop-ins) in
+#           /etc/systemd/system, start pods and power off again
 #   final   check pier's state again and power off
 # Results go to /e2e/results: summary.tsv (status, name, seconds, note) and a
 # log per check. Lines starting "PIER-E2E" on the console are for the host.
@@ -190,7 +190,7 @@ status() {
 }
 
 # testbins DRIVER: each test binary in /e2e/bin (NAME.test, of the package
-# whose files are in /e2e/src/e2e/NAME) with pier's systemd unit stopped: the
+# whose files are in /e2e/src/NAME) with pier's systemd unit stopped: the
 # tests start their own pierd (PIER_CGROUP_DRIVER names the driver), and
 # kubelet owns its runtime. Their `go build` and `cc` of pier's binaries get
 # the host's (vm/prebuilt); PIER_KUBELET is the kubelet.
@@ -203,10 +203,10 @@ testbins() {
 		log="$R/test-$n-$drv.log"
 		systemctl stop pier
 		cleanup_pods
-		src=/var/tmp/e2e-src-$drv
-		rm -rf "$src"
-		mkdir -p "$src/e2e"
-		cp -a "$E/src/e2e/$n" "$src/e2e/$n" 2>/dev/null || mkdir -p "$src/e2e/$n"
+		# The package's files at their path on the host (run.sh).
+		src=$(cat "$E/src/$n/root")
+		mkdir -p "$src"
+		cp -a "$E/src/$n/tree/." "$src/"
 		say "running $n for $drv"
 		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_KUBELET=$E/bin/kubelet \
 			PATH=$E/fakebin:$E/bin:$PATH \
@@ -216,6 +216,7 @@ testbins() {
 		fail=$(grep -c -- '^ *--- FAIL' "$log")
 		grep -E -- '^ *--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv.cases"
 		while read -r _ st name dur; do
+			st=${st%:}
 			printf '%s\t%s\t%s\t%s\n' "$st" "test/$n/$drv/$name" "${dur//[()s]/}" "" >>"$R/cases.tsv"
 		done <"$R/test-$n-$drv.cases"
 		if [ $rc -eq 0 ]; then
@@ -223,7 +224,6 @@ testbins() {
 		else
 			result FAIL "test/$n/$drv" "$t" "exit $rc: $pass passed, $fail failed: $(grep -m1 -E -- '--- FAIL|^FAIL|panic|setup:' "$log" | cut -c1-200)"
 		fi
-		rm -rf "$src"
 	done
 }
 
@@ -293,6 +293,7 @@ state_check() {
 		echo "== containers: state exitCode reason"
 		for c in $(crictl ps -aq); do crictl inspect -o go-template --template '{{.status.metadata.name}} {{.status.state}} {{.status.exitCode}} {{.status.reason}}' "$c"; done
 		echo "== /run/pier"; find /run/pier -maxdepth 2 2>&1 | head -50
+		echo "== CNI address leases"; ls -l /var/lib/cni/networks/* 2>&1
 		echo "== pier journal this boot"; journalctl -b -u pier --no-pager | tail -n 50
 	} >"$log" 2>&1
 	local pods ctrs
@@ -401,9 +402,10 @@ proposed)
 	# The power-off with the proposed unit, default (systemd) driver.
 	state_check
 	configure ""
-	if [ -f $E/pier.service.proposed ]; then
-		install -m 0644 $E/pier.service.proposed /etc/systemd/system/pier.service
+	if [ -d $E/proposed ]; then
+		cp -a $E/proposed/. /etc/systemd/system/
 		systemctl daemon-reload
+		find $E/proposed -type f -printf '%P\n' >"$R/proposed-files.txt"
 		start_registry
 		restart_pier
 		running_pods
