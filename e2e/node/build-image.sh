@@ -37,7 +37,16 @@ url=$(mirror | head -n1)
 
 mkdir -p "$out"
 work=$(mktemp -d "$out/build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# debootstrap mounts /proc and /sys in the root while it installs: never
+# remove through a mount left by a failed run.
+cleanup() {
+	local m
+	for m in $(findmnt -rn -o TARGET | grep -F "$work/" | sort -r); do
+		umount -l "$m" || true
+	done
+	rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
 root=$work/root
 
 t0=$(date +%s)
