@@ -210,7 +210,7 @@ testbins() {
 		say "running $n for $drv"
 		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_KUBELET=$E/bin/kubelet \
 			PATH=$E/fakebin:$E/bin:$PATH \
-			timeout 25m "$b" -test.v -test.timeout 24m $(cat "$E/bin/$n.args" 2>/dev/null)) >"$log" 2>&1
+			timeout 11m "$b" -test.v -test.timeout 10m $(cat "$E/bin/$n.args" 2>/dev/null)) >"$log" 2>&1
 		rc=$?
 		pass=$(grep -c -- '^ *--- PASS' "$log")
 		fail=$(grep -c -- '^ *--- FAIL' "$log")
