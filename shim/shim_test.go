@@ -613,10 +613,14 @@ func startPodInit(t testing.TB) int {
 		unix.Kill(pid, unix.SIGKILL)
 		waitGone(t, pid)
 	})
-	// The pid namespace exists once the child runs; wait for the exec.
+	// The pid namespace exists once the child runs; wait for the exec, and
+	// for the init to wait for signals: until it blocks SIGTERM, as a PID
+	// namespace's init without a handler, it never sees the signal.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte("pod-init")) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+		if bytes.Contains(b, []byte("pod-init")) && bytes.Contains(wchan, []byte("sigtimedwait")) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
