@@ -29,6 +29,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
@@ -88,7 +89,7 @@ type Container struct {
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
-	Cgroup     string    `json:"cgroup"` // cgroupfs path
+	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
 
@@ -117,6 +118,7 @@ type Options struct {
 	Images     *image.Store
 	Pods       *sandbox.Manager
 	Runtimes   map[string]*oci.Runtime // by handler name
+	Cgroups    *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
 }
@@ -205,6 +207,12 @@ func (m *Manager) load() error {
 			m.names[nameOf(c.config, pod)] = c.ID
 		}
 		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
+		if c.State == Running || c.State == Created {
+			if _, err := os.Stat(m.stateDir(c.ID)); errors.Is(err, os.ErrNotExist) {
+				m.lostWithNode(c)
+				continue
+			}
+		}
 		if c.State == Running {
 			m.reconnect(c)
 		} else if c.State == Created {
@@ -267,6 +275,29 @@ func (m *Manager) shimGone(c *Container, err error) {
 	c.State, c.Reason = Unknown, "ShimDied"
 	c.Message = "pier-shim of this container died; its exit status is unknown"
 	m.save(c)
+}
+
+// unknownExitCode is the exit code of a container whose exit was lost, as
+// containerd reports it; its reason says so.
+const unknownExitCode = 255
+
+// lostWithNode records a container whose volatile state is gone: the node
+// rebooted (or /run was emptied) while it was created or running, so its
+// processes are gone and so is any exit file. It is reported exited, with
+// an exit code and reason that say the status is unknown, as containerd
+// does, so that kubelet restarts it by its pod's policy.
+func (m *Manager) lostWithNode(c *Container) {
+	klog.InfoS("Container's volatile state is gone (the node rebooted): recording it exited, status unknown", "id", c.ID, "state", c.State)
+	c.State, c.ExitCode, c.FinishedAt = Exited, unknownExitCode, time.Now()
+	c.Reason = "Unknown"
+	was := "created"
+	if !c.StartedAt.IsZero() {
+		was = "running"
+	}
+	c.Message = "the node restarted while the container was " + was + "; its exit status is unknown"
+	if err := m.save(c); err != nil {
+		klog.ErrorS(err, "Recording a container lost with the node", "id", c.ID)
+	}
 }
 
 // watch waits, in the background, for the container to exit.

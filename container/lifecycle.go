@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/oci"
@@ -97,8 +98,10 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	c = &Container{
 		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
 		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
-		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Cgroup: cgroupsPath(pod, id), Config: raw, config: cfg,
+		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg,
 	}
+	cg := m.opts.Cgroups.Container(pod.Config.CgroupParent, id)
+	c.Cgroup = cg.Dir
 	if pod.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
 		c.LogPath = filepath.Join(pod.Config.LogDirectory, cfg.GetLogPath())
 	}
@@ -132,7 +135,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	}
 	spec, notes, err := Spec(SpecInput{
 		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
-		CgroupsPath: c.Cgroup, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
+		CgroupsPath: cg.Runtime, Cgroups: m.opts.Cgroups, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
 	})
 	if err != nil {
 		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -161,24 +164,16 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	return c, nil
 }
 
-// defaultCgroupParent holds the containers of pods that name no cgroup
-// parent (kubelet always names one; crictl users often do not).
-const defaultCgroupParent = "/pier"
-
-// cgroupsPath puts the container under its pod's cgroup parent.
-func cgroupsPath(pod *sandbox.Sandbox, id string) string {
-	parent := pod.Config.CgroupParent
-	if parent == "" {
-		parent = defaultCgroupParent
-	}
-	return filepath.Join(parent, id)
-}
-
 // removeDefaultCgroupParent removes pier's own cgroup parent from every
-// hierarchy once it is empty; parents kubelet made are kubelet's to remove.
-func removeDefaultCgroupParent() {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", defaultCgroupParent))
-	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", defaultCgroupParent))
+// hierarchy once it is empty; parents kubelet made are kubelet's to remove,
+// and systemd's slices systemd's.
+func (m *Manager) removeDefaultCgroupParent() {
+	if m.opts.Cgroups.Driver != cgroup.Cgroupfs {
+		return
+	}
+	parent := m.opts.Cgroups.DefaultParent()
+	dirs, _ := filepath.Glob(filepath.Join(cgroup.Root, "*", parent))
+	dirs = append(dirs, filepath.Join(cgroup.Root, parent))
 	for _, d := range dirs {
 		unix.Rmdir(d) // fails, as it should, while other containers use it
 	}
@@ -232,7 +227,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 	}
 	m.opts.Images.Release(c.ID)
 	m.cgroupMu.Lock()
-	removeDefaultCgroupParent()
+	m.removeDefaultCgroupParent()
 	m.cgroupMu.Unlock()
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -37,7 +38,8 @@ type SpecInput struct {
 	// Rootfs is the mounted root file system; the image's /etc/passwd and
 	// /etc/group are read from it.
 	Rootfs      string
-	CgroupsPath string // cgroupfs form, e.g. /kubepods/pod123/<id>
+	CgroupsPath string       // the runtime's form: /kubepods/pod123/<id> or kubepods-pod123.slice:pier:<id>
+	Cgroups     *cgroup.Node // the node's cgroups: limits it lacks a controller for are dropped; nil keeps all
 	// OOMScoreAdjFloor is pierd's own oom_score_adj: a lower requested
 	// value is raised to it (lowering it needs CAP_SYS_RESOURCE).
 	OOMScoreAdjFloor int
@@ -103,6 +105,7 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithSecurityProfiles(sc, note),
 		WithPrivileged(sc.GetPrivileged(), allCaps, note),
 		WithResources(res),
+		WithResourcesFit(in.Cgroups),
 		WithOOMScoreAdj(res, in.OOMScoreAdjFloor, note),
 		WithAnnotations(cfg, pod),
 	}
@@ -849,6 +852,17 @@ func WithResources(res *runtimeapi.LinuxContainerResources) SpecOpt {
 			r.Unified = maps.Clone(res.GetUnified())
 		}
 		return nil
+	}
+}
+
+// WithResourcesFit drops the limits whose cgroup controller the node lacks
+// (cgroup.Node.Fit); nil keeps them all.
+func WithResourcesFit(n *cgroup.Node) SpecOpt {
+	return func(s *specs.Spec) error {
+		if n == nil || s.Linux == nil {
+			return nil
+		}
+		return n.Fit(s.Linux.Resources)
 	}
 }
 

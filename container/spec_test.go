@@ -2,16 +2,19 @@ package container
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containerd/cgroups/v3"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -32,11 +35,13 @@ func testPod() *sandbox.Sandbox {
 }
 
 // apply runs opt on a blank spec.
-func apply(t *testing.T, opt SpecOpt) *specs.Spec {
+func apply(t *testing.T, opts ...SpecOpt) *specs.Spec {
 	t.Helper()
 	s := &specs.Spec{}
-	if err := opt(s); err != nil {
-		t.Fatal(err)
+	for _, opt := range opts {
+		if err := opt(s); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return s
 }
@@ -551,6 +556,28 @@ func TestResourceOpt(t *testing.T) {
 	}
 	if s := apply(t, WithResources(nil)); s.Linux != nil {
 		t.Errorf("nil resources = %+v", s.Linux)
+	}
+}
+
+// TestResourcesFit: the limits kubelet sends, on a node like this machine
+// (hybrid, hugetlb only on the v2 hierarchy), lose only the hugepage
+// limits; unified keys there are invalid.
+func TestResourcesFit(t *testing.T) {
+	node := &cgroup.Node{Mode: cgroups.Hybrid, Driver: cgroup.Cgroupfs, Controllers: map[string]bool{"cpu": true, "cpuset": true, "memory": true, "pids": true, "swap": true}}
+	res := &runtimeapi.LinuxContainerResources{
+		CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 256 << 20, MemorySwapLimitInBytes: 256 << 20,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB"}, {PageSize: "1GB"}},
+	}
+	r := apply(t, WithResources(res), WithResourcesFit(node)).Linux.Resources
+	if r.HugepageLimits != nil || *r.CPU.Quota != 50000 || *r.Memory.Limit != 256<<20 || *r.Memory.Swap != 256<<20 {
+		t.Errorf("fitted resources = %+v", r)
+	}
+	res.Unified = map[string]string{"memory.high": "1"}
+	if err := WithResourcesFit(node)(apply(t, WithResources(res))); !errors.Is(err, cgroup.ErrInvalid) {
+		t.Errorf("unified keys on a hybrid node: %v", err)
+	}
+	if s := apply(t, WithResourcesFit(nil), WithResourcesFit(node)); s.Linux != nil {
+		t.Errorf("fit without resources = %+v", s.Linux)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/sandbox"
 )
@@ -29,8 +30,8 @@ type RuntimeService struct {
 
 // RuntimeOptions are what the runtime service is built from.
 type RuntimeOptions struct {
-	Version        string // pier's version
-	CgroupDriver   runtimeapi.CgroupDriver
+	Version        string       // pier's version
+	Cgroups        *cgroup.Node // the node's cgroup layout and driver
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
 	Stream         streaming.Server           // serves exec, attach and port-forward sessions
@@ -86,18 +87,20 @@ func (s *RuntimeService) Version(ctx context.Context, req *runtimeapi.VersionReq
 	}, nil
 }
 
-// Status reports the runtime ready, the network ready once a CNI
-// configuration exists, and the handlers that can run containers here.
+// Status reports the runtime ready while a handler can run containers
+// here, the network ready once a CNI configuration exists, and the usable
+// handlers; verbose, also the node's cgroups and why a handler is unusable.
 func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
 	if err := s.opts.Network.Ready(); err != nil {
 		network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true}, network,
-	}}}
+	runtime := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtime, network}}}
+	var unusable []string
 	for _, h := range s.opts.Handlers {
 		if h.Err != nil {
+			unusable = append(unusable, h.Name+": "+h.Err.Error())
 			continue
 		}
 		names := []string{h.Name}
@@ -108,8 +111,12 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: &runtimeapi.RuntimeHandlerFeatures{}})
 		}
 	}
+	if len(resp.RuntimeHandlers) == 0 {
+		runtime.Status, runtime.Reason = false, "NoRuntimeHandler"
+		runtime.Message = "no runtime handler can run containers on this node (" + strings.Join(unusable, "; ") + "); fix the handler, then restart pierd"
+	}
 	if req.GetVerbose() {
-		info := map[string]string{}
+		info := s.opts.Cgroups.Info()
 		for _, h := range s.opts.Handlers {
 			if h.Err != nil {
 				info["handler."+h.Name] = "unusable: " + h.Err.Error()
@@ -124,7 +131,11 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 
 // RuntimeConfig tells kubelet which cgroup driver pier uses.
 func (s *RuntimeService) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
-	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.opts.CgroupDriver}}, nil
+	driver := runtimeapi.CgroupDriver_CGROUPFS
+	if s.opts.Cgroups.Driver == cgroup.Systemd {
+		driver = runtimeapi.CgroupDriver_SYSTEMD
+	}
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
 }
 
 // UpdateRuntimeConfig records the node's pod CIDR that kubelet sends.

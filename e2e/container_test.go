@@ -432,3 +432,51 @@ func TestConcurrentCreateAndRemove(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestKubeletResources starts a container with every limit kubelet sends,
+// hugepage limits among them (kubelet sends one per page size, usually 0),
+// and reads them back from inside: a limit whose controller the node lacks
+// (on this machine kind, hugetlb has no v1 hierarchy) is dropped with one
+// warning for the node's life, and the container runs.
+func TestKubeletResources(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "resources")
+	res := &runtimeapi.LinuxContainerResources{
+		CpuShares: 512, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 96 << 20,
+		MemorySwapLimitInBytes: 96 << 20, OomScoreAdj: 900,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}, {PageSize: "1GB", Limit: 0}},
+	}
+	var ids []string
+	for _, name := range []string{"one", "two"} {
+		cfg := containerConfig(name, "sleep", "1000")
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: res}
+		ids = append(ids, startContainer(t, p, podID, pod, cfg))
+	}
+	// Where the cgroup files are depends on the layout: v1 per controller,
+	// v2 one directory.
+	read := `for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu.weight; do [ -f $f ] && echo "$f $(cat $f)"; done; true`
+	resp, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ids[0], Cmd: []string{"sh", "-c", read}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(resp.Stdout)
+	for _, want := range [][]string{{"memory.limit_in_bytes 100663296", "memory.max 100663296"}, {"cpu.cfs_quota_us 50000", "cpu.max 50000 100000"}} {
+		if !strings.Contains(out, want[0]) && !strings.Contains(out, want[1]) {
+			t.Errorf("limit %q not in the container's cgroup:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(p.LogText(), "no hugetlb cgroup controller"); hugetlbUsable() && n != 0 || !hugetlbUsable() && n != 1 {
+		t.Errorf("the dropped hugepage limits were logged %d times", n)
+	}
+}
+
+// hugetlbUsable reports whether containers can use a hugetlb controller here.
+func hugetlbUsable() bool {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		b, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		return strings.Contains(string(b), "hugetlb")
+	}
+	_, err := os.Stat("/sys/fs/cgroup/hugetlb")
+	return err == nil
+}

@@ -482,14 +482,26 @@ func TestTLSRegistry(t *testing.T) {
 }
 
 func TestRuntimeBasics(t *testing.T) {
-	p := startPierd(t, "cgroup_driver = \"systemd\"\n")
+	// Left empty, the cgroup driver is systemd only where systemd is PID 1.
+	p := startPierd(t, "")
 	fi, err := os.Stat(p.Socket)
 	if err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("socket: %v %v", fi.Mode(), err)
 	}
+	want := runtimeapi.CgroupDriver_CGROUPFS
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		want = runtimeapi.CgroupDriver_SYSTEMD
+	}
 	rc, err := p.Runtime.RuntimeConfig(ctx(t), &runtimeapi.RuntimeConfigRequest{})
-	if err != nil || rc.Linux.CgroupDriver != runtimeapi.CgroupDriver_SYSTEMD {
-		t.Fatalf("RuntimeConfig: %v %v", rc, err)
+	if err != nil || rc.Linux.CgroupDriver != want {
+		t.Fatalf("RuntimeConfig: %v %v, want %v", rc, err, want)
+	}
+	if want == runtimeapi.CgroupDriver_CGROUPFS {
+		// Asked for systemd where there is none, pierd refuses to start.
+		_, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierdBin, Dir: t.TempDir(), Config: "cgroup_driver = \"systemd\"\n"})
+		if err == nil || !strings.Contains(err.Error(), "systemd is not PID 1") {
+			t.Fatalf("pierd with the systemd driver on a node without systemd: %v", err)
+		}
 	}
 	if _, err := p.Runtime.UpdateRuntimeConfig(ctx(t), &runtimeapi.UpdateRuntimeConfigRequest{RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.88.0.0/16"}}}); err != nil {
 		t.Fatal(err)

@@ -2,14 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -213,4 +216,133 @@ func churnOnce(p *testenv.Pierd, name string) error {
 	}
 	_, err = p.Runtime.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
 	return err
+}
+
+// TestNodeReboot does to pier what a node shutdown and boot do: pierd
+// stops (its unit kills only pierd), every process left gets SIGTERM (the
+// shims must end at once, taking their containers with them, or the
+// shutdown waits for its stop timeout), and /run, pier's volatile state,
+// is gone at boot. The restarted pierd reports the containers exited with
+// an unknown status and the pod not ready, and removing them leaves
+// nothing behind.
+func TestNodeReboot(t *testing.T) {
+	before := hostState(t)
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "reboot")
+	running := startContainer(t, p, podID, pod, containerConfig("running", "sleep", "1000"))
+	created := createContainer(t, p, podID, pod, containerConfig("created", "sleep", "1000"))
+	waitState(t, p, running, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	initPid := containerPid(t, p, running)
+	// The created container's shim runs the runtime's create, then
+	// becomes its monitor.
+	var shims []int
+	for deadline := time.Now().Add(10 * time.Second); len(shims) != 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d container monitors of this pierd, want 2", len(shims))
+		}
+		out, _ := exec.Command("pgrep", "-f", "^pier-shim monitor id=").Output()
+		shims = nil
+		for _, f := range strings.Fields(string(out)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), p.Dir) {
+				shims = append(shims, pid)
+			}
+		}
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever fails below, the test's cleanup needs a pierd.
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			p.Start()
+		}
+	})
+
+	// The shutdown's SIGTERM to what is left of pier.
+	start := time.Now()
+	for _, pid := range shims {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	for _, pid := range append(shims, initPid) {
+		for alive(pid) {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("process %d outlives the shutdown's SIGTERM by 5 s", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("shims and containers gone %v after SIGTERM", time.Since(start))
+
+	// Boot: /run is a new tmpfs.
+	state := filepath.Join(p.Dir, "state")
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	var under []string
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], state+"/") {
+			under = append(under, f[4])
+		}
+	}
+	slices.SortFunc(under, func(a, b string) int { return len(b) - len(a) })
+	for _, m := range under {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if err := os.RemoveAll(state); err != nil {
+		t.Fatal(err)
+	}
+	network.RemovePodRules() // the kernel's tables are new, too
+	restarted = true
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{running, created} {
+		st := containerStatus(t, p, id)
+		if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 255 || st.Reason != "Unknown" || !strings.Contains(st.Message, "restarted") {
+			t.Errorf("container %s after the reboot: %v %d %q %q", id, st.State, st.ExitCode, st.Reason, st.Message)
+		}
+	}
+	ps, err := p.Runtime.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+	if err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("pod after the reboot: %v %v", ps, err)
+	}
+	if _, err := p.Runtime.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if after := hostState(t); !maps.Equal(before, after) {
+		t.Errorf("node state before %v, after %v", before, after)
+	}
+}
+
+// containerPid is the host pid of a running container's init: its shim's
+// child.
+func containerPid(t *testing.T, p *testenv.Pierd, id string) int {
+	t.Helper()
+	resp, err := p.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct{ ShimPid int }
+	json.Unmarshal([]byte(resp.Info["info"]), &info)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", info.ShimPid, info.ShimPid))
+	var pid int
+	if _, serr := fmt.Sscan(string(b), &pid); err != nil || serr != nil {
+		t.Fatalf("container %s: no child of its shim %d: %v %v", id, info.ShimPid, err, serr)
+	}
+	return pid
+}
+
+// alive says whether process pid runs: it exists and is no zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(after, "Z")
 }

@@ -256,6 +256,21 @@ func TestRuntimeHandlers(t *testing.T) {
 	if !ready[runtimeapi.RuntimeReady] || !ready[runtimeapi.NetworkReady] {
 		t.Fatalf("conditions: %v", st.Status.Conditions)
 	}
+	if st.Info["cgroupLayout"] == "" || st.Info["cgroupDriver"] == "" {
+		t.Errorf("verbose status lacks the cgroup layout and driver: %v", st.Info)
+	}
+	// No handler that can run containers: the runtime is not ready, and
+	// says why, so that kubelet does not mark the node Ready.
+	none := startPierd(t, "[runtimes.runc]\npath = \"/bin/false\"\n[runtimes.crun]\npath = \"/bin/false\"\n")
+	st, err = none.Runtime.Status(ctx(t), &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Status.Conditions {
+		if c.Type == runtimeapi.RuntimeReady && (c.Status || c.Reason == "" || !strings.Contains(c.Message, "runc")) {
+			t.Fatalf("runtime condition without a usable handler: %v", c)
+		}
+	}
 	if strings.HasPrefix(st.Info["handler.crun"], "unusable") {
 		_, err := p.Runtime.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podConfig("crun"), RuntimeHandler: "crun"})
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), strings.TrimPrefix(st.Info["handler.crun"], "unusable: ")) {

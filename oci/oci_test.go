@@ -639,3 +639,18 @@ func waitGone(t *testing.T, pid int) {
 	}
 	t.Errorf("process %d still there", pid)
 }
+
+// TestProbeOnNodev probes where systemd puts pier's state: on a file
+// system mounted nodev, as /run is. The probe's /dev must still work.
+func TestProbeOnNodev(t *testing.T) {
+	r := needRuntime(t, "runc")
+	workDir := t.TempDir()
+	if err := unix.Mount("tmpfs", workDir, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "mode=0700"); err != nil {
+		t.Skipf("mount a nodev tmpfs: %v", err)
+	}
+	defer unix.Unmount(workDir, unix.MNT_DETACH)
+	if err := r.Probe(context.Background(), workDir); err != nil {
+		t.Fatalf("probe on a nodev file system: %v", err)
+	}
+	checkClean(t, r, workDir, "")
+}

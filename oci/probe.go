@@ -59,7 +59,11 @@ func (r *Runtime) probe(ctx context.Context, workDir, exe string) error {
 	}
 	bundle := filepath.Join(workDir, id)
 	defer os.RemoveAll(bundle)
-	if err := writeBundle(bundle, probeSpec(id, filepath.Base(exe)), exe); err != nil {
+	spec := probeSpec(id, filepath.Base(exe))
+	if r.SystemdCgroup {
+		spec.Linux.CgroupsPath = "system.slice:pier:" + id
+	}
+	if err := writeBundle(bundle, spec, exe); err != nil {
 		return fmt.Errorf("%s probe: %w", r.Name, err)
 	}
 
@@ -83,8 +87,10 @@ func (r *Runtime) probe(ctx context.Context, workDir, exe string) error {
 }
 
 // probeSpec is the smallest container worth probing: its own mount, pid,
-// ipc, uts and network namespaces, a read-only root with /proc, no
-// capabilities, a cgroup named after id.
+// ipc, uts and network namespaces, a read-only root with /proc and a /dev
+// tmpfs (its device nodes must work where the bundle's file system is
+// mounted nodev, as systemd mounts /run), no capabilities, a cgroup named
+// after id.
 func probeSpec(id, exe string) *specs.Spec {
 	return &specs.Spec{
 		Version: probeSpecVersion,
@@ -98,7 +104,10 @@ func probeSpec(id, exe string) *specs.Spec {
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Hostname: "pier-probe",
 		// runc reads /proc/self/fd in the container before it execs.
-		Mounts: []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}}},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=64k"}},
+		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/" + id,
 			Namespaces: []specs.LinuxNamespace{
@@ -128,11 +137,14 @@ func probeID(name string) (string, error) {
 	return "pier-probe-" + clean + "-" + hex.EncodeToString(b), nil
 }
 
-// writeBundle writes config.json and a rootfs holding exe under its base name.
+// writeBundle writes config.json and a rootfs holding exe under its base
+// name and the mount points of the spec's mounts.
 func writeBundle(dir string, spec *specs.Spec, exe string) error {
 	rootfs := filepath.Join(dir, spec.Root.Path)
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return err
+	for _, m := range spec.Mounts {
+		if err := os.MkdirAll(filepath.Join(rootfs, m.Destination), 0o755); err != nil {
+			return err
+		}
 	}
 	if err := linkOrCopy(exe, filepath.Join(rootfs, filepath.Base(exe))); err != nil {
 		return err

@@ -31,6 +31,10 @@ type Runtime struct {
 	Name string // handler name, e.g. "runc"; prefixes every error
 	Path string // binary, e.g. "runc" (looked up in PATH) or an absolute path; Name when empty
 	Root string // --root state directory, e.g. /run/pier/runtime/runc; the runtime's default when empty
+	// SystemdCgroup makes the runtime create each container's cgroup as a
+	// systemd scope (--systemd-cgroup); its cgroupsPath is then
+	// slice:prefix:name.
+	SystemdCgroup bool `json:",omitempty"`
 }
 
 // IO is the standard input, output and error of a process the runtime
@@ -219,6 +223,9 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 		defer os.Remove(logPath)
 		if r.Root != "" {
 			full = append(full, "--root", r.Root)
+		}
+		if r.SystemdCgroup {
+			full = append(full, "--systemd-cgroup")
 		}
 		full = append(full, "--log", logPath, "--log-format", "json")
 	}

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
@@ -96,13 +97,13 @@ type Sandbox struct {
 
 // Options configure a Manager.
 type Options struct {
-	Root         string // persistent pod directories, e.g. /var/lib/pier/pods
-	State        string // volatile pod directories, e.g. /run/pier/pods
-	CNI          *cni.Manager
-	CgroupDriver string // "systemd" or "cgroupfs": the form cgroup parents take
-	ResolvConf   string // the node's resolv.conf, default /etc/resolv.conf
-	Hosts        string // the node's hosts file, default /etc/hosts
-	ShmSize      int64  // bytes of a pod's /dev/shm, default 64 MiB
+	Root       string // persistent pod directories, e.g. /var/lib/pier/pods
+	State      string // volatile pod directories, e.g. /run/pier/pods
+	CNI        *cni.Manager
+	Cgroups    *cgroup.Node // the node's cgroup driver: the form cgroup parents take
+	ResolvConf string       // the node's resolv.conf, default /etc/resolv.conf
+	Hosts      string       // the node's hosts file, default /etc/hosts
+	ShmSize    int64        // bytes of a pod's /dev/shm, default 64 MiB
 	// StartPodInit starts the init process of a pod whose containers share
 	// one PID namespace (pier-shim) and returns its pid.
 	StartPodInit func(podID string) (int, error)
@@ -295,13 +296,8 @@ func (m *Manager) validate(c *Config) error {
 	if c.Name == "" || c.Namespace == "" || c.UID == "" {
 		return fmt.Errorf("%w: metadata needs a name, namespace and uid", ErrInvalid)
 	}
-	if c.CgroupParent != "" {
-		if m.opts.CgroupDriver == "systemd" && !strings.HasSuffix(c.CgroupParent, ".slice") {
-			return fmt.Errorf("%w: cgroup parent %q: the systemd cgroup driver wants a slice name such as kubepods-pod1234.slice", ErrInvalid, c.CgroupParent)
-		}
-		if m.opts.CgroupDriver != "systemd" && !strings.HasPrefix(c.CgroupParent, "/") {
-			return fmt.Errorf("%w: cgroup parent %q: the cgroupfs driver wants an absolute path", ErrInvalid, c.CgroupParent)
-		}
+	if err := m.opts.Cgroups.CheckParent(c.CgroupParent); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	for key := range c.Sysctls {
 		switch ns := sysctlNamespace(key); {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pier-runtime/pier/cgroup"
 )
 
 // hostPod needs no namespaces and no CNI, so the tests run without root.
@@ -19,7 +21,7 @@ func newManager(t *testing.T) *Manager {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 192.0.2.53\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost node\n"), 0o644)
-	m, err := New(Options{Root: filepath.Join(dir, "root"), State: filepath.Join(dir, "state"), CgroupDriver: "cgroupfs",
+	m, err := New(Options{Root: filepath.Join(dir, "root"), State: filepath.Join(dir, "state"), Cgroups: &cgroup.Node{Driver: cgroup.Cgroupfs},
 		ResolvConf: filepath.Join(dir, "resolv.conf"), Hosts: filepath.Join(dir, "hosts")})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	m.opts.CgroupDriver = "systemd"
+	m.opts.Cgroups = &cgroup.Node{Driver: cgroup.Systemd}
 	if err := m.validate(&Config{Name: "a", Namespace: "b", UID: "c", CgroupParent: "/kubepods"}); !errors.Is(err, ErrInvalid) {
 		t.Error("systemd driver accepted a path")
 	}

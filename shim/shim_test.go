@@ -660,11 +660,12 @@ func TestStartPodInit(t *testing.T) {
 	if found := FindPodInits("test-pod"); !slices.Contains(found, pid) || len(FindPodInits("other-pod")) != 0 {
 		t.Errorf("FindPodInits found %v, want %d among them", found, pid)
 	}
-	// It ignores SIGTERM.
-	unix.Kill(pid, unix.SIGTERM)
+	// It ignores SIGINT and SIGHUP.
+	unix.Kill(pid, unix.SIGINT)
+	unix.Kill(pid, unix.SIGHUP)
 	time.Sleep(100 * time.Millisecond)
 	if err := unix.Kill(pid, 0); err != nil {
-		t.Errorf("after SIGTERM: %v", err)
+		t.Errorf("after SIGINT and SIGHUP: %v", err)
 	}
 	// It reaps orphans of its namespace: a container process whose parent
 	// exits is reparented to it.
@@ -1054,6 +1055,72 @@ func TestShimKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	reap(t, st.Pid)
+}
+
+// TestPodInitEndsOnSIGTERM: a shutdown's SIGTERM ends the pod init, and
+// with it the pod's PID namespace, at once: a node shutdown never waits
+// for its stop timeout on a pod.
+func TestPodInitEndsOnSIGTERM(t *testing.T) {
+	needRoot(t)
+	pid := startPodInit(t)
+	start := time.Now()
+	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	t.Logf("pod init gone %v after SIGTERM", time.Since(start))
+}
+
+// TestSIGTERM: SIGTERM to a shim (systemd's at shutdown) kills its
+// container, records the exit and ends the shim, so that a node shutdown
+// never waits for its stop timeout and the exit is not lost.
+func TestSIGTERM(t *testing.T) {
+	for _, started := range []bool{true, false} {
+		t.Run(map[bool]string{true: "running", false: "created"}[started], func(t *testing.T) {
+			// A PID namespace's init ignores SIGTERM: only a kill ends it.
+			c := newContainer(t, "sleep", "100")
+			c.writeSpec(t)
+			ctx := ctxT(t)
+			client, shimPid, err := Start(ctx, shimBinary, c.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if started {
+				if err := client.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := client.State(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan *Exit, 1)
+			go func() {
+				exit, _ := client.Wait(ctx)
+				waited <- exit
+			}()
+			time.Sleep(100 * time.Millisecond)
+			begin := time.Now()
+			if err := unix.Kill(shimPid, unix.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, shimPid)
+			t.Logf("shim gone %v after SIGTERM", time.Since(begin))
+			if err := unix.Kill(st.Pid, 0); err == nil {
+				t.Errorf("container init %d survived its shim's SIGTERM", st.Pid)
+			}
+			exit, err := ReadExit(c.cfg.Dir)
+			if err != nil || exit.Signal != int(unix.SIGKILL) {
+				t.Errorf("exit file after SIGTERM: %+v, %v", exit, err)
+			}
+			if w := <-waited; w == nil || w.Signal != int(unix.SIGKILL) {
+				t.Errorf("wait answered %+v", w)
+			}
+			if err := c.rt.Delete(ctx, c.id, true); err != nil && !errors.Is(err, oci.ErrNotFound) {
+				t.Fatal(err)
+			}
+		})
+	}
 }
 
 func TestProtocol(t *testing.T) {

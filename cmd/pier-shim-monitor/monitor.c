@@ -19,6 +19,12 @@
  * It is also the init process of pods whose containers share one PID
  * namespace (shim.StartPodInit): PID 1 of that namespace, reaping orphans.
  *
+ * SIGTERM (systemd's at shutdown, or an operator's) kills the container,
+ * records its exit and ends the monitor (a pod init: ends it, and with it
+ * its PID namespace), as containerd's shim and pause end on SIGTERM: a
+ * process that outlives SIGTERM holds up every node shutdown for the
+ * stop timeout. pierd stops only itself (KillMode=process), never them.
+ *
  * Usage (by pier-shim and pierd only):
  *   pier-shim-monitor monitor key=value...
  *   pier-shim-monitor pod-init <pod id>
@@ -63,6 +69,7 @@ static const char *const st_created = "created", *const st_running = "running", 
 
 /* The configuration, from the command line. */
 static const char *id, *dir, *sock_path, *log_path, *oom_file, *helper, *rt_name, *rt_bin, *rt_root;
+static int rt_systemd_cgroup; /* the runtime's --systemd-cgroup, as package oci passes it */
 static int init_pid, tty, stdin_once, pty_stdin;
 static long oom_base = -1;
 static struct timespec created_at, started_at;
@@ -70,6 +77,10 @@ static struct timespec created_at, started_at;
 static int ep, sigfd, listen_fd = -1, log_fd = -1, stdin_fd = -1;
 static const char *status;
 static int deleted, quit;
+/* terminating: SIGTERM came (the node shuts down, or pier's unit is
+ * killed): the container is killed, and the monitor exits once its exit is
+ * recorded, so that a shutdown never waits on it. */
+static int terminating;
 static int accept_paused; /* out of descriptors: the listener is off until accept_at */
 static struct timespec accept_at;
 
@@ -688,6 +699,8 @@ static int runtime(const char *op, const char *const *args, char *err, size_t n,
 	argv[k++] = rt_bin;
 	if (*rt_root)
 		argv[k++] = "--root", argv[k++] = rt_root;
+	if (rt_systemd_cgroup)
+		argv[k++] = "--systemd-cgroup";
 	argv[k++] = "--log", argv[k++] = logp, argv[k++] = "--log-format", argv[k++] = "json";
 	argv[k++] = op;
 	for (; *args && k < 15; args++)
@@ -1204,23 +1217,38 @@ static void parse_time(const char *v, struct timespec *t) {
 }
 
 /* pod_init is PID 1 of a pod's PID namespace: it reaps the orphans of the
- * namespace until it is killed. It ignores the signals that would end it
- * by default, so that no process of the pod can take the namespace down;
- * pierd ends it with SIGKILL. */
+ * namespace until pierd ends it with SIGKILL, or until SIGTERM from outside
+ * the namespace (a shutdown) ends it. It ignores the other signals that
+ * would end it by default. A process of the pod can signal it only as root
+ * in the pod, as it can a pause process. */
 static void __attribute__((noreturn)) pod_init(void) {
 	prctl(PR_SET_NAME, "pier-shim");
-	int ignore[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE};
+	int ignore[] = {SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE};
 	for (size_t i = 0; i < sizeof ignore / sizeof ignore[0]; i++)
 		signal(ignore[i], SIG_IGN);
-	sigset_t chld;
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, NULL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (;;) {
 		while (waitpid(-1, NULL, WNOHANG) > 0)
 			;
-		sigwaitinfo(&chld, NULL);
+		if (sigwaitinfo(&set, NULL) == SIGTERM)
+			_exit(0); /* the kernel kills the rest of the namespace */
 	}
+}
+
+/* on_term kills the container's init (and with it its PID namespace) on
+ * SIGTERM; the loop ends once the exit is recorded. A created container
+ * that never started ends the same way. */
+static void on_term(void) {
+	if (terminating)
+		return;
+	terminating = 1;
+	shimlog("SIGTERM: killing container %s and exiting once its exit is recorded", id);
+	if (!init_reaped)
+		kill(init_pid, SIGKILL); /* our child, unreaped: the pid is still its */
 }
 
 int main(int argc, char **argv) {
@@ -1249,6 +1277,7 @@ int main(int argc, char **argv) {
 		else if (!strcmp(k, "runtime-name")) rt_name = v;
 		else if (!strcmp(k, "runtime")) rt_bin = v;
 		else if (!strcmp(k, "runtime-root")) rt_root = v;
+		else if (!strcmp(k, "runtime-systemd-cgroup")) rt_systemd_cgroup = atoi(v);
 		else if (!strcmp(k, "pid")) init_pid = atoi(v);
 		else if (!strcmp(k, "created")) parse_time(v, &created_at);
 		else if (!strcmp(k, "tty")) tty = atoi(v);
@@ -1278,11 +1307,12 @@ int main(int argc, char **argv) {
 	/* It is the container's subreaper already (the flag survives exec). */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	signal(SIGPIPE, SIG_IGN);
-	sigset_t chld;
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, NULL);
-	sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGCHLD);
+	sigaddset(&sigs, SIGTERM);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sigfd < 0 || ep < 0) {
 		shimlog("signalfd/epoll: %s", strerror(errno));
@@ -1341,7 +1371,8 @@ int main(int argc, char **argv) {
 			if (tag == T_SIG) {
 				struct signalfd_siginfo si;
 				while (read(sigfd, &si, sizeof si) > 0)
-					;
+					if (si.ssi_signo == SIGTERM)
+						on_term();
 				reap();
 			} else if (tag == T_LISTEN) {
 				if (!deleted)
@@ -1360,6 +1391,8 @@ int main(int argc, char **argv) {
 			break;
 		if (init_reaped && status != st_exited && ((outs[0].fd < 0 && outs[1].fd < 0) || ts_ms_until(drain_deadline) == 0))
 			finish_exit();
+		if (terminating && status == st_exited)
+			break;
 		if (accept_paused && !deleted && ts_ms_until(accept_at) == 0) {
 			accept_paused = 0;
 			struct epoll_event lev = {.events = EPOLLIN};
@@ -1391,6 +1424,6 @@ int main(int argc, char **argv) {
 			emit(&outs[i], 'P', outs[i].buf, outs[i].n);
 	if (log_fd >= 0)
 		close(log_fd);
-	shimlog("container %s deleted, exiting", id);
+	shimlog(terminating ? "container %s: exit recorded after SIGTERM, exiting" : "container %s deleted, exiting", id);
 	return 0;
 }

@@ -15,9 +15,10 @@ import (
 )
 
 // probeHandlers tries each configured OCI runtime once, in parallel, and
-// returns the handlers with the reason any of them cannot run containers,
+// returns the handlers with the reason any of them cannot run containers
+// (with the systemd cgroup driver, through systemd),
 // and the runtimes of the usable ones.
-func probeHandlers(cfg *Config) ([]cri.Handler, map[string]*oci.Runtime) {
+func probeHandlers(cfg *Config, systemdCgroup bool) ([]cri.Handler, map[string]*oci.Runtime) {
 	names := make([]string, 0, len(cfg.Runtimes))
 	for name := range cfg.Runtimes {
 		names = append(names, name)
@@ -29,7 +30,7 @@ func probeHandlers(cfg *Config) ([]cri.Handler, map[string]*oci.Runtime) {
 	for i, name := range names {
 		wg.Go(func() {
 			start := time.Now()
-			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name)}
+			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name), SystemdCgroup: systemdCgroup}
 			work := filepath.Join(cfg.State, "probe", name)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

@@ -19,9 +19,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/cri"
@@ -109,7 +109,11 @@ func serve(cfg *Config) error {
 	}
 	image.UserAgent = "pier/" + version
 
-	driver := cgroupDriver(cfg.CgroupDriver)
+	cgroups, err := cgroup.Detect(cfg.CgroupDriver)
+	if err != nil {
+		return err
+	}
+	klog.InfoS("Cgroups", "layout", cgroups.Layout(), "driver", cgroups.Driver, "controllers", cgroups.Info()["cgroupControllers"])
 	network := cni.New(cni.Options{
 		ConfDir:    cfg.CNI.ConfDir,
 		PluginDirs: cfg.CNI.PluginDirs,
@@ -123,13 +127,13 @@ func serve(cfg *Config) error {
 		Root:         filepath.Join(cfg.Root, "pods"),
 		State:        filepath.Join(cfg.State, "pods"),
 		CNI:          network,
-		CgroupDriver: strings.ToLower(driver.String()),
+		Cgroups:      cgroups,
 		StartPodInit: func(podID string) (int, error) { return shim.StartPodInit(shimBinary, podID) },
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
 	}
-	handlers, runtimes := probeHandlers(cfg)
+	handlers, runtimes := probeHandlers(cfg, cgroups.Driver == cgroup.Systemd)
 	containers, err := container.New(container.Options{
 		Root:        filepath.Join(cfg.Root, "containers"),
 		State:       filepath.Join(cfg.State, "containers"),
@@ -138,6 +142,7 @@ func serve(cfg *Config) error {
 		Images:      images,
 		Pods:        pods,
 		Runtimes:    runtimes,
+		Cgroups:     cgroups,
 		OOMScoreAdj: ownOOMScoreAdj(),
 	})
 	if err != nil {
@@ -160,7 +165,7 @@ func serve(cfg *Config) error {
 	cri.Register(server,
 		cri.NewRuntimeService(cri.RuntimeOptions{
 			Version:        version,
-			CgroupDriver:   driver,
+			Cgroups:        cgroups,
 			Pods:           pods,
 			Containers:     containers,
 			Stream:         stream,
@@ -252,18 +257,4 @@ func ownOOMScoreAdj() int {
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
-}
-
-// cgroupDriver resolves the configured driver; "" picks systemd when the
-// host boots with systemd.
-func cgroupDriver(name string) runtimeapi.CgroupDriver {
-	if name == "" {
-		if _, err := os.Stat("/run/systemd/system"); err == nil {
-			name = "systemd"
-		}
-	}
-	if name == "systemd" {
-		return runtimeapi.CgroupDriver_SYSTEMD
-	}
-	return runtimeapi.CgroupDriver_CGROUPFS
 }

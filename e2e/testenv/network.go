@@ -117,16 +117,17 @@ func (n *Network) Close() error {
 			exec.Command("iptables", "-t", "nat", "-X", c.chain).Run()
 		}
 	}
-	n.removeMasqChains()
+	n.RemovePodRules()
 	if len(n.ipForward) > 0 {
 		os.WriteFile("/proc/sys/net/ipv4/ip_forward", n.ipForward, 0o644)
 	}
 	return errors.Join(errs...)
 }
 
-// removeMasqChains deletes the nat rules of this network's pods, and
-// their chains, that are left when the tests end.
-func (n *Network) removeMasqChains() {
+// RemovePodRules deletes the nat rules of this network's pods, and
+// their chains: those left when the tests end, or those a node reboot
+// takes away.
+func (n *Network) RemovePodRules() {
 	out, _ := exec.Command("iptables-save", "-t", "nat").Output()
 	comment := `name: \"pier-` + n.Bridge + `\"`
 	var script strings.Builder
