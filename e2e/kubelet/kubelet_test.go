@@ -19,8 +19,10 @@ import (
 
 // TestKubelet runs one kubelet on one pierd with every static pod of
 // pods_test.go at once, then checks each through what kubelet reports.
-// The checks run in order; the pods run side by side.
+// The checks run in order; the pods run side by side (and beside
+// TestImageGC's node).
 func TestKubelet(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	n := startNode(t, nodeOptions{kubelet: map[string]any{
 		// Small enough that the chatty pod's log is rotated several times.

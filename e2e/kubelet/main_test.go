@@ -15,13 +15,19 @@ package kubelet
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,8 +59,8 @@ const (
 // nodeName is the kubelets' --hostname-override.
 const nodeName = "pier-e2e-node"
 
-// cgroupRoot is the kubelets' cgroupRoot: kubepods and the pods' cgroups
-// are made below it, and removed with it.
+// cgroupRoot holds the kubelets' cgroupRoots (cgroupRoot/<test>): kubepods
+// and the pods' cgroups are made below them, and removed with them.
 const cgroupRoot = "/pier-e2e-kubelet"
 
 // hugepagesWanted is how many 2 MiB huge pages TestMain reserves.
@@ -113,15 +119,51 @@ func setup(m *testing.M) (int, error) {
 	if err := pushImages(); err != nil {
 		return 0, err
 	}
-	if network, err = testenv.NewNetwork(filepath.Join(dir, "cni"), "pierkube0", "10.98.0.0/16"); err != nil {
+	if network, err = testenv.NewNetwork(filepath.Join(dir, "cni"), "pierkube0", "10.95.0.0/16"); err != nil {
 		return 0, err
 	}
 	defer network.Close()
-	restore, err := reserveHugepages(hugepagesWanted)
+	restoreHugepages, err := reserveHugepages(hugepagesWanted)
 	if err != nil {
 		return 0, err
 	}
+	defer restoreHugepages()
+	restoreHost, err := testenv.SaveKubeletHost()
+	if err != nil {
+		return 0, err
+	}
+	restore := func() {
+		if err := testenv.RemoveCgroupTree(cgroupRoot); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/kubelet:", err)
+		}
+		if err := restoreHost(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/kubelet:", err)
+		}
+		restoreHugepages()
+	}
 	defer restore()
+
+	// A test binary stopped by a signal or by its -timeout runs no cleanup:
+	// tear the nodes down first, so that no kubelet, pod or cgroup is left.
+	flag.Parse()
+	emergency := func(why string) {
+		fmt.Fprintf(os.Stderr, "e2e/kubelet: %s: tearing down the nodes\n", why)
+		closeAllNodes()
+		network.Close()
+		restore()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		emergency(s.String())
+		os.Exit(2)
+	}()
+	if timeout := flag.Lookup("test.timeout").Value.(flag.Getter).Get().(time.Duration); timeout > 0 {
+		// Before the testing package's panic.
+		watchdog := time.AfterFunc(timeout-timeout/20, func() { emergency("the test timeout is near") })
+		defer watchdog.Stop()
+	}
 	return m.Run(), nil
 }
 
@@ -177,6 +219,27 @@ func reserveHugepages(n int) (func(), error) {
 type node struct {
 	pierd   *testenv.Pierd
 	kubelet *testenv.Kubelet
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// liveNodes are the nodes not torn down yet.
+var (
+	liveMu    sync.Mutex
+	liveNodes = map[*node]bool{}
+)
+
+// closeAllNodes tears down every live node.
+func closeAllNodes() {
+	liveMu.Lock()
+	nodes := slices.Collect(maps.Keys(liveNodes))
+	liveMu.Unlock()
+	for _, n := range nodes {
+		if err := n.close(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/kubelet: tear down:", err)
+		}
+	}
 }
 
 // nodeOptions say how to start a node.
@@ -203,10 +266,13 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 		t.Fatal(err)
 	}
 	n := &node{pierd: p}
+	liveMu.Lock()
+	liveNodes[n] = true
+	liveMu.Unlock()
 	t.Cleanup(func() { n.teardown(t) })
 	n.kubelet, err = testenv.StartKubelet(testenv.KubeletOptions{
 		Binary: kubeletBin, Dir: kdir, Endpoint: p.Endpoint(), NodeName: nodeName,
-		CgroupRoot: cgroupRoot, Config: opts.kubelet,
+		CgroupRoot: cgroupRoot + "/" + strings.ReplaceAll(t.Name(), "/", "_"), Config: opts.kubelet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -214,22 +280,44 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 	return n
 }
 
+// close stops kubelet, removes the pods through pier, stops pierd, and
+// removes what kubelet left on the host; only once.
+func (n *node) close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.kubelet != nil {
+			if err := n.kubelet.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop kubelet: %w", err))
+			}
+		}
+		if n.pierd.Pid() == 0 {
+			// A test stopped it: start it again to remove the pods.
+			if err := n.pierd.Start(); err != nil {
+				errs = append(errs, fmt.Errorf("start pierd to remove the pods: %w", err))
+			}
+		}
+		if err := n.pierd.RemovePods(); err != nil {
+			errs = append(errs, fmt.Errorf("remove the pods: %w", err))
+		}
+		if err := n.pierd.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop pierd: %w", err))
+		}
+		if n.kubelet != nil {
+			if err := n.kubelet.Cleanup(); err != nil {
+				errs = append(errs, fmt.Errorf("clean up after kubelet: %w", err))
+			}
+		}
+		liveMu.Lock()
+		delete(liveNodes, n)
+		liveMu.Unlock()
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
 func (n *node) teardown(t *testing.T) {
-	if n.kubelet != nil {
-		if err := n.kubelet.Stop(); err != nil {
-			t.Errorf("stop kubelet: %v", err)
-		}
-	}
-	if err := n.pierd.RemovePods(); err != nil {
-		t.Errorf("remove the pods: %v", err)
-	}
-	if err := n.pierd.Stop(); err != nil {
-		t.Errorf("stop pierd: %v", err)
-	}
-	if n.kubelet != nil {
-		if err := n.kubelet.Cleanup(); err != nil {
-			t.Errorf("clean up after kubelet: %v", err)
-		}
+	if err := n.close(); err != nil {
+		t.Error(err)
 	}
 	if keep := os.Getenv("PIER_E2E_KEEP_LOGS"); keep != "" {
 		dst := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))

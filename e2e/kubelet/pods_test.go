@@ -154,8 +154,10 @@ func probesPod() *corev1.Pod {
 	tcp.StartupProbe = probe(tcpProbe(8091), 30)
 	tcp.ReadinessProbe = probe(httpProbe("/ready", 8090), 3)
 	tcp.LivenessProbe = probe(tcpProbe(8091), 3)
-	execC := ctr("exec", `touch /tmp/started /tmp/ready; `+idle)
-	execC.StartupProbe = probe(execProbe("test", "-f", "/tmp/started"), 30)
+	execC := ctr("exec", `touch /tmp/ready; `+idle)
+	// Its liveness probe asks the http container's server: it starts once
+	// that server answers.
+	execC.StartupProbe = probe(execProbe("wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"), 30)
 	execC.ReadinessProbe = probe(execProbe("cat", "/tmp/ready"), 3)
 	execC.LivenessProbe = probe(httpProbe("/healthz", 8080), 3)
 	unready := ctr("unready", idle)

@@ -95,21 +95,54 @@ type Kubelet struct {
 	Log          string // kubelet's stderr
 	ReadOnlyPort int    // serves /pods without authentication
 
-	opts    KubeletOptions
-	cmd     *exec.Cmd
-	exit    chan error
-	sysctls map[string]string // the kernel settings kubelet changes, as they were
-	created []string          // host directories kubelet made that were not there
+	opts KubeletOptions
+	cmd  *exec.Cmd
+	exit chan error
 }
 
 // kernelTunables are the sysctls kubelet sets at start-up (without
-// protectKernelDefaults); Cleanup puts them back.
+// protectKernelDefaults).
 var kernelTunables = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
 	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
 
 // hostDirs are directories kubelet makes outside its root directory
-// whatever its configuration says; Cleanup removes those it made.
+// whatever its configuration says.
 var hostDirs = []string{"/var/log/containers", "/var/lib/kubelet"}
+
+// SaveKubeletHost records what every kubelet changes on the host whatever
+// its configuration (the kernel settings it sets, the directories it makes
+// outside its root directory), and returns the function that puts the host
+// back as it was: call it once every kubelet has stopped.
+func SaveKubeletHost() (restore func() error, err error) {
+	sysctls := map[string]string{}
+	for _, s := range kernelTunables {
+		b, err := os.ReadFile("/proc/sys/" + s)
+		if err != nil {
+			return nil, err
+		}
+		sysctls[s] = strings.TrimSpace(string(b))
+	}
+	var created []string
+	for _, d := range hostDirs {
+		if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+			created = append(created, d)
+		}
+	}
+	return func() error {
+		var errs []error
+		for _, d := range created {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for s, v := range sysctls {
+			if err := os.WriteFile("/proc/sys/"+s, []byte(v), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("restore %s: %w", s, err))
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
+}
 
 // StartKubelet writes the kubelet's configuration and starts it; it
 // returns once kubelet's healthz endpoint answers.
@@ -137,19 +170,6 @@ func StartKubelet(opts KubeletOptions) (*Kubelet, error) {
 // Start (re)starts kubelet on the same directory, with the configuration in
 // the options (SetConfig changes it).
 func (k *Kubelet) Start() error {
-	if k.sysctls == nil {
-		k.sysctls = map[string]string{}
-		for _, s := range kernelTunables {
-			if b, err := os.ReadFile("/proc/sys/" + s); err == nil {
-				k.sysctls[s] = strings.TrimSpace(string(b))
-			}
-		}
-		for _, d := range hostDirs {
-			if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
-				k.created = append(k.created, d)
-			}
-		}
-	}
 	if err := makeCgroupRoot(k.opts.CgroupRoot); err != nil {
 		return err
 	}
@@ -212,8 +232,9 @@ func (k *Kubelet) Start() error {
 		"--hostname-override", k.opts.NodeName, "--v", "3"}, k.opts.Args...)
 	k.cmd = exec.Command(k.opts.Binary, args...)
 	k.cmd.Stdout, k.cmd.Stderr = log, log
-	// Its own process group, so that a test's signals never reach it.
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that a test's signals never reach it; and
+	// killed if the test process dies without stopping it.
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := k.cmd.Start(); err != nil {
 		return err
 	}
@@ -279,10 +300,10 @@ func (k *Kubelet) Stop() error {
 	return nil
 }
 
-// Cleanup removes what kubelet leaves on the host once it and the pods'
-// runtime are stopped: the cgroups under CgroupRoot in every hierarchy,
-// mounts under Dir, the links it made in /var/log/containers, the
-// directories it made outside Dir, and the kernel settings it changed.
+// Cleanup removes what this kubelet leaves on the host once it and the
+// pods' runtime are stopped: the cgroups under CgroupRoot in every
+// hierarchy, mounts under Dir and the links it made in /var/log/containers
+// (SaveKubeletHost undoes the rest).
 func (k *Kubelet) Cleanup() error {
 	var errs []error
 	if err := k.Stop(); err != nil {
@@ -300,18 +321,6 @@ func (k *Kubelet) Cleanup() error {
 			os.Remove(l)
 		}
 	}
-	for _, d := range slices.Backward(k.created) {
-		if err := os.RemoveAll(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	k.created = nil
-	for s, v := range k.sysctls {
-		if err := os.WriteFile("/proc/sys/"+s, []byte(v), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("restore %s: %w", s, err))
-		}
-	}
-	k.sysctls = nil
 	return errors.Join(errs...)
 }
 
