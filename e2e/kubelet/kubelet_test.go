@@ -373,25 +373,30 @@ func checkResources(t *testing.T, n *node) {
 			}
 		}
 	}
-	v2 := cgroupDir(t, pid, "memory") != "" && !strings.Contains(cgroupDir(t, pid, "memory"), "/memory/")
-	if v2 {
-		// 256 shares as cpu.weight: runc's old linear mapping, or the
-		// quadratic one of newer runtimes.
-		want("cpu", map[string][]string{"cpu.weight": {"10", "35"}, "cpu.max": {"50000 100000"}})
-		want("memory", map[string][]string{"memory.max": {"67108864"}})
-	} else {
+	if p.Status.QOSClass != corev1.PodQOSBurstable {
+		t.Errorf("kubelet gives the pod QoS class %q, want Burstable", p.Status.QOSClass)
+	}
+	mounts := cgroupMountsByController(t)
+	_, v1 := mounts["memory"]
+	memLimit := "memory.limit_in_bytes"
+	if v1 {
 		want("cpu", map[string][]string{"cpu.shares": {"256"}, "cpu.cfs_quota_us": {"50000"}, "cpu.cfs_period_us": {"100000"}})
-		want("memory", map[string][]string{"memory.limit_in_bytes": {"67108864"}})
-		// kubelet's own pod cgroup, the container cgroup's parent.
-		if dir := cgroupDir(t, pid, "memory"); dir != "" {
-			if got := cgroupValue(filepath.Dir(dir), "memory.limit_in_bytes"); got != "67108864" {
-				t.Errorf("kubelet's pod cgroup %s has memory.limit_in_bytes %q, want 67108864", filepath.Dir(dir), got)
-			}
+	} else {
+		// 256 shares as cpu.weight: runc's old linear mapping (10), or the
+		// quadratic one of newer runtimes (35).
+		want("cpu", map[string][]string{"cpu.weight": {"10", "35"}, "cpu.max": {"50000 100000"}})
+		memLimit = "memory.max"
+	}
+	want("memory", map[string][]string{memLimit: {"67108864"}})
+	// kubelet's own pod cgroup, the container cgroup's parent.
+	if dir := cgroupDir(t, pid, "memory"); dir != "" {
+		if got := cgroupValue(filepath.Dir(dir), memLimit); got != "67108864" {
+			t.Errorf("kubelet's pod cgroup %s has %s %q, want 67108864", filepath.Dir(dir), memLimit, got)
 		}
 	}
 	if hugetlb := cgroupDir(t, pid, "hugetlb"); hugetlb != "" {
 		file := "hugetlb.2MB.limit_in_bytes"
-		if v2 || strings.HasPrefix(hugetlb, cgroupMountsByController(t)[""]+"/") {
+		if !v1 || strings.HasPrefix(hugetlb, mounts[""]+"/") {
 			file = "hugetlb.2MB.max"
 		}
 		if got := cgroupValue(hugetlb, file); got != "4194304" {
@@ -590,6 +595,10 @@ func checkLogRotation(t *testing.T, n *node) {
 	t.Logf("log files: %v", files)
 	if rotated < 2 || !slices.ContainsFunc(files, func(f string) bool { return strings.HasSuffix(f, ".gz") }) {
 		t.Errorf("kubelet rotated the log %d times and compressed none, want at least 2 rotations and a compressed file: %v", rotated, files)
+	}
+	// kubelet renames the log file, then has pier reopen it.
+	if reopens := strings.Count(n.pierd.LogText(), "RuntimeService/ReopenContainerLog"); reopens < rotated {
+		t.Errorf("pier answered %d ReopenContainerLog requests for %d rotations", reopens, rotated)
 	}
 	want := make([]string, 0, chattyLines+1)
 	for i := 1; i <= chattyLines; i++ {

@@ -9,7 +9,12 @@
 // a registry on loopback with the test images and a CNI bridge network.
 // Each test starts its own pierd and kubelet (kubelet owns its runtime:
 // it stops every pod it did not make) and removes everything they made,
-// even when it fails. The tests need root.
+// even when it fails or is interrupted. The tests need root.
+//
+// TestKubelet runs most checks on one node with all its static pods at
+// once (about two minutes); TestImageGC waits for kubelet's five-minute
+// image garbage collection period beside it. PIER_E2E_KEEP_LOGS=dir keeps
+// each test's pierd and kubelet logs in dir.
 package kubelet
 
 import (
