@@ -130,7 +130,7 @@ func execProbe(cmd ...string) corev1.ProbeHandler {
 
 // probe is a probe that runs every second.
 func probe(h corev1.ProbeHandler, failureThreshold int32) *corev1.Probe {
-	return &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: failureThreshold}
+	return &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failureThreshold}
 }
 
 // serve starts busybox httpd on port (serving /www, where each of files is
