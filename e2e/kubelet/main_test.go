@@ -224,6 +224,7 @@ func reserveHugepages(n int) (func(), error) {
 type node struct {
 	pierd   *testenv.Pierd
 	kubelet *testenv.Kubelet
+	dir     string // holds pier/ and kubelet/
 
 	closeOnce sync.Once
 	closeErr  error
@@ -244,6 +245,8 @@ func closeAllNodes() {
 		if err := n.close(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e/kubelet: tear down:", err)
 		}
+		// The test's temporary directories, which its cleanup would remove.
+		os.RemoveAll(filepath.Dir(n.dir))
 	}
 }
 
@@ -270,7 +273,7 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{pierd: p}
+	n := &node{pierd: p, dir: dir}
 	liveMu.Lock()
 	liveNodes[n] = true
 	liveMu.Unlock()
