@@ -1,6 +1,7 @@
 package kubelet
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -88,7 +89,9 @@ const imageGCPeriod = 5 * time.Minute
 // images lists pier's images.
 func (n *node) images(t *testing.T) []*runtimeapi.Image {
 	t.Helper()
-	resp, err := n.pierd.Images.ListImages(ctx(t), &runtimeapi.ListImagesRequest{})
+	resp, err := call(func(c context.Context) (*runtimeapi.ListImagesResponse, error) {
+		return n.pierd.Images.ListImages(c, &runtimeapi.ListImagesRequest{})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package kubelet
 import (
 	"bufio"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -115,7 +116,10 @@ func checkDelete(t *testing.T, n *node) (*corev1.Pod, time.Time) {
 				s.stopped = now
 			case c.State == runtimeapi.ContainerState_CONTAINER_EXITED:
 				s.stopped = now
-				if st, err := n.pierd.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id}); err == nil {
+				st, err := call(func(c context.Context) (*runtimeapi.ContainerStatusResponse, error) {
+					return n.pierd.Runtime.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+				})
+				if err == nil {
 					s.exited, s.exitCode = true, st.Status.ExitCode
 					if st.Status.FinishedAt > 0 {
 						s.stopped = time.Unix(0, st.Status.FinishedAt)

@@ -368,17 +368,27 @@ func grepLines(text string, subs ...string) string {
 	return strings.Join(out, "\n")
 }
 
+// ctx is the context of a call made once in a test: it ends with the test
+// or after a minute.
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return c
 }
 
+// call calls f with a context that ends after a minute, for calls made in
+// polling loops.
+func call[T any](f func(context.Context) (T, error)) (T, error) {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return f(c)
+}
+
 // pod returns the kubelet's view of the static pod of manifest name, failing
 // the test when kubelet does not report it.
 func (n *node) pod(t *testing.T, name string) *corev1.Pod {
 	t.Helper()
-	p, err := n.kubelet.Pod(ctx(t), name)
+	p, err := call(func(c context.Context) (*corev1.Pod, error) { return n.kubelet.Pod(c, name) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +405,7 @@ func (n *node) waitPod(t *testing.T, name string, timeout time.Duration, check f
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		p, err := n.kubelet.Pod(ctx(t), name)
+		p, err := call(func(c context.Context) (*corev1.Pod, error) { return n.kubelet.Pod(c, name) })
 		if err == nil && p == nil {
 			err = fmt.Errorf("kubelet reports no pod %s", n.kubelet.PodName(name))
 		}
@@ -523,16 +533,20 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// criContainers lists pier's containers of the pod whose kubelet name is
+// criPod lists pier's containers of the pod whose kubelet name is
 // podName, and its sandboxes.
 func (n *node) criPod(t *testing.T, podName string) ([]*runtimeapi.Container, []*runtimeapi.PodSandbox) {
 	t.Helper()
 	labels := map[string]string{"io.kubernetes.pod.name": podName}
-	cs, err := n.pierd.Runtime.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: labels}})
+	cs, err := call(func(c context.Context) (*runtimeapi.ListContainersResponse, error) {
+		return n.pierd.Runtime.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: labels}})
+	})
 	if err != nil {
 		t.Fatalf("ListContainers: %v", err)
 	}
-	ss, err := n.pierd.Runtime.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: labels}})
+	ss, err := call(func(c context.Context) (*runtimeapi.ListPodSandboxResponse, error) {
+		return n.pierd.Runtime.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: labels}})
+	})
 	if err != nil {
 		t.Fatalf("ListPodSandbox: %v", err)
 	}
