@@ -446,6 +446,17 @@ func checkResources(t *testing.T, n *node) {
 	} else {
 		t.Logf("the container's cgroup has no hugetlb controller on this node (%s), so its hugepages-2Mi limit cannot apply; kubelet admitted the pod against the node's %d huge pages",
 			strings.Join(strings.Fields(readFile(t, fmt.Sprintf("/proc/%d/cgroup", pid))), " "), hugepages2Mi)
+		// kubelet sends hugepage limits for every container: pier drops them
+		// with one warning, not one per container.
+		var warnings []string
+		for _, line := range strings.Split(n.pierd.LogText(), "\n") {
+			if strings.HasPrefix(line, "W") && strings.Contains(line, "hugetlb") {
+				warnings = append(warnings, line)
+			}
+		}
+		if len(warnings) != 1 {
+			t.Errorf("pierd logged %d warnings about the missing hugetlb controller, want 1:\n%s", len(warnings), strings.Join(warnings, "\n"))
+		}
 	}
 	// Ephemeral storage is no cgroup resource: kubelet measures it, and a pod
 	// within its limit is never found over it (see EphemeralStorageLimit).
