@@ -150,7 +150,7 @@ func checkDelete(t *testing.T, n *node) (*corev1.Pod, time.Time) {
 		took := s.stopped.Sub(kill)
 		t.Logf("container %s stopped %s after kubelet began to stop it, %s after the manifest was deleted (exit seen %v, code %d)",
 			s.name, took.Round(time.Millisecond), s.stopped.Sub(deletedAt).Round(time.Millisecond), s.exited, s.exitCode)
-		if took > grace+time.Second {
+		if took > grace+2*time.Second {
 			t.Errorf("container %s stopped %s after kubelet began to stop it, past its %s grace period", s.name, took.Round(time.Millisecond), grace)
 		}
 		switch s.name {
