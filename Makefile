@@ -10,7 +10,7 @@ DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-ce
 CRI_TOOLS := v1.37.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: cni-config all build run test e2e unit bench conformance conformance-update lint install deps FORCE
+.PHONY: cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps FORCE
 
 all: build
 
@@ -52,6 +52,11 @@ unit:
 
 e2e: deps
 	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+
+# e2e-node boots a Debian VM (systemd, cgroup v2) under qemu, installs pier
+# in it as a node would and runs the node tests there; see e2e/node/run.sh.
+e2e-node: deps build
+	e2e/node/run.sh
 
 # bench pulls the benchmark image through a CRI endpoint (a fresh pierd
 # unless ENDPOINT=unix:///path is given) and prints the figures.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/cgroups/v3"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -108,6 +109,7 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithResourcesFit(in.Cgroups),
 		WithOOMScoreAdj(res, in.OOMScoreAdjFloor, note),
 		WithAnnotations(cfg, pod),
+		WithCgroupNode(in.Cgroups),
 	}
 }
 
@@ -893,6 +895,38 @@ const (
 	annotationContainerName    = "io.kubernetes.cri.container-name"
 	annotationImageName        = "io.kubernetes.cri.image-name"
 )
+
+// scopeStopTimeout bounds how long systemd waits for a container's scope
+// when systemd itself stops it (at shutdown) before it kills what is
+// left: a container's PID 1 that has no SIGTERM handler never sees the
+// SIGTERM, and the default, 90 s, would hold up every node shutdown. pier
+// stops containers through their shims, never through systemd.
+const scopeStopTimeout = "uint64 5000000" // microseconds, as runc and crun pass it to systemd
+
+// WithCgroupNode fits the container to the node's cgroups: on cgroup v2 it
+// gets a cgroup namespace of its own (as containerd and CRI-O give it), so
+// that it sees its own cgroup as the root; with the systemd driver its
+// scope gets a short stop timeout, and no CRI annotation may set systemd
+// properties of the scope (runc and crun apply org.systemd.property.*
+// annotations to it: a pod could lift its own limits). nil changes nothing.
+func WithCgroupNode(n *cgroup.Node) SpecOpt {
+	return func(s *specs.Spec) error {
+		if n == nil {
+			return nil
+		}
+		if n.Mode == cgroups.Unified && !slices.ContainsFunc(linux(s).Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.CgroupNamespace }) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+		}
+		maps.DeleteFunc(s.Annotations, func(k, _ string) bool { return strings.HasPrefix(k, "org.systemd.property.") })
+		if n.Driver == cgroup.Systemd {
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			s.Annotations["org.systemd.property.TimeoutStopUSec"] = scopeStopTimeout
+		}
+		return nil
+	}
+}
 
 // WithAnnotations sets the CRI annotations and the container's
 // io.kubernetes.cri.* ones.

@@ -581,6 +581,28 @@ func TestResourcesFit(t *testing.T) {
 	}
 }
 
+func TestCgroupNodeOpt(t *testing.T) {
+	v2 := &cgroup.Node{Mode: cgroups.Unified, Driver: cgroup.Systemd}
+	s := &specs.Spec{Annotations: map[string]string{"org.systemd.property.MemoryMax": "uint64 1", "app": "web"}, Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.MountNamespace}}}}
+	if err := WithCgroupNode(v2)(s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Linux.Namespaces) != 2 || s.Linux.Namespaces[1].Type != specs.CgroupNamespace {
+		t.Errorf("namespaces on cgroup v2 = %+v", s.Linux.Namespaces)
+	}
+	if _, ok := s.Annotations["org.systemd.property.MemoryMax"]; ok || s.Annotations["app"] != "web" || s.Annotations["org.systemd.property.TimeoutStopUSec"] != scopeStopTimeout {
+		t.Errorf("annotations with the systemd driver = %v", s.Annotations)
+	}
+	hybrid := &cgroup.Node{Mode: cgroups.Hybrid, Driver: cgroup.Cgroupfs}
+	s = &specs.Spec{Annotations: map[string]string{"org.systemd.property.CPUQuota": "x"}}
+	if err := WithCgroupNode(hybrid)(s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Linux != nil || len(s.Annotations) != 0 {
+		t.Errorf("hybrid cgroupfs node: namespaces %v, annotations %v", s.Linux.Namespaces, s.Annotations)
+	}
+}
+
 func TestResourceOOMScoreAdj(t *testing.T) {
 	for _, tc := range []struct {
 		req, floor, want int

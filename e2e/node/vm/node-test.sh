@@ -1,0 +1,424 @@
+#!/bin/bash
+# node-test.sh runs inside the node VM at every boot (pier-e2e.service of the
+# image starts it from the run disk, mounted on /e2e). The kernel command
+# line's pier.e2e= names the phase:
+#   suite   install pier as a node would (systemd unit, /etc/pier), run the
+#           smoke test for each cgroup driver and runtime handler, then each
+#           test binary in /e2e/bin/*.test for each driver; then start a pod
+#           and power off (the host times the power-off)
+#   reboot  check pier's state after the power-off (containers exited, pods
+#           not ready), keep the previous boot's journal, and power off the
+#           same way with the cgroupfs driver
+#   proposed  check again; install /e2e/proposed/* (unit files, drop-ins) in
+#           /etc/systemd/system, start pods and power off again
+#   final   check pier's state again and power off
+# Results go to /e2e/results: summary.tsv (status, name, seconds, note) and a
+# log per check. Lines starting "PIER-E2E" on the console are for the host.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+E=/e2e
+R=$E/results
+mkdir -p "$R"
+phase=$(sed -n 's/.*pier\.e2e=\([a-z]*\).*/\1/p' /proc/cmdline)
+SOCK=unix:///run/pier/pier.sock
+crictl() { command crictl -r "$SOCK" -t 60s "$@"; }
+say() { echo "PIER-E2E $*"; } # stdout is the journal and the console
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+# result STATUS NAME START NOTE: one line of summary.tsv.
+result() {
+	# Checks run only with /run remounted dev are not counted: WPASS, WFAIL.
+	case "$2" in */run-dev) set -- "W$1" "${@:2}" ;; esac
+	printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(since "$3")" "${4:-}" >>"$R/summary.tsv"
+	say "RESULT $1 $2 ($(since "$3") s) ${4:-}"
+}
+
+# configure DRIVER: /etc/pier/config.toml with that cgroup driver ("" = auto).
+configure() {
+	mkdir -p /etc/pier
+	pierd config default | sed "s/^cgroup_driver = .*/cgroup_driver = \"$1\"/" >/etc/pier/config.toml
+}
+
+# restart_pier: restarts pier.service and waits until it answers.
+restart_pier() {
+	systemctl restart pier
+	local i
+	for i in $(seq 60); do
+		crictl version >/dev/null 2>&1 && return 0
+		sleep 1
+	done
+	return 1
+}
+
+install_pier() {
+	install -m 0755 $E/bin/pierd $E/bin/pier-shim $E/bin/pier-shim-monitor $E/bin/crictl /usr/local/bin/
+	install -D -m 0644 $E/deploy/pier.service /etc/systemd/system/pier.service
+	install -D -m 0644 $E/deploy/cni/10-pier.conflist /etc/cni/net.d/10-pier.conflist
+	configure ""
+	systemctl daemon-reload
+	systemctl enable pier.service
+}
+
+start_registry() {
+	[ -s /run/e2e-registry ] && return 0
+	rm -f /run/e2e-registry
+	systemd-run --unit=e2e-registry --collect $E/bin/registry -addr-file /run/e2e-registry >/dev/null
+	local i
+	for i in $(seq 120); do
+		[ -s /run/e2e-registry ] && break
+		sleep 0.5
+	done
+	REG=$(cat /run/e2e-registry 2>/dev/null)
+	[ -n "$REG" ]
+}
+
+# podjson NAME UID DRIVER [PIDMODE]: a pod config like kubelet's (its cgroup
+# parent in the driver's form, a BestEffort pod, the pod network, a PID
+# namespace per container unless PIDMODE is 0, shared by the pod).
+podjson() {
+	local parent
+	if [ "$3" = systemd ]; then
+		parent="kubepods-besteffort-pod${2//-/_}.slice"
+	else
+		parent="/kubepods/besteffort/pod$2"
+	fi
+	cat <<J
+{"metadata": {"name": "$1", "namespace": "e2e", "uid": "$2", "attempt": 0},
+ "hostname": "$1", "log_directory": "/var/log/pods/e2e_$1_$2",
+ "linux": {"cgroup_parent": "$parent", "security_context": {"namespace_options": {"network": 0, "pid": ${4:-1}}}}}
+J
+}
+
+ctrjson() {
+	cat <<J
+{"metadata": {"name": "$1"}, "image": {"image": "$REG/e2e/busybox:latest"},
+ "command": ["sh", "-c", "echo hello from $1; exec sleep 3600"], "log_path": "$1.log", "linux": {}}
+J
+}
+
+# runpod NAME DRIVER HANDLER DIR LOG [PIDMODE]: pulls, runs a pod with one
+# container and starts it; sets POD and CTR. Each step's output goes to LOG.
+runpod() {
+	local name=$1 drv=$2 h=$3 d=$4 log=$5 uid
+	uid=$(cat /proc/sys/kernel/random/uuid)
+	podjson "$name" "$uid" "$drv" "${6:-1}" >"$d/pod.json"
+	ctrjson "$name" >"$d/ctr.json"
+	POD="" CTR="" STEP=pull
+	{ echo "+ crictl pull"; crictl pull "$REG/e2e/busybox:latest"; } >>"$log" 2>&1 || return 1
+	STEP=runp
+	echo "+ crictl runp --runtime $h" >>"$log"
+	POD=$(crictl runp --runtime "$h" "$d/pod.json" 2>>"$log") || return 1
+	STEP=create
+	echo "+ crictl create" >>"$log"
+	CTR=$(crictl create "$POD" "$d/ctr.json" "$d/pod.json" 2>>"$log") || return 1
+	STEP=start
+	{ echo "+ crictl start"; crictl start "$CTR"; } >>"$log" 2>&1 || return 1
+}
+
+# smoke DRIVER HANDLER [TAG]: the smoke test of one driver and handler.
+smoke() {
+	local drv=$1 h=$2 tag=${3:-} name="smoke/$1/$2${3:+/$3}" t d log out pid cg want
+	t=$(now)
+	d=$(mktemp -d)
+	log="$R/${name//\//-}.log"
+	: >"$log"
+	if ! runpod "smoke-$h" "$drv" "$h" "$d" "$log"; then
+		result FAIL "$name" "$t" "$STEP failed: $(tail -n 1 "$log" | cut -c1-300)"
+		cleanup_pods
+		return
+	fi
+	STEP=exec
+	out=$(crictl exec -s "$CTR" cat /proc/self/cgroup 2>>"$log")
+	echo "+ crictl exec: $out" >>"$log"
+	if [ -z "$out" ]; then
+		result FAIL "$name" "$t" "exec failed: $(tail -n 1 "$log")"
+		cleanup_pods
+		return
+	fi
+	crictl logs "$CTR" >>"$log" 2>&1
+	if ! crictl logs "$CTR" 2>&1 | grep -q "hello from smoke-$h"; then
+		result FAIL "$name" "$t" "container log lacks its line"
+		cleanup_pods
+		return
+	fi
+	# The container's process: the one whose cgroup names the container.
+	pid=$(grep -l "$CTR" /proc/[0-9]*/cgroup 2>/dev/null | head -n 1 | cut -d/ -f3)
+	cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup" 2>/dev/null)
+	echo "+ container pid $pid cgroup $cg" >>"$log"
+	{ echo "+ systemctl status of the container's cgroup"; systemctl status --no-pager "$pid" 2>&1 | head -n 5; } >>"$log"
+	for step in "stop $CTR" "rm $CTR" "stopp $POD" "rmp $POD"; do
+		STEP=${step%% *}
+		# shellcheck disable=SC2086
+		if ! { echo "+ crictl $step"; crictl $step; } >>"$log" 2>&1; then
+			result FAIL "$name" "$t" "$STEP failed: $(tail -n 1 "$log")"
+			cleanup_pods
+			return
+		fi
+	done
+	result PASS "$name" "$t" "cgroup $cg"
+	# Where the container's cgroup is: with the systemd driver, a scope in
+	# the pod's slice under kubepods-besteffort.slice; with cgroupfs, a
+	# directory under /kubepods/besteffort/pod<uid>.
+	t=$(now)
+	if [ "$drv" = systemd ]; then
+		# (crun puts the process in a "container" cgroup inside the scope).
+		want='^/kubepods\.slice/kubepods-besteffort\.slice/kubepods-besteffort-pod[0-9a-f_]*\.slice/[a-z-]*-[0-9a-f]*\.scope(/container)?$'
+	else
+		want='^/kubepods/besteffort/pod[0-9a-f-]*/[0-9a-f]*$'
+	fi
+	if echo "$cg" | grep -Eq "$want"; then
+		result PASS "cgroup/$drv/$h${tag:+/$tag}" "$t" "$cg"
+	else
+		result FAIL "cgroup/$drv/$h${tag:+/$tag}" "$t" "container in $cg, want $want"
+	fi
+}
+
+cleanup_pods() {
+	local p
+	for p in $(crictl pods -q 2>/dev/null); do
+		crictl stopp "$p" >/dev/null 2>&1
+		crictl rmp -f "$p" >/dev/null 2>&1
+	done
+}
+
+# status DRIVER: what pier's Status says.
+status() {
+	local t
+	t=$(now)
+	crictl info >"$R/info-$1.json"
+	result INFO "status/$1" "$t" "$(jq -c '([.status.conditions[] | {(.type): .status}] | add) + (with_entries(select(.key | startswith("handler."))) | map_values(.[0:40]))' "$R/info-$1.json")"
+}
+
+# testbins DRIVER: each test binary in /e2e/bin (NAME.test, of the package
+# whose files are in /e2e/src/NAME) with pier's systemd unit stopped: the
+# tests start their own pierd (PIER_CGROUP_DRIVER names the driver), and
+# kubelet owns its runtime. Their `go build` and `cc` of pier's binaries get
+# the host's (vm/prebuilt); PIER_KUBELET is the kubelet.
+testbins() {
+	local drv=$1 b n t log rc pass fail src
+	for b in $E/bin/*.test; do
+		[ -x "$b" ] || continue
+		n=$(basename "$b" .test)
+		t=$(now)
+		log="$R/test-$n-$drv.log"
+		systemctl stop pier
+		cleanup_pods
+		# The package's files at their path on the host (run.sh).
+		src=$(cat "$E/src/$n/root")
+		mkdir -p "$src"
+		cp -a "$E/src/$n/tree/." "$src/"
+		say "running $n for $drv"
+		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_KUBELET=$E/bin/kubelet \
+			PATH=$E/fakebin:$E/bin:$PATH \
+			timeout 11m "$b" -test.v -test.timeout 10m $(cat "$E/bin/$n.args" 2>/dev/null)) >"$log" 2>&1
+		rc=$?
+		pass=$(grep -c -- '^ *--- PASS' "$log")
+		fail=$(grep -c -- '^ *--- FAIL' "$log")
+		grep -E -- '^ *--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv.cases"
+		while read -r _ st name dur; do
+			st=${st%:}
+			printf '%s\t%s\t%s\t%s\n' "$st" "test/$n/$drv/$name" "${dur//[()s]/}" "" >>"$R/cases.tsv"
+		done <"$R/test-$n-$drv.cases"
+		if [ $rc -eq 0 ]; then
+			result PASS "test/$n/$drv" "$t" "$pass passed, $fail failed"
+		else
+			result FAIL "test/$n/$drv" "$t" "exit $rc: $pass passed, $fail failed: $(grep -m1 -E -- '--- FAIL|^FAIL|panic|setup:' "$log" | cut -c1-200)"
+		fi
+	done
+}
+
+# snapshot FILE: what is running and who holds what, before a power-off.
+snapshot() {
+	{
+		echo "== systemd-cgls"; systemd-cgls --no-pager -l
+		echo "== systemctl status pier"; systemctl status --no-pager -l pier
+		echo "== ps"; ps -eo pid,ppid,pgid,stat,comm,args --forest
+		echo "== signal masks of pier-shim* and container processes"
+		for p in $(pgrep -f 'pier-shim|sleep 3600'); do
+			echo "-- $p $(cat /proc/$p/comm) cgroup $(sed -n 's/^0:://p' /proc/$p/cgroup)"
+			grep -E '^(NSpid|SigIgn|SigCgt|SigBlk)' /proc/$p/status
+		done
+		echo "== crictl pods / ps"; crictl pods; crictl ps -a
+		echo "== systemctl show pier (kill settings)"
+		systemctl show pier -p KillMode -p KillSignal -p TimeoutStopUSec -p SendSIGKILL -p FinalKillSignal -p ControlGroup
+		echo "== mounts under /run"; findmnt -R /run
+	} >"$1" 2>&1
+}
+
+# running_pods: pods with a running container, for the power-off: one with
+# a PID namespace per container (kubelet's default) and one sharing the pod's
+# (shareProcessNamespace); with /run remounted dev when pier cannot run one
+# otherwise (the nodev bug).
+running_pods() {
+	local d log=$R/poweroff-pods-$phase.log t drv note="/run as systemd mounts it"
+	t=$(now)
+	d=$(mktemp -d)
+	drv=$(sed -n 's/^cgroup_driver = "\(.*\)"/\1/p' /etc/pier/config.toml)
+	cleanup_pods
+	if ! runpod poweroff-ctr "${drv:-systemd}" runc "$d" "$log" 1; then
+		cleanup_pods
+		echo "+ retry with /run remounted dev" >>"$log"
+		mount -o remount,dev /run
+		restart_pier
+		note="only with /run remounted dev"
+		if ! runpod poweroff-ctr "${drv:-systemd}" runc "$d" "$log" 1; then
+			result FAIL "poweroff-pods/$phase" "$t" "no pod could be started: $STEP: $(tail -n 1 "$log")"
+			return 1
+		fi
+	fi
+	if ! runpod poweroff-shared "${drv:-systemd}" runc "$d" "$log" 0; then
+		result FAIL "poweroff-pods/$phase" "$t" "the shared-PID pod could not be started: $STEP: $(tail -n 1 "$log")"
+		return 1
+	fi
+	result INFO "poweroff-pods/$phase" "$t" "2 pods running ($note)"
+}
+
+poweroff_now() {
+	sync
+	say "POWEROFF $(date +%s.%N)"
+	systemctl --no-block poweroff
+	exit 0
+}
+
+# state_check: after a reboot, pier's records: containers exited, pods not
+# ready, nothing stale.
+state_check() {
+	local t=$(now) log=$R/state-$phase.log ok=1
+	journalctl -b -1 --no-pager -o short-monotonic >"$R/journal-before-$phase.log" 2>&1
+	restart_pier_wait
+	{
+		echo "== systemctl status pier"; systemctl status --no-pager -l pier
+		echo "== crictl pods"; crictl pods
+		echo "== crictl ps -a"; crictl ps -a
+		echo "== containers: state exitCode reason"
+		for c in $(crictl ps -aq); do crictl inspect -o go-template --template '{{.status.metadata.name}} {{.status.state}} {{.status.exitCode}} {{.status.reason}}' "$c"; done
+		echo "== /run/pier"; find /run/pier -maxdepth 2 2>&1 | head -50
+		echo "== CNI address leases"; ls -l /var/lib/cni/networks/* 2>&1
+		echo "== pier journal this boot"; journalctl -b -u pier --no-pager | tail -n 50
+	} >"$log" 2>&1
+	local pods ctrs
+	pods=$(crictl pods -o json | jq -r '.items[] | "\(.metadata.name)=\(.state)"' | tr '\n' ' ')
+	ctrs=$(crictl ps -a -o json | jq -r '.containers[] | "\(.metadata.name)=\(.state)"' | tr '\n' ' ')
+	echo "pods: $pods; containers: $ctrs" >>"$log"
+	if [ -z "$pods$ctrs" ]; then
+		result INFO "state/$phase" "$t" "no pods or containers reported"
+		return
+	fi
+	echo "$pods" | grep -q 'SANDBOX_READY' && ok=0
+	echo "$ctrs" | grep -Eq '=CONTAINER_(RUNNING|CREATED|UNKNOWN)' && ok=0
+	if [ $ok = 1 ]; then
+		result PASS "state/$phase" "$t" "pods: $pods; containers: $ctrs"
+	else
+		result FAIL "state/$phase" "$t" "want pods NOTREADY, containers EXITED; pods: $pods; containers: $ctrs"
+	fi
+}
+
+restart_pier_wait() {
+	local i
+	for i in $(seq 60); do
+		crictl version >/dev/null 2>&1 && return 0
+		sleep 1
+	done
+	return 1
+}
+
+say "phase $phase: up $(cut -d' ' -f1 /proc/uptime) s"
+printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n' "$SOCK" "$SOCK" >/etc/crictl.yaml
+case "$phase" in
+suite)
+	{
+		uname -a; cat /proc/cmdline; stat -fc %T /sys/fs/cgroup
+		cat /sys/fs/cgroup/cgroup.controllers; runc --version; crun --version | head -n 1
+		findmnt /run
+	} >"$R/node.txt" 2>&1
+	install_pier
+	if ! start_registry; then
+		result FAIL registry "$(now)" "the image registry did not start: $(journalctl -u e2e-registry --no-pager | tail -n 3)"
+	fi
+	for drv in systemd cgroupfs; do
+		configure "$drv"
+		t=$(now)
+		if ! restart_pier; then
+			result FAIL "pierd/$drv" "$t" "pier.service did not answer: $(journalctl -u pier --no-pager | tail -n 3)"
+			continue
+		fi
+		status "$drv"
+		for h in runc crun; do
+			smoke "$drv" "$h"
+		done
+		journalctl -u pier --no-pager -b >"$R/pier-journal-$drv.log"
+		cleanup_pods
+	done
+	# No usable handler: Status must say RuntimeReady=false, with a reason.
+	t=$(now)
+	configure ""
+	sed -i 's#^path = "\(runc\|crun\)"#path = "/bin/false"#' /etc/pier/config.toml
+	if restart_pier; then
+		ready=$(crictl info | jq -c '.status.conditions[] | select(.type == "RuntimeReady")')
+		case "$ready" in
+		*'"status":false'*) result PASS status/no-handler "$t" "$ready" ;;
+		*) result FAIL status/no-handler "$t" "handlers are /bin/false, yet $ready" ;;
+		esac
+	else
+		result FAIL status/no-handler "$t" "pier.service did not answer with unusable handlers"
+	fi
+	# The same with /run remounted dev (the known nodev bug worked around),
+	# to see what comes after it. Not counted.
+	if grep -q '^FAIL	smoke/' "$R/summary.tsv"; then
+		mount -o remount,dev /run
+		for drv in systemd cgroupfs; do
+			configure "$drv"
+			restart_pier || continue
+			for h in runc crun; do
+				smoke "$drv" "$h" run-dev
+			done
+			cleanup_pods
+		done
+		journalctl -u pier --no-pager -b >"$R/pier-journal-run-dev.log"
+		mount -o remount,nodev /run
+	fi
+	for drv in systemd cgroupfs; do
+		configure "$drv"
+		testbins "$drv"
+	done
+	# Power off with a pod running, as a new user would: default config.
+	configure ""
+	restart_pier
+	running_pods
+	snapshot "$R/poweroff-before-$phase.txt"
+	poweroff_now
+	;;
+reboot)
+	# The same power-off with the cgroupfs driver.
+	state_check
+	configure cgroupfs
+	start_registry
+	restart_pier
+	running_pods
+	snapshot "$R/poweroff-before-$phase.txt"
+	poweroff_now
+	;;
+proposed)
+	# The power-off with the proposed unit, default (systemd) driver.
+	state_check
+	configure ""
+	if [ -d $E/proposed ]; then
+		cp -a $E/proposed/. /etc/systemd/system/
+		systemctl daemon-reload
+		find $E/proposed -type f -printf '%P\n' >"$R/proposed-files.txt"
+		start_registry
+		restart_pier
+		running_pods
+		snapshot "$R/poweroff-before-$phase.txt"
+	fi
+	poweroff_now
+	;;
+final)
+	state_check
+	poweroff_now
+	;;
+*)
+	say "unknown phase '$phase'"
+	poweroff_now
+	;;
+esac
