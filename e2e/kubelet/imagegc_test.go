@@ -23,7 +23,7 @@ import (
 // that a kubelet restart leaves running pods alone) and waits for the
 // collection, beside TestKubelet.
 func TestImageGC(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	n := startNode(t, nodeOptions{pierConfig: fmt.Sprintf("[image]\npinned_images = [%q]\n", reg.Ref(gcPinnedImg))})
 	user := ctr("user", idle)
 	user.Image = reg.Ref(gcUsedImg)

@@ -23,7 +23,7 @@ import (
 // The checks run in order; the pods run side by side (and beside
 // TestImageGC's node).
 func TestKubelet(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	start := time.Now()
 	n := startNode(t, nodeOptions{kubelet: map[string]any{
 		// Small enough that the chatty pod's log is rotated several times.
@@ -354,6 +354,18 @@ func cgroupDir(t *testing.T, pid int, controller string) string {
 	return ""
 }
 
+// containerCgroup is the container's own cgroup of a cgroup directory of
+// its process: the one named after the container id (the process may sit in
+// a cgroup below it, as crun's does with systemd).
+func containerCgroup(dir, id string) string {
+	parts := strings.Split(dir, "/")
+	i := slices.IndexFunc(parts, func(p string) bool { return strings.Contains(p, id) })
+	if i < 0 {
+		return dir
+	}
+	return strings.Join(parts[:i+1], "/")
+}
+
 // cgroupMountsByController maps each v1 controller to its hierarchy's
 // mount point, and "" to the v2 mount point.
 func cgroupMountsByController(t *testing.T) map[string]string {
@@ -403,7 +415,7 @@ func checkResources(t *testing.T, n *node) {
 	}
 	pid := pids[0]
 	want := func(controller string, files map[string][]string) {
-		dir := cgroupDir(t, pid, controller)
+		dir := containerCgroup(cgroupDir(t, pid, controller), id)
 		if dir == "" {
 			t.Errorf("the container's process %d is in no %s cgroup", pid, controller)
 			return
@@ -430,12 +442,12 @@ func checkResources(t *testing.T, n *node) {
 	}
 	want("memory", map[string][]string{memLimit: {"67108864"}})
 	// kubelet's own pod cgroup, the container cgroup's parent.
-	if dir := cgroupDir(t, pid, "memory"); dir != "" {
+	if dir := containerCgroup(cgroupDir(t, pid, "memory"), id); dir != "" {
 		if got := cgroupValue(filepath.Dir(dir), memLimit); got != "67108864" {
 			t.Errorf("kubelet's pod cgroup %s has %s %q, want 67108864", filepath.Dir(dir), memLimit, got)
 		}
 	}
-	if hugetlb := cgroupDir(t, pid, "hugetlb"); hugetlb != "" {
+	if hugetlb := containerCgroup(cgroupDir(t, pid, "hugetlb"), id); hugetlb != "" {
 		file := "hugetlb.2MB.limit_in_bytes"
 		if !v1 || strings.HasPrefix(hugetlb, mounts[""]+"/") {
 			file = "hugetlb.2MB.max"

@@ -68,6 +68,11 @@ const nodeName = "pier-e2e-node"
 // and the pods' cgroups are made below them, and removed with them.
 const cgroupRoot = "/pier-e2e-kubelet"
 
+// cgroupDriver is the cgroup driver pierd is configured with (and kubelet
+// takes from it): $PIER_CGROUP_DRIVER, systemd or cgroupfs; pier's choice
+// for the node when unset.
+var cgroupDriver = os.Getenv("PIER_CGROUP_DRIVER")
+
 // hugepagesWanted is how many 2 MiB huge pages TestMain reserves.
 const hugepagesWanted = 8
 
@@ -269,7 +274,11 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 			t.Fatal(err)
 		}
 	}
-	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierdBin, Dir: pdir, Config: opts.pierConfig + "\n" + network.Config()})
+	config := ""
+	if cgroupDriver != "" {
+		config = fmt.Sprintf("cgroup_driver = %q\n", cgroupDriver) // top-level keys before the tables
+	}
+	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierdBin, Dir: pdir, Config: config + opts.pierConfig + "\n" + network.Config()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +289,8 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 	t.Cleanup(func() { n.teardown(t) })
 	n.kubelet, err = testenv.StartKubelet(testenv.KubeletOptions{
 		Binary: kubeletBin, Dir: kdir, Endpoint: p.Endpoint(), NodeName: nodeName,
-		CgroupRoot: cgroupRoot + "/" + strings.ReplaceAll(t.Name(), "/", "_"), Config: opts.kubelet,
+		CgroupRoot: cgroupRoot + "/" + strings.ReplaceAll(t.Name(), "/", "_"), SystemdCgroups: systemdCgroups(t, p),
+		Config: opts.kubelet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +331,27 @@ func (n *node) close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// systemdCgroups reports whether pierd tells kubelet to use the systemd
+// cgroup driver.
+func systemdCgroups(t *testing.T, p *testenv.Pierd) bool {
+	t.Helper()
+	resp, err := p.Runtime.RuntimeConfig(ctx(t), &runtimeapi.RuntimeConfigRequest{})
+	if err != nil {
+		t.Fatalf("RuntimeConfig: %v", err)
+	}
+	return resp.GetLinux().GetCgroupDriver() == runtimeapi.CgroupDriver_SYSTEMD
+}
+
+// parallel runs the test beside the others, except with systemd cgroups,
+// where every kubelet uses kubepods.slice: a kubelet removes the pod
+// cgroups it does not know.
+func parallel(t *testing.T) {
+	_, err := os.Stat("/run/systemd/system") // systemd is init (sd_booted)
+	if cgroupDriver == "cgroupfs" || cgroupDriver == "" && err != nil {
+		t.Parallel()
+	}
 }
 
 func (n *node) teardown(t *testing.T) {
@@ -572,7 +603,8 @@ func containerPids(id string) ([]int, error) {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasSuffix(line, "/"+id) {
+			// .../<id>, .../pier-<id>.scope, .../<scope>/container (crun)
+			if strings.Contains(line, id) {
 				in[pid] = true
 				pids = append(pids, pid)
 				break

@@ -77,6 +77,10 @@ type KubeletOptions struct {
 	Endpoint   string // the CRI endpoint (runtime and image service)
 	NodeName   string // --hostname-override
 	CgroupRoot string // cgroupRoot, e.g. "/pier-e2e-kubelet"; made in every hierarchy
+	// SystemdCgroups says the runtime uses the systemd cgroup driver (which
+	// kubelet takes from it): CgroupRoot is then "/", and the pods' slices
+	// are under kubepods.slice.
+	SystemdCgroups bool
 	// Config is merged over the KubeletConfiguration the suite uses (top-level
 	// keys replace the defaults').
 	Config map[string]any
@@ -170,6 +174,9 @@ func StartKubelet(opts KubeletOptions) (*Kubelet, error) {
 // Start (re)starts kubelet on the same directory, with the configuration in
 // the options (SetConfig changes it).
 func (k *Kubelet) Start() error {
+	if k.opts.SystemdCgroups {
+		k.opts.CgroupRoot = "/"
+	}
 	if err := makeCgroupRoot(k.opts.CgroupRoot); err != nil {
 		return err
 	}
@@ -302,8 +309,8 @@ func (k *Kubelet) Stop() error {
 
 // Cleanup removes what this kubelet leaves on the host once it and the
 // pods' runtime are stopped: the cgroups under CgroupRoot in every
-// hierarchy, mounts under Dir and the links it made in /var/log/containers
-// (SaveKubeletHost undoes the rest).
+// hierarchy (kubepods.slice with systemd cgroups), mounts under Dir and the
+// links it made in /var/log/containers (SaveKubeletHost undoes the rest).
 func (k *Kubelet) Cleanup() error {
 	var errs []error
 	if err := k.Stop(); err != nil {
@@ -312,7 +319,13 @@ func (k *Kubelet) Cleanup() error {
 	if err := UnmountUnder(k.Dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := RemoveCgroupTree(k.opts.CgroupRoot); err != nil {
+	if k.opts.SystemdCgroups {
+		// kubelet's slices are systemd units: stopping kubepods.slice stops
+		// and removes them all.
+		if out, err := exec.Command("systemctl", "stop", "kubepods.slice").CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("systemctl stop kubepods.slice: %v: %s", err, out))
+		}
+	} else if err := RemoveCgroupTree(k.opts.CgroupRoot); err != nil {
 		errs = append(errs, err)
 	}
 	links, _ := filepath.Glob("/var/log/containers/*")
