@@ -161,6 +161,7 @@ func setup(m *testing.M) (int, error) {
 		closeAllNodes()
 		network.Close()
 		restore()
+		os.RemoveAll(dir)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
