@@ -27,6 +27,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/e2e/testenv"
+	"github.com/pier-runtime/pier/internal/hostlock"
 )
 
 // variant is one critest run.
@@ -93,7 +94,13 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(dir)
 	// critest's pods join a network of their own: pier's shipped conflist
-	// on a bridge and IPAM directory that the run removes afterwards.
+	// on a bridge and IPAM directory that the run removes afterwards. The
+	// test packages that check the host's network wait meanwhile.
+	unlock, err := hostlock.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "piercrit0", "10.98.0.0/16")
 	if err != nil {
 		return err
