@@ -53,6 +53,8 @@ func TestContainerPaths(t *testing.T) {
 		{fs, "", "/pier/c1", "/pier/c1"},
 		{sd, "kubepods-burstable-pod1.slice", "kubepods-burstable-pod1.slice:pier:c1", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/pier-c1.scope"},
 		{sd, "", "pier.slice:pier:c1", "/pier.slice/pier-c1.scope"},
+		// kubelet sends a systemd parent as the slice's path.
+		{sd, "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", "kubepods-burstable-pod1.slice:pier:c1", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/pier-c1.scope"},
 	} {
 		p := tc.n.Container(tc.parent, "c1")
 		if p.Runtime != tc.runtime || p.Dir != tc.dir {
@@ -77,6 +79,10 @@ func TestCheckParent(t *testing.T) {
 		{sd, "", true},
 		{sd, "kubepods-pod1.slice", true},
 		{sd, "/kubepods/pod1", false},
+		{sd, "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice", true},
+		{sd, "kubepods.slice/kubepods-pod1.slice", false},
+		{sd, "/kubepods.slice/../kubepods-pod1.slice", false},
+		{sd, "/kubepods.slice/", false},
 		{sd, "kubepods", false},
 		{sd, "a/../b.slice", false},
 	} {

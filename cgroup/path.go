@@ -31,16 +31,21 @@ func (n *Node) DefaultParent() string {
 }
 
 // CheckParent checks that a pod's cgroup parent has the driver's form: an
-// absolute path for cgroupfs, a slice name for systemd (as kubelet sends
-// them, e.g. /kubepods/burstable/pod<uid> and
-// kubepods-burstable-pod<uid>.slice).
+// absolute path for cgroupfs (as kubelet sends it:
+// /kubepods/burstable/pod<uid>), a slice for systemd, by name or by its
+// path (kubelet sends the path:
+// /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice;
+// systemd places a slice by its name alone).
 func (n *Node) CheckParent(parent string) error {
 	if parent == "" {
 		return nil
 	}
 	if n.Driver == Systemd {
-		if _, err := ExpandSlice(parent); err != nil {
-			return fmt.Errorf("%w: cgroup parent %q: the systemd cgroup driver wants a slice name such as kubepods-pod1234.slice: %v", ErrInvalid, parent, err)
+		if strings.Contains(parent, "/") && (!strings.HasPrefix(parent, "/") || path.Clean(parent) != parent) {
+			return fmt.Errorf("%w: cgroup parent %q: the systemd cgroup driver wants a slice, by name (kubepods-pod1234.slice) or by path (/kubepods.slice/kubepods-pod1234.slice)", ErrInvalid, parent)
+		}
+		if _, err := ExpandSlice(path.Base(parent)); err != nil {
+			return fmt.Errorf("%w: cgroup parent %q: the systemd cgroup driver wants a slice, by name (kubepods-pod1234.slice) or by path (/kubepods.slice/kubepods-pod1234.slice): %v", ErrInvalid, parent, err)
 		}
 		return nil
 	}
@@ -57,8 +62,9 @@ func (n *Node) Container(parent, id string) Paths {
 		parent = n.DefaultParent()
 	}
 	if n.Driver == Systemd {
-		dir, _ := ExpandSlice(parent)
-		return Paths{Runtime: parent + ":" + scopePrefix + ":" + id, Dir: path.Join(dir, scopePrefix+"-"+id+".scope")}
+		slice := path.Base(parent)
+		dir, _ := ExpandSlice(slice)
+		return Paths{Runtime: slice + ":" + scopePrefix + ":" + id, Dir: path.Join(dir, scopePrefix+"-"+id+".scope")}
 	}
 	p := path.Join(parent, id)
 	return Paths{Runtime: p, Dir: p}

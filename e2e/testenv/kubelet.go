@@ -489,7 +489,9 @@ func unescapeMount(s string) string {
 }
 
 // makeCgroupRoot makes root in every cgroup hierarchy: kubelet refuses a
-// cgroupRoot that does not exist.
+// cgroupRoot that does not exist. On cgroup v2 it also enables every
+// controller of the hierarchy down to root: kubelet refuses a cgroupRoot
+// that lacks one (on a unified host, the root's are systemd's already).
 func makeCgroupRoot(root string) error {
 	if root == "" || root == "/" {
 		return nil
@@ -501,6 +503,22 @@ func makeCgroupRoot(root string) error {
 	for _, m := range mounts {
 		if err := os.MkdirAll(filepath.Join(m, root), 0o755); err != nil {
 			return err
+		}
+		if _, err := os.Stat(filepath.Join(m, "cgroup.controllers")); err != nil || len(mounts) > 1 {
+			continue // a v1 hierarchy, or a hybrid host's v2 one, which kubelet does not use
+		}
+		dir := m
+		for _, part := range append([]string{""}, strings.Split(strings.Trim(root, "/"), "/")...) {
+			dir = filepath.Join(dir, part)
+			b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+			if err != nil {
+				return err
+			}
+			for _, c := range strings.Fields(string(b)) {
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0o644); err != nil {
+					return fmt.Errorf("enable the %s controller below %s: %w", c, dir, err)
+				}
+			}
 		}
 	}
 	return nil
