@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -72,6 +73,12 @@ static const char *id, *dir, *sock_path, *log_path, *oom_file, *helper, *rt_name
 static int rt_systemd_cgroup; /* the runtime's --systemd-cgroup, as package oci passes it */
 static int init_pid, tty, stdin_once, pty_stdin;
 static long oom_base = -1;
+/* oom_seen is the OOM kill count last read while the container ran: with
+ * the systemd driver, systemd removes the container's scope, memory.events
+ * and all, as soon as its last process is gone, often before the init is
+ * reaped. oom_watch (inotify on the file) reads it as each kill happens. */
+static long oom_seen = -1;
+static int oom_watch = -1;
 static struct timespec created_at, started_at;
 
 static int ep, sigfd, listen_fd = -1, log_fd = -1, stdin_fd = -1;
@@ -118,7 +125,7 @@ struct conn {
 static struct conn *conns;
 
 /* epoll tags: an fd's kind, packed with a pointer for connections. */
-enum { T_SIG = 1, T_LISTEN, T_OUT0, T_OUT1 };
+enum { T_SIG = 1, T_LISTEN, T_OUT0, T_OUT1, T_OOM };
 
 /* ---- small helpers ---- */
 
@@ -787,6 +794,13 @@ static long read_oom_kills(void) {
 	return n;
 }
 
+/* note_oom_kills records the count of OOM kills as it is now. */
+static void note_oom_kills(void) {
+	long k = read_oom_kills();
+	if (k > oom_seen)
+		oom_seen = k;
+}
+
 static void continue_delete(struct conn *c);
 
 /* reap reaps every child that has exited; the init's exit starts the
@@ -809,8 +823,8 @@ static void reap(void) {
 		} else {
 			exit_code = WEXITSTATUS(ws);
 		}
-		long k = read_oom_kills();
-		oom_killed = k > 0 && k > oom_base;
+		note_oom_kills();
+		oom_killed = oom_seen > 0 && oom_seen > oom_base;
 		drain_deadline = after(LOG_DRAIN_MS);
 	}
 }
@@ -1342,6 +1356,16 @@ int main(int argc, char **argv) {
 		oev.data.u64 = T_OUT0 + i;
 		epoll_ctl(ep, EPOLL_CTL_ADD, outs[i].fd, &oev);
 	}
+	/* memory.events (cgroup v2) notifies a change; memory.oom_control (v1)
+	 * never does, and stays until the runtime's delete. */
+	if (*oom_file && (oom_watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) >= 0) {
+		struct epoll_event oev = {.events = EPOLLIN};
+		oev.data.u64 = T_OOM;
+		if (inotify_add_watch(oom_watch, oom_file, IN_MODIFY) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, oom_watch, &oev) < 0) {
+			close(oom_watch);
+			oom_watch = -1;
+		}
+	}
 	/* The init may have ended before the exec. */
 	reap();
 
@@ -1374,6 +1398,11 @@ int main(int argc, char **argv) {
 					if (si.ssi_signo == SIGTERM)
 						on_term();
 				reap();
+			} else if (tag == T_OOM) {
+				char ib[4096];
+				while (read(oom_watch, ib, sizeof ib) > 0)
+					;
+				note_oom_kills();
 			} else if (tag == T_LISTEN) {
 				if (!deleted)
 					on_accept();

@@ -26,9 +26,11 @@ func TestKubelet(t *testing.T) {
 	parallel(t)
 	start := time.Now()
 	n := startNode(t, nodeOptions{kubelet: map[string]any{
-		// Small enough that the chatty pod's log is rotated several times.
+		// Small enough that the chatty pod's log is rotated several times;
+		// enough files that kubelet never removes one (the log, about
+		// 210 KB, fills at most 21 of 10 KiB, however slowly it comes).
 		"containerLogMaxSize":         "10Ki",
-		"containerLogMaxFiles":        10,
+		"containerLogMaxFiles":        30,
 		"containerLogMonitorInterval": "3s",
 	}})
 	hostFile := filepath.Join(t.TempDir(), "hostfile.txt")

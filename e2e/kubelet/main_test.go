@@ -73,6 +73,10 @@ const cgroupRoot = "/pier-e2e-kubelet"
 // for the node when unset.
 var cgroupDriver = os.Getenv("PIER_CGROUP_DRIVER")
 
+// runtimeHandler is pierd's default runtime handler, which kubelet's pods
+// get: $PIER_RUNTIME (runc, crun), pier's default when unset.
+var runtimeHandler = os.Getenv("PIER_RUNTIME")
+
 // hugepagesWanted is how many 2 MiB huge pages TestMain reserves.
 const hugepagesWanted = 8
 
@@ -275,9 +279,12 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 			t.Fatal(err)
 		}
 	}
-	config := ""
+	config := "" // top-level keys before the tables
 	if cgroupDriver != "" {
-		config = fmt.Sprintf("cgroup_driver = %q\n", cgroupDriver) // top-level keys before the tables
+		config += fmt.Sprintf("cgroup_driver = %q\n", cgroupDriver)
+	}
+	if runtimeHandler != "" {
+		config += fmt.Sprintf("default_runtime = %q\n", runtimeHandler)
 	}
 	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierdBin, Dir: pdir, Config: config + opts.pierConfig + "\n" + network.Config()})
 	if err != nil {

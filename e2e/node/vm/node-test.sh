@@ -189,40 +189,42 @@ status() {
 	result INFO "status/$1" "$t" "$(jq -c '([.status.conditions[] | {(.type): .status}] | add) + (with_entries(select(.key | startswith("handler."))) | map_values(.[0:40]))' "$R/info-$1.json")"
 }
 
-# testbins DRIVER: each test binary in /e2e/bin (NAME.test, of the package
-# whose files are in /e2e/src/NAME) with pier's systemd unit stopped: the
-# tests start their own pierd (PIER_CGROUP_DRIVER names the driver), and
-# kubelet owns its runtime. Their `go build` and `cc` of pier's binaries get
-# the host's (vm/prebuilt); PIER_KUBELET is the kubelet.
+# testbins DRIVER RUNTIME [ARGS...]: each test binary in /e2e/bin (NAME.test,
+# of the package whose files are in /e2e/src/NAME) with pier's systemd unit
+# stopped: the tests start their own pierd (PIER_CGROUP_DRIVER names the
+# driver, PIER_RUNTIME the default runtime handler), and kubelet owns its
+# runtime. Their `go build` and `cc` of pier's binaries get the host's
+# (vm/prebuilt); PIER_KUBELET is the kubelet. ARGS go to the test binary.
 testbins() {
-	local drv=$1 b n t log rc pass fail src
+	local drv=$1 rt=$2 b n t log rc pass fail src
+	shift 2
 	for b in $E/bin/*.test; do
 		[ -x "$b" ] || continue
 		n=$(basename "$b" .test)
 		t=$(now)
-		log="$R/test-$n-$drv.log"
+		log="$R/test-$n-$drv-$rt.log"
 		systemctl stop pier
 		cleanup_pods
 		# The package's files at their path on the host (run.sh).
 		src=$(cat "$E/src/$n/root")
 		mkdir -p "$src"
 		cp -a "$E/src/$n/tree/." "$src/"
-		say "running $n for $drv"
-		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_KUBELET=$E/bin/kubelet \
+		say "running $n for $drv and $rt"
+		(cd "$src/e2e/$n" && env PIER_CGROUP_DRIVER="$drv" PIER_RUNTIME="$rt" PIER_KUBELET=$E/bin/kubelet \
 			PATH=$E/fakebin:$E/bin:$PATH \
-			timeout 11m "$b" -test.v -test.timeout 10m $(cat "$E/bin/$n.args" 2>/dev/null)) >"$log" 2>&1
+			timeout 11m "$b" -test.v -test.timeout 10m $(cat "$E/bin/$n.args" 2>/dev/null) "$@") >"$log" 2>&1
 		rc=$?
 		pass=$(grep -c -- '^ *--- PASS' "$log")
 		fail=$(grep -c -- '^ *--- FAIL' "$log")
-		grep -E -- '^ *--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv.cases"
+		grep -E -- '^ *--- (PASS|FAIL|SKIP)' "$log" | sed 's/^ *//' >"$R/test-$n-$drv-$rt.cases"
 		while read -r _ st name dur; do
 			st=${st%:}
-			printf '%s\t%s\t%s\t%s\n' "$st" "test/$n/$drv/$name" "${dur//[()s]/}" "" >>"$R/cases.tsv"
-		done <"$R/test-$n-$drv.cases"
+			printf '%s\t%s\t%s\t%s\n' "$st" "test/$n/$drv/$rt/$name" "${dur//[()s]/}" "" >>"$R/cases.tsv"
+		done <"$R/test-$n-$drv-$rt.cases"
 		if [ $rc -eq 0 ]; then
-			result PASS "test/$n/$drv" "$t" "$pass passed, $fail failed"
+			result PASS "test/$n/$drv/$rt" "$t" "$pass passed, $fail failed"
 		else
-			result FAIL "test/$n/$drv" "$t" "exit $rc: $pass passed, $fail failed: $(grep -m1 -E -- '--- FAIL|^FAIL|panic|setup:' "$log" | cut -c1-200)"
+			result FAIL "test/$n/$drv/$rt" "$t" "exit $rc: $pass passed, $fail failed: $(grep -m1 -E -- '--- FAIL|^FAIL|panic|setup:' "$log" | cut -c1-200)"
 		fi
 	done
 }
@@ -379,7 +381,10 @@ suite)
 	fi
 	for drv in systemd cgroupfs; do
 		configure "$drv"
-		testbins "$drv"
+		testbins "$drv" runc
+		# crun too; image garbage collection (five minutes of kubelet's
+		# period) does not depend on the handler.
+		testbins "$drv" crun -test.skip TestImageGC
 	done
 	# Power off with a pod running, as a new user would: default config.
 	configure ""
