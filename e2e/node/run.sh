@@ -20,9 +20,6 @@
 #                         binaries run in the VM, once per cgroup driver
 #                         (default ./e2e/kubelet when it exists)
 #   PIER_E2E_KVM=1        use KVM instead of TCG (nested KVM may hang)
-#   PIER_E2E_PROPOSED=dir  unit files (pier.service, drop-ins) to install in
-#                         /etc/systemd/system for the third power-off
-#                         (default e2e/node/proposed)
 #   PIER_E2E_KEEP=1       keep the temporary directory (serial logs, disks)
 #   PIER_E2E_POWEROFF_MAX=10  seconds a power-off with pods running may take
 # Runs as root; expects bin/ built (make build) and crictl installed.
@@ -100,8 +97,6 @@ cp "$crictl" "$run/bin/crictl"
 cp deploy/pier.service "$run/deploy/"
 cp deploy/cni/10-pier.conflist "$run/deploy/cni/"
 cp "$here/vm/node-test.sh" "$run/"
-proposed=${PIER_E2E_PROPOSED:-$here/proposed}
-[ -d "$proposed" ] && cp -a "$proposed" "$run/proposed"
 mkdir -p "$run/fakebin"
 cp "$here/vm/prebuilt" "$run/fakebin/prebuilt"
 ln -s prebuilt "$run/fakebin/go"
@@ -223,9 +218,8 @@ boot() {
 
 POWEROFF_MAX=${PIER_E2E_POWEROFF_MAX:-10}
 : >"$tmp/host.tsv"
-boot suite 1500
+boot suite 2400
 boot reboot 400
-boot proposed 400
 boot final 400
 
 # Results out of the run disk.
@@ -247,7 +241,7 @@ pass=$(grep -c '^PASS' "$out/summary.tsv" || true)
 fail=$(grep -c '^FAIL' "$out/summary.tsv" || true)
 if [ -s "$out/cases.tsv" ]; then
 	echo "== test cases (top level) per package and driver"
-	grep -v $'\t[^\t]*/[^\t]*/[^\t]*/[^\t]*/' "$out/cases.tsv" |
+	grep -v $'\t[^\t]*/[^\t]*/[^\t]*/[^\t]*/[^\t]*/' "$out/cases.tsv" |
 		awk -F'\t' '{ printf "%-6s %-60s %8s\n", $1, $2, $3 }'
 	echo "== cases: $(grep -c '^PASS' "$out/cases.tsv" || true) passed, $(grep -c '^FAIL' "$out/cases.tsv" || true) failed (subtests included)"
 fi

@@ -4,13 +4,12 @@
 # line's pier.e2e= names the phase:
 #   suite   install pier as a node would (systemd unit, /etc/pier), run the
 #           smoke test for each cgroup driver and runtime handler, then each
-#           test binary in /e2e/bin/*.test for each driver; then start a pod
+#           test binary in /e2e/bin/*.test for each driver and handler
+#           (crun without image garbage collection); then start a pod
 #           and power off (the host times the power-off)
 #   reboot  check pier's state after the power-off (containers exited, pods
 #           not ready), keep the previous boot's journal, and power off the
 #           same way with the cgroupfs driver
-#   proposed  check again; install /e2e/proposed/* (unit files, drop-ins) in
-#           /etc/systemd/system, start pods and power off again
 #   final   check pier's state again and power off
 # Results go to /e2e/results: summary.tsv (status, name, seconds, note) and a
 # log per check. Lines starting "PIER-E2E" on the console are for the host.
@@ -401,21 +400,6 @@ reboot)
 	restart_pier
 	running_pods
 	snapshot "$R/poweroff-before-$phase.txt"
-	poweroff_now
-	;;
-proposed)
-	# The power-off with the proposed unit, default (systemd) driver.
-	state_check
-	configure ""
-	if [ -d $E/proposed ]; then
-		cp -a $E/proposed/. /etc/systemd/system/
-		systemctl daemon-reload
-		find $E/proposed -type f -printf '%P\n' >"$R/proposed-files.txt"
-		start_registry
-		restart_pier
-		running_pods
-		snapshot "$R/poweroff-before-$phase.txt"
-	fi
 	poweroff_now
 	;;
 final)
