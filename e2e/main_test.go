@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,25 +58,10 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	pierdBin = filepath.Join(dir, "pierd")
-	// PIER_E2E_RACE=1 builds pierd and pier-shim with the race detector
-	// (pier-shim then with cgo); a test whose pierd or shims report a race
-	// fails.
-	var race []string
-	cgo := "CGO_ENABLED=0"
-	if os.Getenv("PIER_E2E_RACE") != "" {
-		race, cgo = []string{"-race"}, "CGO_ENABLED=1"
-	}
-	if out, err := exec.Command("go", append(append([]string{"build", "-o", pierdBin}, race...), "../cmd/pierd")...).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build pierd: %v: %s", err, out)
-	}
-	shimBuild := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(dir, "pier-shim")}, race...), "../cmd/pier-shim")...)
-	shimBuild.Env = append(os.Environ(), cgo)
-	if out, err := shimBuild.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build pier-shim: %v: %s", err, out)
-	}
-	if out, err := exec.Command("cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), "../cmd/pier-shim-monitor/monitor.c").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build pier-shim-monitor: %v: %s", err, out)
+	// PIER_E2E_RACE=1 builds pierd and pier-shim with the race detector; a
+	// test whose pierd or shims report a race fails.
+	if pierdBin, err = testenv.BuildPier("..", dir, os.Getenv("PIER_E2E_RACE") != ""); err != nil {
+		return 0, err
 	}
 	// The cni package's tests check the host's network too.
 	unlock, err := hostlock.Lock()

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -103,19 +102,8 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	pierdBin = filepath.Join(dir, "pierd")
-	for _, b := range [][]string{
-		{"go", "build", "-o", pierdBin, "../../cmd/pierd"},
-		{"go", "build", "-o", filepath.Join(dir, "pier-shim"), "../../cmd/pier-shim"},
-		{"cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), "../../cmd/pier-shim-monitor/monitor.c"},
-	} {
-		cmd := exec.Command(b[0], b[1:]...)
-		if strings.HasSuffix(b[len(b)-1], "pier-shim") {
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make builds it
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%s: %v: %s", strings.Join(b, " "), err, out)
-		}
+	if pierdBin, err = testenv.BuildPier("../..", dir, false); err != nil {
+		return 0, err
 	}
 	// The cni and e2e packages change the host's network too.
 	unlock, err := hostlock.Lock()

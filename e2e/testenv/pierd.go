@@ -182,3 +182,33 @@ func (p *Pierd) Crictl(args ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// BuildPier builds pierd, pier-shim and pier-shim-monitor from the
+// repository at root into dir, as make does (pier-shim static), and
+// returns pierd's path. With race, pierd and pier-shim have the race
+// detector (pier-shim then with cgo).
+func BuildPier(root, dir string, race bool) (string, error) {
+	pierd := filepath.Join(dir, "pierd")
+	var flags []string
+	cgo := "CGO_ENABLED=0"
+	if race {
+		flags, cgo = []string{"-race"}, "CGO_ENABLED=1"
+	}
+	for _, b := range []struct {
+		args []string
+		env  string
+	}{
+		{append(append([]string{"go", "build", "-o", pierd}, flags...), filepath.Join(root, "cmd/pierd")), ""},
+		{append(append([]string{"go", "build", "-o", filepath.Join(dir, "pier-shim")}, flags...), filepath.Join(root, "cmd/pier-shim")), cgo},
+		{[]string{"cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), filepath.Join(root, "cmd/pier-shim-monitor/monitor.c")}, ""},
+	} {
+		cmd := exec.Command(b.args[0], b.args[1:]...)
+		if b.env != "" {
+			cmd.Env = append(os.Environ(), b.env)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s: %v: %s", strings.Join(b.args, " "), err, out)
+		}
+	}
+	return pierd, nil
+}
