@@ -1289,6 +1289,11 @@ func TestCopyLog(t *testing.T) {
 	want := []string{"F a", "F ", "P b" + strings.Repeat("x", maxLogLine-1), "F x", "F y*16383", "P z*16384", "P z*16384", "F z", "P end"}
 	var got []string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		// A reader may see an entry half-written (a write to a file is not
+		// atomic for readers): read again once the file ends a line.
+		if b, _ := os.ReadFile(logPath); len(b) == 0 || b[len(b)-1] != '\n' {
+			continue
+		}
 		got = nil
 		for _, e := range readLog(t, logPath)["stderr"] {
 			got = append(got, e.tag+" "+summarize(e.s))
