@@ -417,7 +417,9 @@ func checkResources(t *testing.T, n *node) {
 	}
 	pid := pids[0]
 	want := func(controller string, files map[string][]string) {
-		dir := containerCgroup(cgroupDir(t, pid, controller), id)
+		// The process's own cgroup: crun with the systemd driver limits a
+		// "container" cgroup inside the scope, runc the scope itself.
+		dir := cgroupDir(t, pid, controller)
 		if dir == "" {
 			t.Errorf("the container's process %d is in no %s cgroup", pid, controller)
 			return
@@ -449,7 +451,7 @@ func checkResources(t *testing.T, n *node) {
 			t.Errorf("kubelet's pod cgroup %s has %s %q, want 67108864", filepath.Dir(dir), memLimit, got)
 		}
 	}
-	if hugetlb := containerCgroup(cgroupDir(t, pid, "hugetlb"), id); hugetlb != "" {
+	if hugetlb := cgroupDir(t, pid, "hugetlb"); hugetlb != "" {
 		file := "hugetlb.2MB.limit_in_bytes"
 		if !v1 || strings.HasPrefix(hugetlb, mounts[""]+"/") {
 			file = "hugetlb.2MB.max"
