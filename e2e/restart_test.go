@@ -293,7 +293,13 @@ func TestNodeReboot(t *testing.T) {
 	if err := os.RemoveAll(state); err != nil {
 		t.Fatal(err)
 	}
-	network.RemovePodRules() // the kernel's tables are new, too
+	network.RemovePodRules() // the kernel's tables are new, too, and its cgroups
+	for _, id := range []string{running, created} {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/pier-e2e/" + id)
+		for _, d := range append(dirs, "/sys/fs/cgroup/pier-e2e/"+id) {
+			os.Remove(d)
+		}
+	}
 	restarted = true
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
