@@ -41,6 +41,11 @@ configure() {
 # restart_pier: restarts pier.service and waits until it answers.
 restart_pier() {
 	systemctl restart pier
+	wait_pier
+}
+
+# wait_pier: waits until pier answers, a minute at most.
+wait_pier() {
 	local i
 	for i in $(seq 60); do
 		crictl version >/dev/null 2>&1 && return 0
@@ -286,7 +291,7 @@ poweroff_now() {
 state_check() {
 	local t=$(now) log=$R/state-$phase.log ok=1
 	journalctl -b -1 --no-pager -o short-monotonic >"$R/journal-before-$phase.log" 2>&1
-	restart_pier_wait
+	wait_pier
 	{
 		echo "== systemctl status pier"; systemctl status --no-pager -l pier
 		echo "== crictl pods"; crictl pods
@@ -312,15 +317,6 @@ state_check() {
 	else
 		result FAIL "state/$phase" "$t" "want pods NOTREADY, containers EXITED; pods: $pods; containers: $ctrs"
 	fi
-}
-
-restart_pier_wait() {
-	local i
-	for i in $(seq 60); do
-		crictl version >/dev/null 2>&1 && return 0
-		sleep 1
-	done
-	return 1
 }
 
 say "phase $phase: up $(cut -d' ' -f1 /proc/uptime) s"
