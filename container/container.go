@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
@@ -121,6 +122,8 @@ type Options struct {
 	Cgroups    *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
+	// Confine is the confinement (seccomp, AppArmor) the node can apply.
+	Confine *confine.Node
 }
 
 // Manager runs the node's containers.

@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/oci"
@@ -136,9 +137,13 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	spec, notes, err := Spec(SpecInput{
 		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
 		CgroupsPath: cg.Runtime, Cgroups: m.opts.Cgroups, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
+		Confine: m.opts.Confine, Runtime: m.opts.Runtimes[c.Handler],
 	})
+	if err != nil && !errors.Is(err, confine.ErrUnsupported) {
+		err = fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	if err != nil {
-		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return c, err
 	}
 	for _, n := range notes {
 		klog.InfoS("Container spec adjusted", "id", id, "note", n)

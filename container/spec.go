@@ -19,6 +19,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/confine"
+	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -44,6 +46,15 @@ type SpecInput struct {
 	// OOMScoreAdjFloor is pierd's own oom_score_adj: a lower requested
 	// value is raised to it (lowering it needs CAP_SYS_RESOURCE).
 	OOMScoreAdjFloor int
+	// Confine is what confinement the node can apply; nil applies no
+	// seccomp filter or AppArmor profile.
+	Confine *confine.Node
+	// Runtime is the handler's runtime: the mount options it applies and
+	// the annotations it may see. nil allows no optional feature.
+	Runtime *oci.Runtime
+	// HostDevices are the node's devices a privileged container gets
+	// (HostDevices); Spec lists them itself when nil.
+	HostDevices []specs.LinuxDevice
 }
 
 // SpecOpt changes a spec. Options are pure: what they need from the node
@@ -66,6 +77,11 @@ func Spec(in SpecInput) (*specs.Spec, []string, error) {
 	devs, err := LookupDevices(in.Config.GetDevices())
 	if err != nil {
 		return nil, nil, err
+	}
+	if in.Config.GetLinux().GetSecurityContext().GetPrivileged() && in.HostDevices == nil {
+		if in.HostDevices, err = HostDevices(); err != nil {
+			return nil, nil, fmt.Errorf("list the host's devices: %w", err)
+		}
 	}
 	var notes []string
 	note := func(n string) { notes = append(notes, n) }
@@ -97,18 +113,19 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithCwd(cfg, in.Image),
 		WithTerminal(cfg.GetTty()),
 		WithUser(sc, imageConfig(in.Image).User, acc),
-		WithMounts(cfg.GetMounts(), pod, sc.GetReadonlyRootfs()),
+		WithMounts(cfg.GetMounts(), pod, sc.GetReadonlyRootfs(), in.Runtime.HasMountOption("rro")),
 		WithDevices(devs),
 		WithCapabilities(sc.GetCapabilities(), allCaps),
 		WithMaskedPaths(sc.GetMaskedPaths(), sc.GetReadonlyPaths()),
 		WithReadonlyRootfs(sc.GetReadonlyRootfs()),
 		WithNoNewPrivs(sc.GetNoNewPrivs()),
-		WithSecurityProfiles(sc, note),
-		WithPrivileged(sc.GetPrivileged(), allCaps, note),
+		WithPrivileged(sc.GetPrivileged(), allCaps, in.HostDevices),
+		WithAmbientCapabilities(sc.GetCapabilities()),
+		WithSecurityProfiles(sc, in.Confine, note),
 		WithResources(res),
 		WithResourcesFit(in.Cgroups),
 		WithOOMScoreAdj(res, in.OOMScoreAdjFloor, note),
-		WithAnnotations(cfg, pod),
+		WithAnnotations(cfg, pod, in.Runtime.AllowedAnnotation),
 		WithCgroupNode(in.Cgroups),
 	}
 }
@@ -559,7 +576,7 @@ func PrepareMounts(cfg *runtimeapi.ContainerConfig) error {
 // Mounts are ordered so that a parent comes before what is mounted below
 // it. Propagation: PRIVATE is rprivate, HOST_TO_CONTAINER rslave (and the
 // root rslave), BIDIRECTIONAL rshared (and the root rshared).
-func WithMounts(mounts []*runtimeapi.Mount, pod *sandbox.Sandbox, readonlyRootfs bool) SpecOpt {
+func WithMounts(mounts []*runtimeapi.Mount, pod *sandbox.Sandbox, readonlyRootfs, rro bool) SpecOpt {
 	return func(s *specs.Spec) error {
 		all := slices.Clone(mounts)
 		given := map[string]bool{}
@@ -606,6 +623,8 @@ func WithMounts(mounts []*runtimeapi.Mount, pod *sandbox.Sandbox, readonlyRootfs
 				return fmt.Errorf("mount %s: recursive read-only needs read-only", m.GetContainerPath())
 			case m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
 				return fmt.Errorf("mount %s: recursive read-only needs private propagation", m.GetContainerPath())
+			case m.GetRecursiveReadOnly() && !rro:
+				return fmt.Errorf("mount %s: the runtime handler does not support recursive read-only mounts (it does not list \"rro\" in its features)", m.GetContainerPath())
 			case m.GetRecursiveReadOnly():
 				opts = append(opts, "rro")
 			case m.GetReadonly():
@@ -744,30 +763,31 @@ func WithNoNewPrivs(on bool) SpecOpt {
 	}
 }
 
-// WithSecurityProfiles notes the seccomp, AppArmor and SELinux settings
-// pier does not apply: containers run without a seccomp filter, AppArmor
-// profile or SELinux label.
-func WithSecurityProfiles(sc *runtimeapi.LinuxContainerSecurityContext, note func(string)) SpecOpt {
+// WithSecurityProfiles applies the seccomp filter and AppArmor profile the
+// security context asks for (see package confine), or refuses them. It
+// must come after the capabilities and privileges: the default seccomp
+// profile allows what the capabilities grant. A nil node applies none, for
+// specs built without a node. SELinux labels are refused where the node
+// enforces SELinux (pier cannot apply them) and noted elsewhere, where
+// they mean nothing.
+func WithSecurityProfiles(sc *runtimeapi.LinuxContainerSecurityContext, n *confine.Node, note func(string)) SpecOpt {
 	return func(s *specs.Spec) error {
-		confined := func(p *runtimeapi.SecurityProfile, old string) string {
-			switch {
-			case p != nil && p.GetProfileType() == runtimeapi.SecurityProfile_Localhost:
-				return "localhost/" + p.GetLocalhostRef()
-			case p != nil && p.GetProfileType() == runtimeapi.SecurityProfile_RuntimeDefault:
-				return "RuntimeDefault"
-			case p == nil && old != "" && old != "unconfined":
-				return old
-			}
-			return ""
+		if n == nil {
+			return nil
 		}
-		if p := confined(sc.GetSeccomp(), sc.GetSeccompProfilePath()); p != "" {
-			noteIf(note, "seccomp profile "+p+" not applied: pier runs containers without seccomp")
+		sec, err := n.Seccomp(sc, s)
+		if err != nil {
+			return err
 		}
-		if p := confined(sc.GetApparmor(), sc.GetApparmorProfile()); p != "" {
-			noteIf(note, "AppArmor profile "+p+" not applied: pier does not support AppArmor")
+		linux(s).Seccomp = sec
+		if process(s).ApparmorProfile, err = n.AppArmor(sc); err != nil {
+			return err
 		}
 		if o := sc.GetSelinuxOptions(); o != nil && o.GetUser()+o.GetRole()+o.GetType()+o.GetLevel() != "" {
-			noteIf(note, "SELinux options ignored: pier does not support SELinux")
+			if err := n.SELinux(); err != nil {
+				return err
+			}
+			noteIf(note, "SELinux options ignored: SELinux is not enabled on this node")
 		}
 		return nil
 	}
@@ -780,10 +800,11 @@ func noteIf(note func(string), n string) {
 }
 
 // WithPrivileged makes a privileged container: every capability, no
-// masked or read-only paths, writable /sys and /sys/fs/cgroup, and every
-// device allowed in its device cgroup. The host's devices are not created
-// in its /dev.
-func WithPrivileged(privileged bool, allCaps []string, note func(string)) SpecOpt {
+// masked or read-only paths, writable /sys and /sys/fs/cgroup, the host's
+// devices (hostDevs, from HostDevices) in its /dev, and every device
+// allowed in its device cgroup. Seccomp and AppArmor are left off by
+// WithSecurityProfiles.
+func WithPrivileged(privileged bool, allCaps []string, hostDevs []specs.LinuxDevice) SpecOpt {
 	return func(s *specs.Spec) error {
 		if !privileged {
 			return nil
@@ -798,7 +819,67 @@ func WithPrivileged(privileged bool, allCaps []string, note func(string)) SpecOp
 				s.Mounts[i].Options = append(opts, "rw")
 			}
 		}
-		noteIf(note, "privileged container: the host's devices are not added to its /dev (all are allowed in its device cgroup)")
+		for _, d := range hostDevs {
+			if !slices.ContainsFunc(l.Devices, func(x specs.LinuxDevice) bool { return x.Path == d.Path }) {
+				l.Devices = append(l.Devices, d)
+			}
+		}
+		return nil
+	}
+}
+
+// HostDevices lists the node's devices under /dev, as a privileged
+// container gets them: every character and block device except those of
+// the directories a container has its own of (pts, shm, mqueue, fd) and
+// the console.
+func HostDevices() ([]specs.LinuxDevice, error) {
+	var out []specs.LinuxDevice
+	err := filepath.WalkDir("/dev", func(p string, e fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			if p == "/dev" {
+				return err
+			}
+			return nil // a device that vanished while listing
+		case e.IsDir() && p != "/dev" && (slices.Contains([]string{"pts", "shm", "mqueue", "fd"}, e.Name()) || strings.HasPrefix(e.Name(), ".")):
+			return fs.SkipDir
+		case e.Type()&(fs.ModeDevice|fs.ModeCharDevice) == 0 || p == "/dev/console":
+			return nil
+		}
+		d, err := hostDevice(p, p)
+		if err == nil {
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// WithAmbientCapabilities raises the CRI's ambient capabilities: each goes
+// into the ambient and inheritable sets, and into the bounding, permitted
+// and effective sets where it is not yet (an ambient capability must be
+// permitted and inheritable).
+func WithAmbientCapabilities(c *runtimeapi.Capability) SpecOpt {
+	return func(s *specs.Spec) error {
+		if len(c.GetAddAmbientCapabilities()) == 0 {
+			return nil
+		}
+		p := process(s)
+		if p.Capabilities == nil {
+			p.Capabilities = &specs.LinuxCapabilities{}
+		}
+		pc := p.Capabilities
+		for _, n := range c.GetAddAmbientCapabilities() {
+			name, err := capabilityName(n)
+			if err != nil {
+				return fmt.Errorf("ambient: %w", err)
+			}
+			for _, set := range []*[]string{&pc.Ambient, &pc.Inheritable, &pc.Bounding, &pc.Permitted, &pc.Effective} {
+				if !slices.Contains(*set, name) {
+					*set = append(*set, name)
+				}
+			}
+		}
 		return nil
 	}
 }
@@ -928,14 +1009,20 @@ func WithCgroupNode(n *cgroup.Node) SpecOpt {
 	}
 }
 
-// WithAnnotations sets the CRI annotations and the container's
+// WithAnnotations copies the CRI annotations that allowed accepts into
+// the spec (runtimes act on some: a pod must not change its own
+// confinement through them; nil accepts none), and sets the container's
 // io.kubernetes.cri.* ones.
-func WithAnnotations(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) SpecOpt {
+func WithAnnotations(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox, allowed func(string) bool) SpecOpt {
 	return func(s *specs.Spec) error {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
-		maps.Copy(s.Annotations, cfg.GetAnnotations())
+		for k, v := range cfg.GetAnnotations() {
+			if allowed != nil && allowed(k) {
+				s.Annotations[k] = v
+			}
+		}
 		img := cfg.GetImage().GetUserSpecifiedImage()
 		if img == "" {
 			img = cfg.GetImage().GetImage()

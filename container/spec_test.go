@@ -15,6 +15,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/confine"
+	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -370,7 +372,7 @@ func TestOptCwd(t *testing.T) {
 func TestMounts(t *testing.T) {
 	pod := testPod()
 	t.Run("pod files", func(t *testing.T) {
-		s := apply(t, WithMounts(nil, pod, false))
+		s := apply(t, WithMounts(nil, pod, false, false))
 		for dst, src := range map[string]string{
 			"/etc/hostname": "/var/lib/pier/pods/pod1/hostname", "/etc/hosts": "/var/lib/pier/pods/pod1/hosts",
 			"/etc/resolv.conf": "/var/lib/pier/pods/pod1/resolv.conf",
@@ -380,7 +382,7 @@ func TestMounts(t *testing.T) {
 				t.Errorf("%s: %+v", dst, m)
 			}
 		}
-		s = apply(t, WithMounts(nil, pod, true))
+		s = apply(t, WithMounts(nil, pod, true, false))
 		if m := mountAt(s, "/etc/resolv.conf"); !slices.Contains(m.Options, "ro") {
 			t.Errorf("pod file writable with a read-only root: %+v", m)
 		}
@@ -393,7 +395,7 @@ func TestMounts(t *testing.T) {
 			{ContainerPath: "/etc/hosts", HostPath: "/kubelet/etc-hosts"},
 			{ContainerPath: "/dev/shm/", HostPath: "/h/shm"},
 		}
-		if err := WithMounts(mounts, pod, false)(s); err != nil {
+		if err := WithMounts(mounts, pod, false, false)(s); err != nil {
 			t.Fatal(err)
 		}
 		var order []string
@@ -423,14 +425,14 @@ func TestMounts(t *testing.T) {
 		s := apply(t, WithMounts([]*runtimeapi.Mount{
 			{ContainerPath: "/a", HostPath: "/a", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 			{ContainerPath: "/b", HostPath: "/b", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
-		}, pod, false))
+		}, pod, false, false))
 		if m := mountAt(s, "/a"); !slices.Contains(m.Options, "rshared") || s.Linux.RootfsPropagation != "rshared" {
 			t.Errorf("/a = %+v, root propagation %q", m, s.Linux.RootfsPropagation)
 		}
 	})
 	t.Run("dev replaces everything under dev", func(t *testing.T) {
 		s := apply(t, WithDefaultMounts(pod))
-		if err := WithMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, pod, false)(s); err != nil {
+		if err := WithMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, pod, false, false)(s); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range s.Mounts {
@@ -440,9 +442,14 @@ func TestMounts(t *testing.T) {
 		}
 	})
 	t.Run("recursive read-only", func(t *testing.T) {
-		s := apply(t, WithMounts([]*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/r", Readonly: true, RecursiveReadOnly: true}}, pod, false))
+		rro := []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/r", Readonly: true, RecursiveReadOnly: true}}
+		s := apply(t, WithMounts(rro, pod, false, true))
 		if m := mountAt(s, "/r"); !slices.Contains(m.Options, "rro") {
 			t.Errorf("/r = %+v", m)
+		}
+		err := WithMounts(rro, pod, false, false)(&specs.Spec{})
+		if err == nil || !strings.Contains(err.Error(), "does not support recursive read-only") {
+			t.Errorf("rro on a runtime without it: %v", err)
 		}
 	})
 	for name, m := range map[string]*runtimeapi.Mount{
@@ -452,7 +459,7 @@ func TestMounts(t *testing.T) {
 		"rro needs private":   {ContainerPath: "/r", HostPath: "/r", Readonly: true, RecursiveReadOnly: true, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 		"unknown propagation": {ContainerPath: "/r", HostPath: "/r", Propagation: 9},
 	} {
-		if err := WithMounts([]*runtimeapi.Mount{m}, pod, false)(&specs.Spec{}); err == nil {
+		if err := WithMounts([]*runtimeapi.Mount{m}, pod, false, true)(&specs.Spec{}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -634,8 +641,9 @@ func TestOptPrivileged(t *testing.T) {
 	if err := WithPrivileged(false, knownCapabilities, nil)(s); err != nil || s.Linux.MaskedPaths == nil {
 		t.Fatalf("unprivileged changed the spec: %v", err)
 	}
-	var notes []string
-	if err := WithPrivileged(true, knownCapabilities, func(n string) { notes = append(notes, n) })(s); err != nil {
+	hostDevs := []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8}}
+	s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}}
+	if err := WithPrivileged(true, knownCapabilities, hostDevs)(s); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(s.Process.Capabilities.Bounding, knownCapabilities) || !slices.Equal(s.Process.Capabilities.Effective, knownCapabilities) {
@@ -652,46 +660,103 @@ func TestOptPrivileged(t *testing.T) {
 			t.Errorf("%s options %v", dst, o)
 		}
 	}
-	if len(notes) != 1 {
-		t.Errorf("notes = %q", notes)
+	if len(s.Linux.Devices) != 2 || s.Linux.Devices[1].Path != "/dev/sda" {
+		t.Errorf("devices = %+v", s.Linux.Devices)
 	}
 }
 
 func TestOptSecurityProfiles(t *testing.T) {
-	for _, tc := range []struct {
-		sc    *runtimeapi.LinuxContainerSecurityContext
-		notes int
-	}{
-		{nil, 0},
-		{&runtimeapi.LinuxContainerSecurityContext{
-			Seccomp:  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
-			Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
-		}, 0},
-		{&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "unconfined"}, 0},
-		{&runtimeapi.LinuxContainerSecurityContext{
-			Seccomp:        &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
-			Apparmor:       &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-x"},
-			SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0:c1,c2"},
-		}, 3},
-		{&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "runtime/default"}, 1},
-	} {
+	node := mustConfine(t)
+	if node.AppArmorEnabled {
+		t.Skip("the test expects a node without AppArmor")
+	}
+	base := func() *specs.Spec { return apply(t, WithBase(), WithDefaultCapabilities()) }
+	t.Run("nil node applies nothing", func(t *testing.T) {
+		sc := &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{}}
+		if s := apply(t, WithSecurityProfiles(sc, nil, nil)); s.Linux != nil {
+			t.Errorf("spec %+v", s)
+		}
+	})
+	t.Run("runtime default", func(t *testing.T) {
+		sc := &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}
+		s := base()
+		if err := WithSecurityProfiles(sc, node, nil)(s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction != specs.ActErrno || s.Process.ApparmorProfile != "" {
+			t.Errorf("seccomp %+v, apparmor %q", s.Linux.Seccomp, s.Process.ApparmorProfile)
+		}
+	})
+	t.Run("unconfined", func(t *testing.T) {
+		s := base()
+		if err := WithSecurityProfiles(&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "unconfined"}, node, nil)(s); err != nil || s.Linux.Seccomp != nil {
+			t.Errorf("seccomp %+v, err %v", s.Linux.Seccomp, err)
+		}
+	})
+	t.Run("AppArmor profile on a node without AppArmor", func(t *testing.T) {
+		sc := &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-x"}}
+		if err := WithSecurityProfiles(sc, node, nil)(base()); !errors.Is(err, confine.ErrUnsupported) {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("SELinux label on a node without SELinux", func(t *testing.T) {
 		var notes []string
-		s := apply(t, WithSecurityProfiles(tc.sc, func(n string) { notes = append(notes, n) }))
-		if len(notes) != tc.notes || s.Linux != nil || s.Process != nil {
-			t.Errorf("%v: notes %q, spec %+v", tc.sc, notes, s)
+		sc := &runtimeapi.LinuxContainerSecurityContext{SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0:c1,c2"}}
+		if err := WithSecurityProfiles(sc, node, func(n string) { notes = append(notes, n) })(base()); err != nil || len(notes) != 1 {
+			t.Errorf("err %v, notes %q", err, notes)
+		}
+	})
+}
+
+func TestOptAmbientCapabilities(t *testing.T) {
+	s := apply(t, WithBase(), WithDefaultCapabilities(), WithAmbientCapabilities(&runtimeapi.Capability{AddAmbientCapabilities: []string{"net_bind_service", "CAP_NET_ADMIN"}}))
+	c := s.Process.Capabilities
+	for name, set := range map[string][]string{"ambient": c.Ambient, "inheritable": c.Inheritable, "bounding": c.Bounding, "permitted": c.Permitted, "effective": c.Effective} {
+		if !slices.Contains(set, "CAP_NET_BIND_SERVICE") || !slices.Contains(set, "CAP_NET_ADMIN") {
+			t.Errorf("%s = %v", name, set)
+		}
+	}
+	if len(c.Ambient) != 2 {
+		t.Errorf("ambient = %v", c.Ambient)
+	}
+	if err := WithAmbientCapabilities(&runtimeapi.Capability{AddAmbientCapabilities: []string{"NOPE"}})(s); err == nil {
+		t.Error("unknown ambient capability accepted")
+	}
+}
+
+func TestHostDevices(t *testing.T) {
+	devs, err := HostDevices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPath := map[string]specs.LinuxDevice{}
+	for _, d := range devs {
+		byPath[d.Path] = d
+	}
+	if d, ok := byPath["/dev/null"]; !ok || d.Type != "c" || d.Major != 1 || d.Minor != 3 {
+		t.Errorf("/dev/null = %+v (%v)", d, ok)
+	}
+	for p := range byPath {
+		if p == "/dev/console" || strings.HasPrefix(p, "/dev/pts/") || strings.HasPrefix(p, "/dev/shm/") {
+			t.Errorf("%s listed", p)
 		}
 	}
 }
 
 func TestOptAnnotations(t *testing.T) {
 	cfg := &runtimeapi.ContainerConfig{
-		Metadata:    &runtimeapi.ContainerMetadata{Name: "app"},
-		Image:       &runtimeapi.ImageSpec{Image: "sha256:abc", UserSpecifiedImage: "nginx:1.27"},
-		Annotations: map[string]string{"a": "b", annotationContainerType: "sandbox"},
+		Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+		Image:    &runtimeapi.ImageSpec{Image: "sha256:abc", UserSpecifiedImage: "nginx:1.27"},
+		Annotations: map[string]string{
+			"a": "b", annotationContainerType: "sandbox", "run.oci.handler": "krun", "run.oci.keep_original_groups": "1",
+			"io.example/ok": "1",
+		},
 	}
-	s := apply(t, WithAnnotations(cfg, testPod()))
+	rt := &oci.Runtime{AllowedAnnotations: []string{"io.example/*", "a"}}
+	s := apply(t, WithAnnotations(cfg, testPod(), rt.AllowedAnnotation))
 	want := map[string]string{
 		"a":                        "b",
+		"io.example/ok":            "1",
 		annotationContainerType:    "container",
 		annotationSandboxID:        "pod1",
 		annotationSandboxName:      "web",
@@ -703,10 +768,22 @@ func TestOptAnnotations(t *testing.T) {
 	if !mapsEqual(s.Annotations, want) {
 		t.Errorf("annotations = %v, want %v", s.Annotations, want)
 	}
+	var none *oci.Runtime
+	if s := apply(t, WithAnnotations(cfg, testPod(), none.AllowedAnnotation)); s.Annotations["a"] != "" || s.Annotations["run.oci.handler"] != "" {
+		t.Errorf("annotations copied without an allowlist: %v", s.Annotations)
+	}
 	cfg.Image.UserSpecifiedImage = ""
-	if s := apply(t, WithAnnotations(cfg, testPod())); s.Annotations[annotationImageName] != "sha256:abc" {
+	if s := apply(t, WithAnnotations(cfg, testPod(), nil)); s.Annotations[annotationImageName] != "sha256:abc" {
 		t.Errorf("image name = %q", s.Annotations[annotationImageName])
 	}
+}
+
+func mustConfine(t *testing.T) *confine.Node {
+	n, err := confine.Detect("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func specInput(t *testing.T, rootfs string) SpecInput {
@@ -721,6 +798,7 @@ func specInput(t *testing.T, rootfs string) SpecInput {
 		}},
 		CgroupsPath:      "/kubepods/pod1/c1",
 		OOMScoreAdjFloor: -500,
+		Confine:          mustConfine(t),
 		Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: "nginx"},
 			Image:    &runtimeapi.ImageSpec{Image: "docker.io/library/nginx:1.27"},
@@ -797,10 +875,13 @@ func TestSpec(t *testing.T) {
 	if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") {
 		t.Errorf("masked = %v", s.Linux.MaskedPaths)
 	}
-	if s.Annotations["io.kubernetes.container.hash"] != "1234" || s.Annotations[annotationContainerName] != "nginx" {
+	if s.Annotations["io.kubernetes.container.hash"] != "" || s.Annotations[annotationContainerName] != "nginx" {
 		t.Errorf("annotations = %v", s.Annotations)
 	}
-	if len(notes) != 2 { // the oom_score_adj clamp and seccomp
+	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction != specs.ActErrno {
+		t.Errorf("seccomp = %+v", s.Linux.Seccomp)
+	}
+	if len(notes) != 1 { // the oom_score_adj clamp
 		t.Errorf("notes = %q", notes)
 	}
 	b, err := json.Marshal(s)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/sandbox"
@@ -72,6 +73,8 @@ var codeOf = []struct {
 	{sandbox.ErrInvalid, codes.InvalidArgument},
 	{sandbox.ErrNotFound, codes.NotFound},
 	{sandbox.ErrAlreadyExists, codes.AlreadyExists},
+	{confine.ErrUnsupported, codes.FailedPrecondition},
+	{confine.ErrInvalid, codes.InvalidArgument},
 	{container.ErrInvalid, codes.InvalidArgument},
 	{container.ErrNotFound, codes.NotFound},
 	{container.ErrAlreadyExists, codes.AlreadyExists},

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"sync"
 
@@ -13,7 +14,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
+	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -30,8 +33,9 @@ type RuntimeService struct {
 
 // RuntimeOptions are what the runtime service is built from.
 type RuntimeOptions struct {
-	Version        string       // pier's version
-	Cgroups        *cgroup.Node // the node's cgroup layout and driver
+	Version        string        // pier's version
+	Cgroups        *cgroup.Node  // the node's cgroup layout and driver
+	Confine        *confine.Node // the confinement the node can apply
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
 	Stream         streaming.Server           // serves exec, attach and port-forward sessions
@@ -43,8 +47,15 @@ type RuntimeOptions struct {
 // Handler is a runtime handler (an OCI runtime) and, if it cannot run
 // containers on this node, why not.
 type Handler struct {
-	Name string
-	Err  error
+	Name    string
+	Err     error
+	Runtime *oci.Runtime // nil when it cannot
+}
+
+// features are what a usable handler offers kubelet: recursive read-only
+// mounts where its runtime applies the "rro" mount option.
+func (h Handler) features() *runtimeapi.RuntimeHandlerFeatures {
+	return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: h.Runtime.HasMountOption("rro")}
 }
 
 // NewRuntimeService returns the runtime service.
@@ -96,7 +107,12 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 		network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
 	}
 	runtime := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtime, network}}}
+	resp := &runtimeapi.StatusResponse{
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtime, network}},
+		// The supplemental groups policy (Merge, Strict) is applied by
+		// container.WithUser.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
 	var unusable []string
 	for _, h := range s.opts.Handlers {
 		if h.Err != nil {
@@ -108,7 +124,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			names = append(names, "") // the default handler, as kubelet names it
 		}
 		for _, n := range names {
-			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: &runtimeapi.RuntimeHandlerFeatures{}})
+			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: h.features()})
 		}
 	}
 	if len(resp.RuntimeHandlers) == 0 {
@@ -117,6 +133,9 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	}
 	if req.GetVerbose() {
 		info := s.opts.Cgroups.Info()
+		if s.opts.Confine != nil {
+			maps.Copy(info, s.opts.Confine.Info())
+		}
 		for _, h := range s.opts.Handlers {
 			if h.Err != nil {
 				info["handler."+h.Name] = "unusable: " + h.Err.Error()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 )
 
 // ErrNotFound reports that the runtime has no container with the given id.
@@ -35,6 +36,12 @@ type Runtime struct {
 	// systemd scope (--systemd-cgroup); its cgroupsPath is then
 	// slice:prefix:name.
 	SystemdCgroup bool `json:",omitempty"`
+	// Features is what the runtime reported of itself (ReadFeatures), nil
+	// if it could not say.
+	Features *features.Features `json:"-"`
+	// AllowedAnnotations are the container annotations pier copies into
+	// this runtime's specs: exact keys, or prefixes ending in "*".
+	AllowedAnnotations []string `json:"-"`
 }
 
 // IO is the standard input, output and error of a process the runtime

@@ -28,12 +28,19 @@ type Config struct {
 	CNI            CNIConfig                       `toml:"cni"`
 	Streaming      StreamingConfig                 `toml:"streaming"`
 	Image          ImageConfig                     `toml:"image"`
+	Security       SecurityConfig                  `toml:"security"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
 }
 
 // RuntimeConfig is a [runtimes.<handler>] table.
 type RuntimeConfig struct {
-	Path string `toml:"path"`
+	Path               string   `toml:"path"`
+	AllowedAnnotations []string `toml:"allowed_annotations"`
+}
+
+// SecurityConfig is the [security] table.
+type SecurityConfig struct {
+	SeccompDefault string `toml:"seccomp_default"`
 }
 
 // StreamingConfig is the [streaming] table.

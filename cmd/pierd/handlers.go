@@ -30,16 +30,21 @@ func probeHandlers(cfg *Config, systemdCgroup bool) ([]cri.Handler, map[string]*
 	for i, name := range names {
 		wg.Go(func() {
 			start := time.Now()
-			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name), SystemdCgroup: systemdCgroup}
+			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name), SystemdCgroup: systemdCgroup,
+				AllowedAnnotations: cfg.Runtimes[name].AllowedAnnotations}
 			work := filepath.Join(cfg.State, "probe", name)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err := rt.Probe(ctx, work)
 			os.RemoveAll(work)
-			handlers[i] = cri.Handler{Name: name, Err: err}
 			if err == nil {
+				var ferr error
+				if rt.Features, ferr = rt.ReadFeatures(ctx); ferr != nil {
+					klog.V(2).InfoS("Runtime handler does not report its features; optional ones are not offered", "handler", name, "reason", ferr.Error())
+				}
 				runtimes[i] = rt
 			}
+			handlers[i] = cri.Handler{Name: name, Err: err, Runtime: runtimes[i]}
 			if err != nil {
 				klog.InfoS("Runtime handler cannot run containers on this node; it is not offered", "handler", name, "path", rt.Path, "reason", err.Error())
 			} else {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
@@ -133,6 +134,11 @@ func serve(cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
 	}
+	confinement, err := confine.Detect(cfg.Security.SeccompDefault)
+	if err != nil {
+		return fmt.Errorf("[security]: %w", err)
+	}
+	klog.InfoS("Confinement", "seccompDefault", confinement.SeccompDefault, "apparmor", confinement.Info()["apparmor"])
 	handlers, runtimes := probeHandlers(cfg, cgroups.Driver == cgroup.Systemd)
 	containers, err := container.New(container.Options{
 		Root:        filepath.Join(cfg.Root, "containers"),
@@ -144,6 +150,7 @@ func serve(cfg *Config) error {
 		Runtimes:    runtimes,
 		Cgroups:     cgroups,
 		OOMScoreAdj: ownOOMScoreAdj(),
+		Confine:     confinement,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
@@ -166,6 +173,7 @@ func serve(cfg *Config) error {
 		cri.NewRuntimeService(cri.RuntimeOptions{
 			Version:        version,
 			Cgroups:        cgroups,
+			Confine:        confinement,
 			Pods:           pods,
 			Containers:     containers,
 			Stream:         stream,
