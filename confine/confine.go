@@ -107,7 +107,7 @@ func (n *Node) Info() map[string]string {
 	case n.AppArmorEnabled && n.AppArmorParser:
 		aa = "enabled (default profile " + DefaultAppArmorProfile + ")"
 	case n.AppArmorEnabled:
-		aa = "enabled, no apparmor_parser: only loaded Localhost profiles can be applied"
+		aa = "enabled, but no apparmor_parser: containers that ask for no profile run without one, the runtime default cannot be loaded, Localhost profiles must be loaded already"
 	}
 	return map[string]string{"seccompDefault": n.SeccompDefault, "apparmor": aa}
 }
@@ -209,17 +209,23 @@ func loadSeccomp(path string, s *specs.Spec) (*specs.LinuxSeccomp, error) {
 
 // AppArmor is the AppArmor profile of a container, "" for none. A
 // privileged container gets the runtime default only as none, as with
-// containerd; a Localhost profile it gets.
+// containerd; a Localhost profile it gets. A container that asks for
+// nothing on a node where pier cannot load its default profile (no
+// apparmor_parser) runs without one, as with containerd; one that asks
+// for the runtime default there is refused.
 func (n *Node) AppArmor(sc *runtimeapi.LinuxContainerSecurityContext) (string, error) {
 	name, err := profileOf(sc.GetApparmor(), sc.GetApparmorProfile())
 	if err != nil {
 		return "", fmt.Errorf("apparmor: %w", err)
 	}
 	switch {
-	case name == Unconfined:
+	case name == Unconfined, !n.AppArmorEnabled && (name == "" || name == RuntimeDefault):
+		return "", nil
+	case name == "" && (sc.GetPrivileged() || !n.AppArmorParser && !n.isLoaded(DefaultAppArmorProfile)):
+		// Nothing asked: the default profile where pier can load it.
 		return "", nil
 	case name == "", name == RuntimeDefault:
-		if !n.AppArmorEnabled || sc.GetPrivileged() {
+		if sc.GetPrivileged() {
 			return "", nil
 		}
 		return DefaultAppArmorProfile, n.loadDefaultProfile()
@@ -251,7 +257,7 @@ func (n *Node) localhost(name string) (string, error) {
 func (n *Node) loadDefaultProfile() error {
 	n.loadDefault.Lock()
 	defer n.loadDefault.Unlock()
-	if ok, err := n.loaded(DefaultAppArmorProfile); err == nil && ok {
+	if n.isLoaded(DefaultAppArmorProfile) {
 		return nil
 	}
 	if !n.AppArmorParser {
@@ -261,6 +267,13 @@ func (n *Node) loadDefaultProfile() error {
 		return fmt.Errorf("%w: load the default AppArmor profile: %v", ErrUnsupported, err)
 	}
 	return nil
+}
+
+// isLoaded reports whether the kernel has a profile of that name, false
+// where it cannot tell.
+func (n *Node) isLoaded(name string) bool {
+	ok, err := n.loaded(name)
+	return err == nil && ok
 }
 
 // loaded reports whether the kernel has a profile of that name.

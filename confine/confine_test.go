@@ -212,8 +212,11 @@ func TestAppArmor(t *testing.T) {
 // kernel has it already.
 func TestAppArmorDefaultNeedsParser(t *testing.T) {
 	n := testNode(t, "", []string{"other"})
-	if _, err := n.AppArmor(nil); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("err = %v", err)
+	if p, err := n.AppArmor(nil); p != "" || err != nil {
+		t.Errorf("nothing asked: %q, %v", p, err)
+	}
+	if _, err := n.AppArmor(&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{}}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("runtime default: err = %v", err)
 	}
 }
 

@@ -120,6 +120,7 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithReadonlyRootfs(sc.GetReadonlyRootfs()),
 		WithNoNewPrivs(sc.GetNoNewPrivs()),
 		WithPrivileged(sc.GetPrivileged(), allCaps, in.HostDevices),
+		WithReadonlySysfs(sc.GetPrivileged()),
 		WithAmbientCapabilities(sc.GetCapabilities()),
 		WithSecurityProfiles(sc, in.Confine, note),
 		WithResources(res),
@@ -220,8 +221,9 @@ func WithNamespaces(pod *sandbox.Sandbox, opts *runtimeapi.NamespaceOption, podI
 }
 
 // WithDefaultMounts mounts /proc, /dev, /dev/pts, /dev/mqueue, /sys and
-// /sys/fs/cgroup (both read-only), and binds the pod's /dev/shm (the
-// host's when the pod shares the host's IPC namespace).
+// /sys/fs/cgroup (read-only; /sys through WithReadonlySysfs), and binds
+// the pod's /dev/shm (the host's when the pod shares the host's IPC
+// namespace).
 func WithDefaultMounts(pod *sandbox.Sandbox) SpecOpt {
 	return func(s *specs.Spec) error {
 		shm := specs.Mount{Destination: "/dev/shm", Type: "bind", Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
@@ -238,7 +240,8 @@ func WithDefaultMounts(pod *sandbox.Sandbox) SpecOpt {
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			// Read-only through WithReadonlySysfs, not here (see there).
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 			shm,
 		}
@@ -823,6 +826,22 @@ func WithPrivileged(privileged bool, allCaps []string, hostDevs []specs.LinuxDev
 			if !slices.ContainsFunc(l.Devices, func(x specs.LinuxDevice) bool { return x.Path == d.Path }) {
 				l.Devices = append(l.Devices, d)
 			}
+		}
+		return nil
+	}
+}
+
+// WithReadonlySysfs makes /sys read-only for an unprivileged container.
+// It does so per mount, through the read-only paths, rather than by
+// mounting sysfs read-only: the containers of a pod share its network
+// namespace and so one sysfs superblock, which the first mount makes
+// read-only for good; a privileged container created after an unprivileged
+// one in the same pod would then find /sys read-only.
+func WithReadonlySysfs(privileged bool) SpecOpt {
+	return func(s *specs.Spec) error {
+		l := linux(s)
+		if !privileged && !slices.Contains(l.ReadonlyPaths, "/sys") {
+			l.ReadonlyPaths = append(l.ReadonlyPaths, "/sys")
 		}
 		return nil
 	}

@@ -153,10 +153,8 @@ func TestOptDefaultMounts(t *testing.T) {
 	if !slices.Equal(dsts, want) {
 		t.Errorf("mounts = %v, want %v", dsts, want)
 	}
-	for _, dst := range []string{"/sys", "/sys/fs/cgroup"} {
-		if !slices.Contains(mountAt(s, dst).Options, "ro") {
-			t.Errorf("%s is not read-only", dst)
-		}
+	if !slices.Contains(mountAt(s, "/sys/fs/cgroup").Options, "ro") {
+		t.Error("/sys/fs/cgroup is not read-only")
 	}
 	if shm := mountAt(s, "/dev/shm"); shm.Type != "bind" || shm.Source != "/run/pier/pods/pod1/shm" {
 		t.Errorf("/dev/shm = %+v", shm)
@@ -706,6 +704,16 @@ func TestOptSecurityProfiles(t *testing.T) {
 			t.Errorf("err %v, notes %q", err, notes)
 		}
 	})
+}
+
+func TestOptReadonlySysfs(t *testing.T) {
+	s := apply(t, WithDefaultMaskedPaths(), WithMaskedPaths(nil, []string{"/proc/sys"}), WithReadonlySysfs(false))
+	if !slices.Equal(s.Linux.ReadonlyPaths, []string{"/proc/sys", "/sys"}) {
+		t.Errorf("read-only paths = %v", s.Linux.ReadonlyPaths)
+	}
+	if s := apply(t, WithReadonlySysfs(true)); s.Linux != nil && slices.Contains(s.Linux.ReadonlyPaths, "/sys") {
+		t.Error("privileged: /sys read-only")
+	}
 }
 
 func TestOptAmbientCapabilities(t *testing.T) {

@@ -524,7 +524,7 @@ func checkOOM(t *testing.T, n *node) {
 }
 
 // checkRestricted checks that the restricted pod runs as its user, without
-// capabilities, with no_new_privs and a read-only root.
+// capabilities, with no_new_privs, a seccomp filter and a read-only root.
 func checkRestricted(t *testing.T, n *node) {
 	p := n.waitPod(t, "restricted", 2*time.Minute, running())
 	out := n.readOutput(t, p, "out", time.Minute)
@@ -542,7 +542,11 @@ func checkRestricted(t *testing.T, n *node) {
 			t.Errorf("%s: %q, want %q (status: %v)", k, st[k], v, st)
 		}
 	}
-	t.Logf("seccomp mode in the container: %s (2 is a filter)", st["Seccomp"])
+	// The pod asks for seccomp RuntimeDefault, as the restricted level
+	// requires: the container runs under a filter (mode 2).
+	if st["Seccomp"] != "2" {
+		t.Errorf("Seccomp: %q, want 2 (a filter: the pod asks for RuntimeDefault)", st["Seccomp"])
+	}
 	if got := strings.TrimSpace(readFile(t, filepath.Join(out, "rootfs"))); got != "read-only" {
 		t.Errorf("readOnlyRootFilesystem: the root file system is %s", got)
 	}
