@@ -200,3 +200,38 @@ func TestSeccompNodeDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestPodInitConfined: the init process of a pod whose containers share a
+// PID namespace is PID 1 of that namespace, so its containers see it; one
+// with CAP_SYS_PTRACE may open /proc/1/root. That must not lead to the
+// host's file system.
+func TestPodInitConfined(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	marker, err := os.CreateTemp("", "pier-e2e-marker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker.Close()
+	defer os.Remove(marker.Name())
+	podID, pod := podWithLogs(t, p, "podinit") // PID namespace POD: the CRI's default
+	cfg := containerConfig("tracer", "sleep", "1000")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"SYS_PTRACE"}},
+	}}
+	id := startContainer(t, p, podID, pod, cfg)
+	if out := execOut(t, p, id, "cat", "/proc/1/cmdline"); !strings.Contains(out, "pod-init") {
+		t.Fatalf("PID 1 is not the pod's init: %q", out)
+	}
+	resp, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"ls", "-la", "/proc/1/root" + marker.Name(), "/proc/1/cwd/"}, Timeout: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(resp.Stdout), filepath.Base(marker.Name())) || strings.Contains(string(resp.Stdout), "etc") {
+		t.Errorf("a container reaches the host's files through the pod init: %s", resp.Stdout)
+	}
+	st := initStatus(t, p, id)
+	if st["CapEff"] != "0000000000000000" || st["CapPrm"] != "0000000000000000" || st["NoNewPrivs"] != "1" {
+		t.Errorf("the pod init keeps privileges: CapPrm %s, CapEff %s, NoNewPrivs %s", st["CapPrm"], st["CapEff"], st["NoNewPrivs"])
+	}
+}

@@ -312,7 +312,10 @@ func StartPodInit(binary, podID string) (int, error) {
 	cmd.Args[0] = "pier-shim" // as FindPodInits and IsShim know it
 	cmd.Dir = "/"
 	cmd.Env = []string{}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID}
+	// Namespaces of its own besides the PID namespace it is PID 1 of:
+	// the containers of the pod see it, and must reach nothing of the host
+	// through it (the monitor confines itself further).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start pod init: %w", err)
 	}
