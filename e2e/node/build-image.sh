@@ -12,7 +12,7 @@ out=${1:?usage: build-image.sh OUTDIR}
 suite=bookworm
 # Packages of the node. busybox (the dynamic one) is the test images' base:
 # e2e/testenv finds it in its cache directory.
-packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less
+packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor
 
 # mirror prints the first Debian mirror the host's apt reads for $suite
 # (one-line sources.list or deb822 .sources).

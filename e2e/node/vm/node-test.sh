@@ -139,6 +139,17 @@ smoke() {
 		cleanup_pods
 		return
 	fi
+	# AppArmor (the VM's kernel has it, and the image apparmor_parser): a
+	# container that asks for no profile gets pier's default one.
+	local aa
+	aa=$(crictl exec -s "$CTR" cat /proc/self/attr/current 2>>"$log")
+	echo "+ AppArmor label: $aa" >>"$log"
+	if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ]; then
+		case "$aa" in
+		"pier-default (enforce)"*) result PASS "apparmor/$drv/$h${tag:+/$tag}" "$t" "$aa" ;;
+		*) result FAIL "apparmor/$drv/$h${tag:+/$tag}" "$t" "container runs as '$aa', want pier-default (enforce)" ;;
+		esac
+	fi
 	crictl logs "$CTR" >>"$log" 2>&1
 	if ! crictl logs "$CTR" 2>&1 | grep -q "hello from smoke-$h"; then
 		result FAIL "$name" "$t" "container log lacks its line"
