@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -547,9 +548,24 @@ func checkRestricted(t *testing.T, n *node) {
 	if st["Seccomp"] != "2" {
 		t.Errorf("Seccomp: %q, want 2 (a filter: the pod asks for RuntimeDefault)", st["Seccomp"])
 	}
+	// Where the node has AppArmor and apparmor_parser, pier's default
+	// profile applies to a pod that asks for none.
+	if aa := strings.TrimSpace(readFile(t, filepath.Join(out, "apparmor"))); appArmorNode() && !strings.HasPrefix(aa, "pier-default (enforce)") {
+		t.Errorf("AppArmor: the container runs as %q, want pier-default (enforce)", aa)
+	} else {
+		t.Logf("AppArmor label: %q", aa)
+	}
 	if got := strings.TrimSpace(readFile(t, filepath.Join(out, "rootfs"))); got != "read-only" {
 		t.Errorf("readOnlyRootFilesystem: the root file system is %s", got)
 	}
+}
+
+// appArmorNode reports whether pier applies AppArmor here: the kernel has
+// it enabled and apparmor_parser is installed.
+func appArmorNode() bool {
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	_, perr := exec.LookPath("apparmor_parser")
+	return err == nil && strings.TrimSpace(string(b)) == "Y" && perr == nil
 }
 
 // checkNever checks exit codes and termination messages of the never pod,

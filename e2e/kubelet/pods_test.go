@@ -213,6 +213,7 @@ func oomPod() *corev1.Pod {
 func restrictedPod() *corev1.Pod {
 	c := ctr("restricted", `id > /out/id
 grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status > /out/status
+cat /proc/self/attr/current > /out/apparmor 2>/dev/null
 if touch /rootfs-write-test 2>/dev/null; then echo writable; else echo read-only; fi > /out/rootfs
 touch /out/done
 `+idle)
