@@ -459,7 +459,7 @@ func (s *Store) writeNewImage(img *Image, rawConfig []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(tmp, "config.json"), rawConfig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(tmp, "config.json"), rawConfig, atomicfile.RecordMode); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}

@@ -456,6 +456,12 @@ exit 3`)
 	if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 3 || !fe.FinishedAt.Equal(exit.FinishedAt) {
 		t.Errorf("exit file %+v, %v; want %+v", fe, err, exit)
 	}
+	// Records are root's alone.
+	for _, f := range []string{exitFile, configFile} {
+		if fi, err := os.Stat(filepath.Join(c.cfg.Dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode().Perm(), err)
+		}
+	}
 	if st, err = client.State(ctx); err != nil || st.Status != StatusExited || st.Exit == nil || st.Exit.Code != 3 {
 		t.Errorf("state after exit %+v, %v", st, err)
 	}

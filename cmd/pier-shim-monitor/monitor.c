@@ -838,7 +838,7 @@ static void finish_exit(void) {
 	struct buf b = {0};
 	bexit(&b, 1);
 	bput(&b, "\n", 1);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* a record: root's alone */
 	errno = EIO; /* a short write sets none */
 	int ok = fd >= 0 && write(fd, b.p, b.n) == (ssize_t)b.n && fsync(fd) == 0;
 	if (fd >= 0)
