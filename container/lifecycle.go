@@ -20,6 +20,7 @@ import (
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
+	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -105,13 +106,18 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	if pod.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
 		c.LogPath = filepath.Join(pod.Config.LogDirectory, cfg.GetLogPath())
 	}
-	for _, d := range []string{filepath.Join(m.dir(id), "upper"), filepath.Join(m.dir(id), "work"), c.Rootfs, m.shimDir(id)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// Root's alone: the container's files (its writable layer, its root
+	// file system) may hold setuid-root files and device nodes it made.
+	for _, d := range []string{filepath.Join(m.dir(id), "work"), c.Rootfs, m.shimDir(id)} {
+		if err := privdir.Make(d, privdir.Private); err != nil {
+			os.RemoveAll(m.dir(id))
+			os.RemoveAll(m.stateDir(id))
 			return nil, err
 		}
 	}
 	if c.ChainIDs, err = m.opts.Images.Hold(id, imageID); err != nil {
 		os.RemoveAll(m.dir(id))
+		os.RemoveAll(m.stateDir(id))
 		return nil, err
 	}
 	if err := m.save(c); err != nil {
@@ -123,6 +129,9 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 			m.destroy(context.Background(), c)
 		}
 	}()
+	if err := m.makeUpper(c); err != nil {
+		return c, err
+	}
 	if err := m.mountRootfs(c); err != nil {
 		return c, err
 	}
@@ -177,6 +186,29 @@ func (m *Manager) removeDefaultCgroupParent() {
 	for _, d := range dirs {
 		unix.Rmdir(d) // fails, as it should, while other containers use it
 	}
+}
+
+// makeUpper makes the container's upper directory with the mode and owner
+// of the image's root directory (its top layer's): overlayfs shows the
+// upper directory's as the container's "/".
+func (m *Manager) makeUpper(c *Container) error {
+	upper := filepath.Join(m.dir(c.ID), "upper")
+	mode, uid, gid := os.FileMode(0o755), 0, 0
+	if len(c.ChainIDs) > 0 {
+		fi, err := os.Stat(m.opts.Images.LayerDir(c.ChainIDs[len(c.ChainIDs)-1]))
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		mode, uid, gid = fi.Mode().Perm(), int(st.Uid), int(st.Gid)
+	}
+	if err := os.Mkdir(upper, mode); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chown(upper, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(upper, mode) // past the umask
 }
 
 // mountRootfs mounts the image's layers and the container's upper directory.
