@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
@@ -40,6 +42,9 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}
 	pod, err := m.opts.Pods.Get(podID)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkLogPath(pod.Config.LogDirectory, cfg.GetLogPath()); err != nil {
 		return nil, err
 	}
 	if pod.State != sandbox.Ready {
@@ -79,7 +84,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	// answer and sends StartContainer; Start waits for it.
 	l := newLive()
 	m.live[id] = l
-	go m.startShim(c, rt, l)
+	go m.startShim(c, rt, pod.Config.LogDirectory, l)
 	return c.copy(), nil
 }
 
@@ -161,7 +166,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 		return c, err
 	}
 	if c.LogPath != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+		if err := makeLogDir(pod.Config.LogDirectory, cfg.GetLogPath()); err != nil {
 			return c, err
 		}
 	}
@@ -171,6 +176,37 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	}
 	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
 	return c, nil
+}
+
+// checkLogPath refuses a container log path (the CRI's log_path, relative
+// to the pod's log_directory) that would lead out of the pod's log
+// directory: an absolute one, or one with a ".." component.
+func checkLogPath(dir, name string) error {
+	if dir == "" || name == "" {
+		return nil // no log: the output is discarded
+	}
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("%w: the pod's log directory %q is not an absolute path", ErrInvalid, dir)
+	}
+	if filepath.IsAbs(name) || slices.Contains(strings.Split(name, "/"), "..") || strings.ContainsRune(name, 0) {
+		return fmt.Errorf("%w: log path %q: must be a path inside the pod's log directory, without \"..\"", ErrInvalid, name)
+	}
+	return nil
+}
+
+// makeLogDir makes the pod's log directory dir (kubelet's, as it names it)
+// and the directories of the container's log, name, beneath it without
+// following a symbolic link: whoever can write there (a container that
+// mounts it) must not make pier create directories elsewhere. The shim
+// opens the log itself beneath dir too (package beneath).
+func makeLogDir(dir, name string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if d := filepath.Dir(name); d != "." {
+		return beneath.MkdirAll(dir, d, 0o755)
+	}
+	return nil
 }
 
 // removeDefaultCgroupParent removes pier's own cgroup parent from every
@@ -275,13 +311,15 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 	return c.copy(), m.live[c.ID], nil
 }
 
-// startShim starts the container's shim, which runs the runtime's create.
-func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
+// startShim starts the container's shim, which runs the runtime's create;
+// the shim opens the container's log beneath logDir, the pod's log
+// directory.
+func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *live) {
 	start := time.Now()
 	m.cgroupMu.RLock() // until the runtime's create has made the container's cgroups
 	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
-		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
+		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath, LogDir: logDir,
 		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
 	m.cgroupMu.RUnlock()

@@ -171,6 +171,7 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 		Dir:     filepath.Join(base, "shim"),
 		Socket:  filepath.Join(sockDir, randomHex(t, 6)+".sock"),
 		LogPath: filepath.Join(base, "logs", "c.log"),
+		LogDir:  filepath.Join(base, "logs"),
 	}
 	rootfs := filepath.Join(c.bundle, "rootfs")
 	for _, d := range []string{"bin", "proc", "dev", "gate", "tmp"} {
@@ -943,6 +944,76 @@ func TestReopenLog(t *testing.T) {
 	}
 }
 
+// TestReopenLogBeneath: the log is opened beneath the pod's log directory,
+// at the first open (Go) and at each reopen (the monitor): a symbolic link
+// planted there, where the log goes or on the way, is refused, and the file
+// it points at is left alone.
+func TestReopenLogBeneath(t *testing.T) {
+	outside := t.TempDir()
+	hostFile := filepath.Join(outside, "host-file")
+	if err := os.WriteFile(hostFile, []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untouched := func(when string) {
+		t.Helper()
+		if b, _ := os.ReadFile(hostFile); string(b) != "host\n" {
+			t.Errorf("%s: the host file was written: %q", when, b)
+		}
+		if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+			t.Errorf("%s: made outside the log directory: %v", when, entries)
+		}
+	}
+
+	// At the first open: the shim's create fails.
+	c := newContainer(t, "true")
+	c.writeSpec(t)
+	os.Symlink(hostFile, c.cfg.LogPath)
+	if _, _, err := Start(ctxT(t), shimBinary, c.cfg); err == nil || !strings.Contains(err.Error(), "open the container's log") {
+		t.Errorf("start with a symbolic link as the log: %v", err)
+	}
+	untouched("start")
+
+	// At a reopen: the monitor refuses, and goes on with the old file.
+	c = newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.02; done")
+	sub := filepath.Join(c.cfg.LogDir, "sub")
+	os.Mkdir(sub, 0o755)
+	c.cfg.LogPath = filepath.Join(sub, "c.log")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	rotated := c.cfg.LogPath + ".1"
+	os.Rename(c.cfg.LogPath, rotated)
+	os.Symlink(hostFile, c.cfg.LogPath)
+	if err := client.ReopenLog(ctx); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("reopen through a symbolic link: %v", err)
+	}
+	os.Remove(c.cfg.LogPath)
+	os.Rename(sub, sub+".old")
+	os.Symlink(outside, sub)
+	if err := client.ReopenLog(ctx); err == nil {
+		t.Error("reopen through a symbolic link to a directory succeeded")
+	}
+	untouched("reopen")
+	// The output still goes to the file in use.
+	old := filepath.Join(sub+".old", "c.log.1")
+	for size, deadline := logSize(t, old), time.Now().Add(10*time.Second); logSize(t, old) <= size; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the log in use stopped growing after a refused reopen")
+		}
+	}
+	// Once the directory is a directory again, the reopen succeeds.
+	os.Remove(sub)
+	os.Rename(sub+".old", sub)
+	if err := client.ReopenLog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	untouched("end")
+}
+
 func waitForLog(t testing.TB, path string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -1330,6 +1401,21 @@ func TestCopyLog(t *testing.T) {
 		t.Error("the monitor does not drain an output without a log")
 	}
 	w.Close()
+
+	// The older command line (log= alone, as above) opens the log beneath
+	// its own directory too: never through a symbolic link.
+	target := filepath.Join(t.TempDir(), "target")
+	link := filepath.Join(t.TempDir(), "link.log")
+	os.WriteFile(target, nil, 0o644)
+	os.Symlink(target, link)
+	w, stop3 := run(link)
+	defer stop3()
+	w.WriteString("through the link\n")
+	w.Close()
+	time.Sleep(200 * time.Millisecond)
+	if b, _ := os.ReadFile(target); len(b) > 0 {
+		t.Errorf("the monitor wrote through a symbolic link: %q", b)
+	}
 }
 
 func TestReadOOMKills(t *testing.T) {
