@@ -968,7 +968,11 @@ func TestReopenLogBeneath(t *testing.T) {
 	c := newContainer(t, "true")
 	c.writeSpec(t)
 	os.Symlink(hostFile, c.cfg.LogPath)
-	if _, _, err := Start(ctxT(t), shimBinary, c.cfg); err == nil || !strings.Contains(err.Error(), "open the container's log") {
+	if client, pid, err := Start(ctxT(t), shimBinary, c.cfg); err == nil {
+		t.Error("a shim started with a symbolic link as the log")
+		client.Delete(ctxT(t))
+		waitGone(t, pid)
+	} else if !strings.Contains(err.Error(), "open the container's log") {
 		t.Errorf("start with a symbolic link as the log: %v", err)
 	}
 	untouched("start")
