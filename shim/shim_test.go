@@ -902,14 +902,26 @@ func TestAnswersWhileFlooding(t *testing.T) {
 	}
 }
 
-func TestReopenLog(t *testing.T) {
+// startCounter starts a container that logs line0, line1, ... every 20 ms
+// to name in its log directory, and waits for its first line.
+func startCounter(t *testing.T, name string) (*testContainer, *Client) {
+	t.Helper()
 	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.02; done")
+	c.cfg.LogPath = filepath.Join(c.cfg.LogDir, name)
+	if err := os.MkdirAll(filepath.Dir(c.cfg.LogPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	client, _ := c.start(t)
-	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := client.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	waitForLog(t, c.cfg.LogPath)
+	return c, client
+}
+
+func TestReopenLog(t *testing.T) {
+	c, client := startCounter(t, "c.log")
+	ctx := ctxT(t)
 	rotated := c.cfg.LogPath + ".1"
 	if err := os.Rename(c.cfg.LogPath, rotated); err != nil {
 		t.Fatal(err)
@@ -978,16 +990,9 @@ func TestReopenLogBeneath(t *testing.T) {
 	untouched("start")
 
 	// At a reopen: the monitor refuses, and goes on with the old file.
-	c = newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.02; done")
-	sub := filepath.Join(c.cfg.LogDir, "sub")
-	os.Mkdir(sub, 0o755)
-	c.cfg.LogPath = filepath.Join(sub, "c.log")
-	client, _ := c.start(t)
+	c, client := startCounter(t, "sub/c.log")
+	sub := filepath.Dir(c.cfg.LogPath)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitForLog(t, c.cfg.LogPath)
 	rotated := c.cfg.LogPath + ".1"
 	os.Rename(c.cfg.LogPath, rotated)
 	os.Symlink(hostFile, c.cfg.LogPath)
