@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +18,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
-	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/oci"
@@ -188,8 +187,8 @@ func checkLogPath(dir, name string) error {
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("%w: the pod's log directory %q is not an absolute path", ErrInvalid, dir)
 	}
-	if filepath.IsAbs(name) || slices.Contains(strings.Split(name, "/"), "..") || strings.ContainsRune(name, 0) {
-		return fmt.Errorf("%w: log path %q: must be a path inside the pod's log directory, without \"..\"", ErrInvalid, name)
+	if err := beneath.Check(name); err != nil {
+		return fmt.Errorf("%w: log path: %v: it must be a path inside the pod's log directory", ErrInvalid, err)
 	}
 	return nil
 }

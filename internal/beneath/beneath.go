@@ -21,18 +21,29 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS
 // ErrNotRegular: OpenFile found something other than a regular file.
 var ErrNotRegular = errors.New("not a regular file")
 
-// components splits name, a path relative to the directory, refusing an
-// absolute path and "..".
+// Check refuses a path that cannot be beneath a directory by its letters
+// alone: an absolute path, one with a ".." component, or one with a NUL
+// byte. (A symbolic link on the way is refused when the path is resolved.)
+func Check(name string) error {
+	_, err := components(name)
+	return err
+}
+
+// components splits name, a path relative to the directory, as Check
+// checks it.
 func components(name string) ([]string, error) {
 	if strings.HasPrefix(name, "/") {
-		return nil, fmt.Errorf("%s: an absolute path: %w", name, unix.EXDEV)
+		return nil, fmt.Errorf("%q is an absolute path: %w", name, unix.EXDEV)
+	}
+	if strings.ContainsRune(name, 0) {
+		return nil, fmt.Errorf("%q has a NUL byte: %w", name, unix.EINVAL)
 	}
 	var out []string
 	for _, c := range strings.Split(name, "/") {
 		switch c {
 		case "", ".":
 		case "..":
-			return nil, fmt.Errorf("%s: a \"..\" component: %w", name, unix.EXDEV)
+			return nil, fmt.Errorf("%q has a \"..\" component: %w", name, unix.EXDEV)
 		default:
 			out = append(out, c)
 		}

@@ -94,3 +94,14 @@ func TestOpenFile(t *testing.T) {
 		t.Errorf("made outside: %v", entries)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"c.log": true, "c/0.log": true, "./c//0.log": true, "c..log": true, "..c/x": true,
+		"../x": false, "c/../x": false, "..": false, "/tmp/x": false, "c\x00.log": false,
+	} {
+		if err := Check(name); (err == nil) != ok {
+			t.Errorf("Check(%q) = %v", name, err)
+		}
+	}
+}
