@@ -247,6 +247,14 @@ func (m *Manager) makeUpper(c *Container) error {
 }
 
 // mountRootfs mounts the image's layers and the container's upper directory.
+//
+// Without nosuid or nodev: the runtime bind-mounts this mount as the
+// container's "/", and the bind keeps its flags, so setuid binaries and
+// device nodes in the image would stop working inside (runc 1.1 even drops
+// the flags again when it remounts a read-only root). What keeps a local
+// user from running such a file from the host is the Private directory
+// above the mount and the upper directory (which no mount flag here would
+// cover: overlayfs writes it directly).
 func (m *Manager) mountRootfs(c *Container) error {
 	lower := make([]string, 0, len(c.ChainIDs))
 	for i := len(c.ChainIDs) - 1; i >= 0; i-- {
