@@ -1329,12 +1329,13 @@ const maxLogLine = 16 << 10
 func TestCopyLog(t *testing.T) {
 	// The monitor, run by hand: its "init" is this process (not its child:
 	// never reaped), its stderr pipe is ours.
-	run := func(logPath string) (w *os.File, stop func()) {
+	run := func(logPath string) (w *os.File, client *Client, stop func()) {
 		dir := t.TempDir()
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "sock"), Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
 		}
+		ln.SetUnlinkOnClose(false) // the monitor listens there
 		defer ln.Close()
 		lf, err := ln.File()
 		if err != nil {
@@ -1354,14 +1355,14 @@ func TestCopyLog(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return w, func() {
+		return w, &Client{socket: filepath.Join(dir, "sock")}, func() {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
 	}
 
 	logPath := filepath.Join(t.TempDir(), "log")
-	w, stop := run(logPath)
+	w, client, stop := run(logPath)
 	defer stop()
 	// Write in odd chunks: entries follow lines, not writes.
 	input := "a\n\nb" + strings.Repeat("x", maxLogLine) + "\n" + strings.Repeat("y", maxLogLine-1) + "\n" +
@@ -1391,10 +1392,18 @@ func TestCopyLog(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("entries\n got %.300q\nwant %.300q", got, want)
 	}
+	// A monitor started with the older command line (log= alone, as
+	// pier-shim passed it before log-dir= and log-name=) reopens its log.
+	os.Rename(logPath, logPath+".1")
+	if err := client.ReopenLog(ctxT(t)); err != nil {
+		t.Errorf("reopen with log= alone: %v", err)
+	} else if _, err := os.Stat(logPath); err != nil {
+		t.Errorf("reopen with log= alone: %v", err)
+	}
 
 	// Without a log file, output is drained and dropped: this write of
 	// more than a pipe holds returns.
-	w, stop2 := run("")
+	w, _, stop2 := run("")
 	defer stop2()
 	done := make(chan error, 1)
 	go func() {
@@ -1417,7 +1426,7 @@ func TestCopyLog(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "link.log")
 	os.WriteFile(target, nil, 0o644)
 	os.Symlink(target, link)
-	w, stop3 := run(link)
+	w, _, stop3 := run(link)
 	defer stop3()
 	w.WriteString("through the link\n")
 	w.Close()
