@@ -6,7 +6,9 @@
 //
 // Each container has a persistent directory <root>/<id>/ (container.json,
 // upper/, work/) and a volatile one <state>/<id>/ (the bundle: config.json,
-// rootfs/; and the shim's files: shim.json, exit.json). The shim outlives
+// rootfs/; and the shim's files: shim.json, exit.json), both root's alone
+// (package privdir): no other user of the node may reach the files a
+// container writes, nor its records. The shim outlives
 // pierd; after a restart pierd reconnects to it, or reads the exit file it
 // left, and never makes up an exit code.
 package container
@@ -34,6 +36,7 @@ import (
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
+	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -146,8 +149,10 @@ type Manager struct {
 // New loads the containers recorded under opts.Root and reconnects to
 // their shims.
 func New(opts Options) (*Manager, error) {
-	for _, d := range []string{opts.Root, opts.State, opts.SocketDir} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// Each container's own directories are Private (see create); the roots
+	// above them Passable, so that one of them can be opened to one group.
+	for d, mode := range map[string]os.FileMode{opts.Root: privdir.Passable, opts.State: privdir.Passable, opts.SocketDir: privdir.Private} {
+		if err := privdir.Make(d, mode); err != nil {
 			return nil, err
 		}
 	}
@@ -204,6 +209,15 @@ func (m *Manager) load() error {
 			klog.InfoS("Undoing a container whose creation was interrupted", "id", c.ID)
 			m.destroy(context.Background(), c)
 			continue
+		}
+		// An older pier made them passable by all (the volatile one is
+		// gone after a reboot: it is not made again here).
+		for _, d := range []string{dir, m.stateDir(c.ID)} {
+			if _, err := os.Stat(d); err == nil {
+				if err := privdir.Make(d, privdir.Private); err != nil {
+					klog.ErrorS(err, "Making a container's directory private", "dir", d)
+				}
+			}
 		}
 		m.containers[c.ID] = c
 		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {

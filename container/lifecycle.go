@@ -20,7 +20,9 @@ import (
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/ids"
+	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -40,6 +42,9 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}
 	pod, err := m.opts.Pods.Get(podID)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkLogPath(pod.Config.LogDirectory, cfg.GetLogPath()); err != nil {
 		return nil, err
 	}
 	if pod.State != sandbox.Ready {
@@ -79,7 +84,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	// answer and sends StartContainer; Start waits for it.
 	l := newLive()
 	m.live[id] = l
-	go m.startShim(c, rt, l)
+	go m.startShim(c, rt, pod.Config.LogDirectory, l)
 	return c.copy(), nil
 }
 
@@ -106,13 +111,18 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	if pod.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
 		c.LogPath = filepath.Join(pod.Config.LogDirectory, cfg.GetLogPath())
 	}
-	for _, d := range []string{filepath.Join(m.dir(id), "upper"), filepath.Join(m.dir(id), "work"), c.Rootfs, m.shimDir(id)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// Root's alone: the container's files (its writable layer, its root
+	// file system) may hold setuid-root files and device nodes it made.
+	for _, d := range []string{filepath.Join(m.dir(id), "work"), c.Rootfs, m.shimDir(id)} {
+		if err := privdir.Make(d, privdir.Private); err != nil {
+			os.RemoveAll(m.dir(id))
+			os.RemoveAll(m.stateDir(id))
 			return nil, err
 		}
 	}
 	if c.ChainIDs, err = m.opts.Images.Hold(id, imageID); err != nil {
 		os.RemoveAll(m.dir(id))
+		os.RemoveAll(m.stateDir(id))
 		return nil, err
 	}
 	if err := m.save(c); err != nil {
@@ -124,6 +134,9 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 			m.destroy(context.Background(), c)
 		}
 	}()
+	if err := m.makeUpper(c); err != nil {
+		return c, err
+	}
 	if err := m.mountRootfs(c); err != nil {
 		return c, err
 	}
@@ -157,7 +170,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 		return c, err
 	}
 	if c.LogPath != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+		if err := makeLogDir(pod.Config.LogDirectory, cfg.GetLogPath()); err != nil {
 			return c, err
 		}
 	}
@@ -167,6 +180,37 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	}
 	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
 	return c, nil
+}
+
+// checkLogPath refuses a container log path (the CRI's log_path, relative
+// to the pod's log_directory) that would lead out of the pod's log
+// directory: an absolute one, or one with a ".." component.
+func checkLogPath(dir, name string) error {
+	if dir == "" || name == "" {
+		return nil // no log: the output is discarded
+	}
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("%w: the pod's log directory %q is not an absolute path", ErrInvalid, dir)
+	}
+	if err := beneath.Check(name); err != nil {
+		return fmt.Errorf("%w: log path: %v: it must be a path inside the pod's log directory", ErrInvalid, err)
+	}
+	return nil
+}
+
+// makeLogDir makes the pod's log directory dir (kubelet's, as it names it)
+// and the directories of the container's log, name, beneath it without
+// following a symbolic link: whoever can write there (a container that
+// mounts it) must not make pier create directories elsewhere. The shim
+// opens the log itself beneath dir too (package beneath).
+func makeLogDir(dir, name string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if d := filepath.Dir(name); d != "." {
+		return beneath.MkdirAll(dir, d, 0o755)
+	}
+	return nil
 }
 
 // removeDefaultCgroupParent removes pier's own cgroup parent from every
@@ -184,7 +228,38 @@ func (m *Manager) removeDefaultCgroupParent() {
 	}
 }
 
+// makeUpper makes the container's upper directory with the mode and owner
+// of the image's root directory (its top layer's): overlayfs shows the
+// upper directory's as the container's "/".
+func (m *Manager) makeUpper(c *Container) error {
+	upper := filepath.Join(m.dir(c.ID), "upper")
+	mode, uid, gid := os.FileMode(0o755), 0, 0
+	if len(c.ChainIDs) > 0 {
+		fi, err := os.Stat(m.opts.Images.LayerDir(c.ChainIDs[len(c.ChainIDs)-1]))
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		mode, uid, gid = fi.Mode().Perm(), int(st.Uid), int(st.Gid)
+	}
+	if err := os.Mkdir(upper, mode); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chown(upper, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(upper, mode) // past the umask
+}
+
 // mountRootfs mounts the image's layers and the container's upper directory.
+//
+// Without nosuid or nodev: the runtime bind-mounts this mount as the
+// container's "/", and the bind keeps its flags, so setuid binaries and
+// device nodes in the image would stop working inside (runc 1.1 even drops
+// the flags again when it remounts a read-only root). What keeps a local
+// user from running such a file from the host is the Private directory
+// above the mount and the upper directory (which no mount flag here would
+// cover: overlayfs writes it directly).
 func (m *Manager) mountRootfs(c *Container) error {
 	lower := make([]string, 0, len(c.ChainIDs))
 	for i := len(c.ChainIDs) - 1; i >= 0; i-- {
@@ -248,13 +323,15 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 	return c.copy(), m.live[c.ID], nil
 }
 
-// startShim starts the container's shim, which runs the runtime's create.
-func (m *Manager) startShim(c *Container, rt *oci.Runtime, l *live) {
+// startShim starts the container's shim, which runs the runtime's create;
+// the shim opens the container's log beneath logDir, the pod's log
+// directory.
+func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *live) {
 	start := time.Now()
 	m.cgroupMu.RLock() // until the runtime's create has made the container's cgroups
 	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
 		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
-		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath,
+		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath, LogDir: logDir,
 		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
 	m.cgroupMu.RUnlock()

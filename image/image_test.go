@@ -3,6 +3,8 @@ package image
 import (
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -136,5 +138,30 @@ func TestPlainHTTP(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://10.0.0.1:5000/v2/", nil)
 	if _, err := (&httpGuard{next: http.DefaultTransport}).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "insecure") {
 		t.Fatalf("plain HTTP to a private address not refused: %v", err)
+	}
+}
+
+// TestStoreModes: what the store keeps is root's alone, also in a store an
+// older pier made with looser modes.
+func TestStoreModes(t *testing.T) {
+	root := t.TempDir()
+	os.Chmod(root, 0o711)
+	os.Mkdir(filepath.Join(root, "layers"), 0o755)
+	s, err := New(Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := &Image{ID: "sha256:" + hex64("c")}
+	if err := s.writeNewImage(img, []byte(`{"architecture":"amd64","os":"linux"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{
+		s.layersDir(): 0o700, s.imagesDir(): 0o700, s.imageDir(img.ID): 0o700,
+		filepath.Join(s.imageDir(img.ID), "config.json"): 0o600,
+		filepath.Join(s.imageDir(img.ID), "image.json"):  0o600,
+	} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
+		}
 	}
 }

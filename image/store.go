@@ -32,6 +32,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/privdir"
 )
 
 const recordVersion = 1
@@ -148,8 +149,11 @@ func New(opts Options) (*Store, error) {
 		}
 		s.pinned[named.String()] = true
 	}
+	// Layers hold what images ship, setuid-root files and device nodes
+	// included: no other user may reach them (overlayfs reaches the lower
+	// directories with the credentials of whoever mounted it, root).
 	for _, dir := range []string{s.layersDir(), s.imagesDir()} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := privdir.Make(dir, privdir.Private); err != nil {
 			return nil, err
 		}
 		if err := removeDotEntries(dir); err != nil {
@@ -459,7 +463,7 @@ func (s *Store) writeNewImage(img *Image, rawConfig []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(tmp, "config.json"), rawConfig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(tmp, "config.json"), rawConfig, atomicfile.RecordMode); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}

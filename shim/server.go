@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/oci"
 )
 
@@ -163,8 +164,15 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 			}
 		}
 	}
+	// log= is the log's path, as it always was; the monitor reopens it as
+	// log-name= beneath log-dir=.
+	var logDir, logName string
+	if s.cfg.LogPath != "" {
+		logDir, logName, _ = s.logName() // create checked it
+	}
 	args := []string{"pier-shim", "monitor",
 		"id=" + s.cfg.ID, "dir=" + s.cfg.Dir, "socket=" + s.cfg.Socket, "log=" + s.cfg.LogPath,
+		"log-dir=" + logDir, "log-name=" + logName,
 		"pid=" + strconv.Itoa(s.pid), fmt.Sprintf("created=%d.%09d", s.created.Unix(), s.created.Nanosecond()),
 		"oom=" + s.oomFile, "oom-base=" + strconv.FormatInt(s.oomBase, 10),
 		"helper=" + exe, "runtime-name=" + s.rt.Name, "runtime=" + s.rt.Binary(), "runtime-root=" + s.rt.Root,
@@ -272,7 +280,11 @@ func (s *server) create() (err error) {
 		return fmt.Errorf("pier-shim: bundle: %w", err)
 	}
 	if s.cfg.LogPath != "" {
-		if s.ctrLog, err = os.OpenFile(s.cfg.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+		var dir, name string
+		if dir, name, err = s.logName(); err == nil {
+			s.ctrLog, err = beneath.OpenFile(dir, name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		}
+		if err != nil {
 			return fmt.Errorf("pier-shim: open the container's log: %w", err)
 		}
 		defer func() {
@@ -382,6 +394,21 @@ func (s *server) create() (err error) {
 	s.pty = master
 	s.outputs = [2]*os.File{pipes[0], pipes[2]}
 	return nil
+}
+
+// logName splits the container's log path into the directory it is opened
+// beneath (Config.LogDir) and its path there, which the monitor opens
+// again at each reopen.
+func (s *server) logName() (dir, name string, err error) {
+	dir = s.cfg.LogDir
+	if dir == "" {
+		dir = filepath.Dir(s.cfg.LogPath)
+	}
+	name, err = filepath.Rel(dir, s.cfg.LogPath)
+	if err != nil || !filepath.IsLocal(name) {
+		return "", "", fmt.Errorf("the log %s is not in the directory %s", s.cfg.LogPath, dir)
+	}
+	return dir, name, nil
 }
 
 // listen listens on the control socket, replacing a stale socket file but

@@ -121,6 +121,10 @@ type Config struct {
 	Dir     string      `json:"dir"`     // the shim's own state dir: shim.json, exit.json, shim.log
 	Socket  string      `json:"socket"`  // control socket path, under the 108-byte limit
 	LogPath string      `json:"logPath"` // CRI log file of the container; "" discards the output
+	// LogDir is the pod's log directory: the shim opens LogPath (at every
+	// reopen too) beneath it, never following a symbolic link (package
+	// beneath). "" (a shim.json of an older pierd) is LogPath's directory.
+	LogDir string `json:"logDir,omitempty"`
 
 	// From the CRI container config. Tty: the container's stdio is a
 	// terminal (the bundle's process.terminal is set). Stdin: its standard

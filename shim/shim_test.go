@@ -171,6 +171,7 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 		Dir:     filepath.Join(base, "shim"),
 		Socket:  filepath.Join(sockDir, randomHex(t, 6)+".sock"),
 		LogPath: filepath.Join(base, "logs", "c.log"),
+		LogDir:  filepath.Join(base, "logs"),
 	}
 	rootfs := filepath.Join(c.bundle, "rootfs")
 	for _, d := range []string{"bin", "proc", "dev", "gate", "tmp"} {
@@ -455,6 +456,12 @@ exit 3`)
 	}
 	if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 3 || !fe.FinishedAt.Equal(exit.FinishedAt) {
 		t.Errorf("exit file %+v, %v; want %+v", fe, err, exit)
+	}
+	// Records are root's alone.
+	for _, f := range []string{exitFile, configFile} {
+		if fi, err := os.Stat(filepath.Join(c.cfg.Dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode().Perm(), err)
+		}
 	}
 	if st, err = client.State(ctx); err != nil || st.Status != StatusExited || st.Exit == nil || st.Exit.Code != 3 {
 		t.Errorf("state after exit %+v, %v", st, err)
@@ -895,14 +902,26 @@ func TestAnswersWhileFlooding(t *testing.T) {
 	}
 }
 
-func TestReopenLog(t *testing.T) {
+// startCounter starts a container that logs line0, line1, ... every 20 ms
+// to name in its log directory, and waits for its first line.
+func startCounter(t *testing.T, name string) (*testContainer, *Client) {
+	t.Helper()
 	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.02; done")
+	c.cfg.LogPath = filepath.Join(c.cfg.LogDir, name)
+	if err := os.MkdirAll(filepath.Dir(c.cfg.LogPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	client, _ := c.start(t)
-	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := client.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	waitForLog(t, c.cfg.LogPath)
+	return c, client
+}
+
+func TestReopenLog(t *testing.T) {
+	c, client := startCounter(t, "c.log")
+	ctx := ctxT(t)
 	rotated := c.cfg.LogPath + ".1"
 	if err := os.Rename(c.cfg.LogPath, rotated); err != nil {
 		t.Fatal(err)
@@ -935,6 +954,73 @@ func TestReopenLog(t *testing.T) {
 	if err := client.ReopenLog(ctx); err == nil {
 		t.Error("reopen in a missing directory succeeded")
 	}
+}
+
+// TestReopenLogBeneath: the log is opened beneath the pod's log directory,
+// at the first open (Go) and at each reopen (the monitor): a symbolic link
+// planted there, where the log goes or on the way, is refused, and the file
+// it points at is left alone.
+func TestReopenLogBeneath(t *testing.T) {
+	outside := t.TempDir()
+	hostFile := filepath.Join(outside, "host-file")
+	if err := os.WriteFile(hostFile, []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untouched := func(when string) {
+		t.Helper()
+		if b, _ := os.ReadFile(hostFile); string(b) != "host\n" {
+			t.Errorf("%s: the host file was written: %q", when, b)
+		}
+		if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+			t.Errorf("%s: made outside the log directory: %v", when, entries)
+		}
+	}
+
+	// At the first open: the shim's create fails.
+	c := newContainer(t, "true")
+	c.writeSpec(t)
+	os.Symlink(hostFile, c.cfg.LogPath)
+	if client, pid, err := Start(ctxT(t), shimBinary, c.cfg); err == nil {
+		t.Error("a shim started with a symbolic link as the log")
+		client.Delete(ctxT(t))
+		waitGone(t, pid)
+	} else if !strings.Contains(err.Error(), "open the container's log") {
+		t.Errorf("start with a symbolic link as the log: %v", err)
+	}
+	untouched("start")
+
+	// At a reopen: the monitor refuses, and goes on with the old file.
+	c, client := startCounter(t, "sub/c.log")
+	sub := filepath.Dir(c.cfg.LogPath)
+	ctx := ctxT(t)
+	rotated := c.cfg.LogPath + ".1"
+	os.Rename(c.cfg.LogPath, rotated)
+	os.Symlink(hostFile, c.cfg.LogPath)
+	if err := client.ReopenLog(ctx); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("reopen through a symbolic link: %v", err)
+	}
+	os.Remove(c.cfg.LogPath)
+	os.Rename(sub, sub+".old")
+	os.Symlink(outside, sub)
+	if err := client.ReopenLog(ctx); err == nil {
+		t.Error("reopen through a symbolic link to a directory succeeded")
+	}
+	untouched("reopen")
+	// The output still goes to the file in use.
+	old := filepath.Join(sub+".old", "c.log.1")
+	for size, deadline := logSize(t, old), time.Now().Add(10*time.Second); logSize(t, old) <= size; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the log in use stopped growing after a refused reopen")
+		}
+	}
+	// Once the directory is a directory again, the reopen succeeds.
+	os.Remove(sub)
+	os.Rename(sub+".old", sub)
+	if err := client.ReopenLog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, c.cfg.LogPath)
+	untouched("end")
 }
 
 func waitForLog(t testing.TB, path string) {
@@ -1243,12 +1329,13 @@ const maxLogLine = 16 << 10
 func TestCopyLog(t *testing.T) {
 	// The monitor, run by hand: its "init" is this process (not its child:
 	// never reaped), its stderr pipe is ours.
-	run := func(logPath string) (w *os.File, stop func()) {
+	run := func(logPath string) (w *os.File, client *Client, stop func()) {
 		dir := t.TempDir()
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "sock"), Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
 		}
+		ln.SetUnlinkOnClose(false) // the monitor listens there
 		defer ln.Close()
 		lf, err := ln.File()
 		if err != nil {
@@ -1268,14 +1355,14 @@ func TestCopyLog(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return w, func() {
+		return w, &Client{socket: filepath.Join(dir, "sock")}, func() {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
 	}
 
 	logPath := filepath.Join(t.TempDir(), "log")
-	w, stop := run(logPath)
+	w, client, stop := run(logPath)
 	defer stop()
 	// Write in odd chunks: entries follow lines, not writes.
 	input := "a\n\nb" + strings.Repeat("x", maxLogLine) + "\n" + strings.Repeat("y", maxLogLine-1) + "\n" +
@@ -1305,10 +1392,18 @@ func TestCopyLog(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("entries\n got %.300q\nwant %.300q", got, want)
 	}
+	// A monitor started with the older command line (log= alone, as
+	// pier-shim passed it before log-dir= and log-name=) reopens its log.
+	os.Rename(logPath, logPath+".1")
+	if err := client.ReopenLog(ctxT(t)); err != nil {
+		t.Errorf("reopen with log= alone: %v", err)
+	} else if _, err := os.Stat(logPath); err != nil {
+		t.Errorf("reopen with log= alone: %v", err)
+	}
 
 	// Without a log file, output is drained and dropped: this write of
 	// more than a pipe holds returns.
-	w, stop2 := run("")
+	w, _, stop2 := run("")
 	defer stop2()
 	done := make(chan error, 1)
 	go func() {
@@ -1324,6 +1419,21 @@ func TestCopyLog(t *testing.T) {
 		t.Error("the monitor does not drain an output without a log")
 	}
 	w.Close()
+
+	// The older command line (log= alone, as above) opens the log beneath
+	// its own directory too: never through a symbolic link.
+	target := filepath.Join(t.TempDir(), "target")
+	link := filepath.Join(t.TempDir(), "link.log")
+	os.WriteFile(target, nil, 0o644)
+	os.Symlink(target, link)
+	w, _, stop3 := run(link)
+	defer stop3()
+	w.WriteString("through the link\n")
+	w.Close()
+	time.Sleep(200 * time.Millisecond)
+	if b, _ := os.ReadFile(target); len(b) > 0 {
+		t.Errorf("the monitor wrote through a symbolic link: %q", b)
+	}
 }
 
 func TestReadOOMKills(t *testing.T) {

@@ -27,11 +27,15 @@
  *
  * Usage (by pier-shim and pierd only):
  *   pier-shim-monitor monitor key=value...
+ *     (log=<path> is the container's log, log-dir= and log-name= where it
+ *     is opened from; a monitor given log= alone opens it beneath its own
+ *     directory)
  *   pier-shim-monitor pod-init <pod id>
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,6 +77,8 @@ static const char *const st_created = "created", *const st_running = "running", 
 
 /* The configuration, from the command line. */
 static const char *id, *dir, *sock_path, *log_path, *oom_file, *helper, *rt_name, *rt_bin, *rt_root;
+/* The log, log_path, is opened as log_name beneath log_dir (open_log). */
+static const char *log_dir, *log_name;
 static int rt_systemd_cgroup; /* the runtime's --systemd-cgroup, as package oci passes it */
 static int init_pid, tty, stdin_once, pty_stdin;
 static long oom_base = -1;
@@ -321,12 +327,45 @@ done:
 
 /* ---- the CRI log ---- */
 
+/* open_log opens the log, log_name beneath log_dir, as package beneath
+ * does in Go (internal/beneath; shim's TestReopenLogBeneath holds the two
+ * to the same rules): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+ * relative to the pod's log directory, so that neither ".." nor a symbolic
+ * link planted there (by a container that mounts it) makes the monitor, as
+ * root, append to a file elsewhere; a regular file only, opened without
+ * waiting (a FIFO there does not block the monitor). Returns the
+ * descriptor, or -1 with errno set. */
+static int open_log(void) {
+	int dfd = open(log_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	struct open_how how = {
+		.flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.mode = 0640,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+	};
+	int fd = syscall(SYS_openat2, dfd, log_name, &how, sizeof how);
+	int e = errno;
+	close(dfd);
+	errno = e;
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = EINVAL; /* not a regular file */
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
 /* reopen_log opens the log file again (kubelet rotated it); on failure the
  * old file stays in use and errno is set. */
 static int reopen_log(void) {
 	if (!*log_path)
 		return 0;
-	int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	int fd = open_log();
 	if (fd < 0)
 		return -1;
 	if (log_fd >= 0)
@@ -841,7 +880,7 @@ static void finish_exit(void) {
 	struct buf b = {0};
 	bexit(&b, 1);
 	bput(&b, "\n", 1);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* a record: root's alone */
 	errno = EIO; /* a short write sets none */
 	int ok = fd >= 0 && write(fd, b.p, b.n) == (ssize_t)b.n && fsync(fd) == 0;
 	if (fd >= 0)
@@ -1153,7 +1192,7 @@ static void on_request(struct conn *c, unsigned events) {
 		answer_exit(c->fd);
 	} else if (!strcmp(op, "reopen-log")) {
 		if (reopen_log() < 0)
-			answer_err(c->fd, NULL, "pier-shim: reopen the log: open %s: %s", log_path, strerror(errno));
+			answer_err(c->fd, NULL, "pier-shim: reopen the log: open %s beneath %s: %s", log_name, log_dir, errno == EINVAL ? "not a regular file" : errno == ELOOP ? "a symbolic link is on the way" : strerror(errno));
 		else
 			answer_ok(c->fd);
 	} else if (!strcmp(op, "delete")) {
@@ -1312,7 +1351,7 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "pier-shim-monitor is run by pier-shim, which pierd starts: one per container\n");
 		return 2;
 	}
-	id = dir = sock_path = log_path = oom_file = helper = rt_name = rt_bin = rt_root = "";
+	id = dir = sock_path = log_path = log_dir = log_name = oom_file = helper = rt_name = rt_bin = rt_root = "";
 	for (int i = 2; i < argc; i++) {
 		/* key=value, left as it is: ps shows the command line */
 		const char *arg = argv[i], *v = strchr(arg, '=');
@@ -1325,6 +1364,8 @@ int main(int argc, char **argv) {
 		else if (!strcmp(k, "dir")) dir = v;
 		else if (!strcmp(k, "socket")) sock_path = v;
 		else if (!strcmp(k, "log")) log_path = v;
+		else if (!strcmp(k, "log-dir")) log_dir = v;
+		else if (!strcmp(k, "log-name")) log_name = v;
 		else if (!strcmp(k, "oom")) oom_file = v;
 		else if (!strcmp(k, "oom-base")) oom_base = atol(v);
 		else if (!strcmp(k, "helper")) helper = v;
@@ -1350,6 +1391,12 @@ int main(int argc, char **argv) {
 	}
 	if (!*rt_name)
 		rt_name = rt_bin;
+	if (*log_path && (!*log_dir || !*log_name)) {
+		/* The older form, log= alone: beneath the log's own directory. */
+		char *slash = strrchr(log_path, '/');
+		log_dir = slash && slash != log_path ? strndup(log_path, slash - log_path) : "/";
+		log_name = slash ? slash + 1 : log_path;
+	}
 	status = st_created;
 	prctl(PR_SET_NAME, "pier-shim");
 	/* Descriptors: as many as allowed (exec restored the soft limit); its

@@ -27,6 +27,7 @@ import (
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
 )
@@ -92,8 +93,10 @@ func run(args []string) error {
 
 func serve(cfg *Config) error {
 	klog.InfoS("Starting pierd", "version", version, "root", cfg.Root, "state", cfg.State, "listen", cfg.Listen)
+	// Passable, not listable: what is inside is in per-object directories
+	// that are root's alone (package privdir).
 	for _, dir := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
+		if err := privdir.Make(dir, privdir.Passable); err != nil {
 			return err
 		}
 	}

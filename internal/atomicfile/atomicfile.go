@@ -1,6 +1,9 @@
 // Package atomicfile writes files so that readers see either the old content
 // or the new, never a mix: write a temp file beside the target, fsync it,
 // rename it over the target, then fsync the directory.
+//
+// Records (WriteJSON) are root's alone, mode 0600: they may hold what the
+// CRI sent, environment values (Kubernetes Secrets) included.
 package atomicfile
 
 import (
@@ -43,13 +46,17 @@ func write(f *os.File, data []byte, perm os.FileMode) error {
 	return f.Close()
 }
 
-// WriteJSON atomically replaces path with v encoded as indented JSON.
+// RecordMode is the mode of every record pier writes: root's alone.
+const RecordMode os.FileMode = 0o600
+
+// WriteJSON atomically replaces path with v encoded as indented JSON, as a
+// record (RecordMode).
 func WriteJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFile(path, append(data, '\n'), 0o644)
+	return WriteFile(path, append(data, '\n'), RecordMode)
 }
 
 // SyncDir fsyncs a directory so that renames and creations in it are durable.

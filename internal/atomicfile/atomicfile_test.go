@@ -9,6 +9,11 @@ import (
 func TestWriteJSON(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rec.json")
+	// A record an older version left readable by all is replaced by one
+	// that is not.
+	if err := os.WriteFile(path, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, v := range []int{1, 2} {
 		if err := WriteJSON(path, map[string]int{"v": v}); err != nil {
 			t.Fatal(err)
@@ -17,6 +22,9 @@ func TestWriteJSON(t *testing.T) {
 	b, err := os.ReadFile(path)
 	if err != nil || string(b) != "{\n  \"v\": 2\n}\n" {
 		t.Fatalf("content %q, %v", b, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("record mode %v, %v; want 0600: records may hold secrets", fi.Mode().Perm(), err)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
