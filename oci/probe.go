@@ -153,7 +153,7 @@ func writeBundle(dir string, spec *specs.Spec, exe string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600)
 }
 
 func linkOrCopy(src, dst string) error {
