@@ -103,7 +103,6 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithBase(),
 		WithNamespaces(pod, sc.GetNamespaceOptions(), in.PodInitPid),
 		WithDefaultMounts(pod),
-		WithDefaultMaskedPaths(),
 		WithDefaultCapabilities(),
 		WithNofileLimit(nofile),
 		WithCgroupsPath(in.CgroupsPath),
@@ -249,37 +248,15 @@ func WithDefaultMounts(pod *sandbox.Sandbox) SpecOpt {
 	}
 }
 
-// The paths masked and made read-only by default, as containerd does.
-var (
-	defaultMaskedPaths = []string{
-		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
-	}
-	defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
-)
-
-// WithDefaultMaskedPaths masks and makes read-only the default paths
-// under /proc and /sys.
-func WithDefaultMaskedPaths() SpecOpt {
-	return func(s *specs.Spec) error {
-		l := linux(s)
-		l.MaskedPaths = slices.Clone(defaultMaskedPaths)
-		l.ReadonlyPaths = slices.Clone(defaultReadonlyPaths)
-		return nil
-	}
-}
-
-// WithMaskedPaths replaces the masked and the read-only paths with those
-// of the security context, each only when it is set.
+// WithMaskedPaths masks and makes read-only exactly the paths the security
+// context lists, as containerd does: kubelet sends the default lists for
+// the Default proc mount and empty ones for Unmasked, which the wire cannot
+// tell from unset; so a client that sends none gets none.
 func WithMaskedPaths(masked, readonly []string) SpecOpt {
 	return func(s *specs.Spec) error {
-		if masked != nil {
-			linux(s).MaskedPaths = slices.Clone(masked)
-		}
-		if readonly != nil {
-			linux(s).ReadonlyPaths = slices.Clone(readonly)
-		}
+		l := linux(s)
+		l.MaskedPaths = slices.Clone(masked)
+		l.ReadonlyPaths = slices.Clone(readonly)
 		return nil
 	}
 }

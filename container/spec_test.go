@@ -168,21 +168,15 @@ func TestOptDefaultMounts(t *testing.T) {
 }
 
 func TestOptMaskedPaths(t *testing.T) {
-	s := apply(t, WithDefaultMaskedPaths())
-	if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
+	s := apply(t, WithMaskedPaths([]string{"/proc/kcore"}, []string{"/proc/sys"}))
+	if !slices.Equal(s.Linux.MaskedPaths, []string{"/proc/kcore"}) || !slices.Equal(s.Linux.ReadonlyPaths, []string{"/proc/sys"}) {
 		t.Errorf("masked %v, readonly %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
 	}
-	// Unset lists keep the defaults; set ones replace them.
+	// None asked (kubelet's Unmasked proc mount): none.
 	if err := WithMaskedPaths(nil, nil)(s); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(s.Linux.MaskedPaths, defaultMaskedPaths) {
-		t.Errorf("masked = %v", s.Linux.MaskedPaths)
-	}
-	if err := WithMaskedPaths([]string{"/proc/x"}, []string{})(s); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(s.Linux.MaskedPaths, []string{"/proc/x"}) || len(s.Linux.ReadonlyPaths) != 0 {
+	if len(s.Linux.MaskedPaths)+len(s.Linux.ReadonlyPaths) != 0 {
 		t.Errorf("masked %v, readonly %v", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
 	}
 }
@@ -631,7 +625,7 @@ func TestResourceOOMScoreAdj(t *testing.T) {
 
 func TestOptPrivileged(t *testing.T) {
 	s := apply(t, WithBase())
-	for _, o := range []SpecOpt{WithDefaultMounts(testPod()), WithDefaultMaskedPaths(), WithDefaultCapabilities()} {
+	for _, o := range []SpecOpt{WithDefaultMounts(testPod()), WithMaskedPaths([]string{"/proc/kcore"}, []string{"/proc/sys"}), WithDefaultCapabilities()} {
 		if err := o(s); err != nil {
 			t.Fatal(err)
 		}
@@ -707,7 +701,7 @@ func TestOptSecurityProfiles(t *testing.T) {
 }
 
 func TestOptReadonlySysfs(t *testing.T) {
-	s := apply(t, WithDefaultMaskedPaths(), WithMaskedPaths(nil, []string{"/proc/sys"}), WithReadonlySysfs(false))
+	s := apply(t, WithMaskedPaths(nil, []string{"/proc/sys"}), WithReadonlySysfs(false))
 	if !slices.Equal(s.Linux.ReadonlyPaths, []string{"/proc/sys", "/sys"}) {
 		t.Errorf("read-only paths = %v", s.Linux.ReadonlyPaths)
 	}
@@ -825,6 +819,7 @@ func specInput(t *testing.T, rootfs string) SpecInput {
 					Capabilities:       &runtimeapi.Capability{DropCapabilities: []string{"ALL"}, AddCapabilities: []string{"NET_BIND_SERVICE"}},
 					ReadonlyRootfs:     true,
 					NoNewPrivs:         true,
+					MaskedPaths:        []string{"/proc/kcore"},
 					Seccomp:            &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
 				},
 			},

@@ -131,6 +131,13 @@ func TestConfinement(t *testing.T) {
 			}
 		}
 	})
+	t.Run("unmasked", func(t *testing.T) {
+		// kubelet's Unmasked proc mount sends no masked or read-only paths.
+		id := run("unmasked", &runtimeapi.LinuxContainerSecurityContext{})
+		if out := execOut(t, p, id, "stat", "-c", "%t,%T", "/proc/keys"); strings.TrimSpace(out) == "1,3" {
+			t.Errorf("/proc/keys is masked though no masked paths were asked for")
+		}
+	})
 	// After unprivileged containers of the same pod, which share its sysfs.
 	t.Run("privileged", func(t *testing.T) {
 		id := run("privileged", &runtimeapi.LinuxContainerSecurityContext{
