@@ -62,11 +62,8 @@ func pinOnThisThread(dir string, want map[string]bool, hostname string, sysctls 
 			return nil, fmt.Errorf("set hostname %q: %w", hostname, err)
 		}
 	}
-	for key, value := range sysctls {
-		path := filepath.Join("/proc/sys", sysctlPath(key))
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-			return nil, fmt.Errorf("%w: sysctl %s=%s: %v", ErrInvalid, key, value, err)
-		}
+	if err := writeSysctls(procSys, sysctls); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -105,25 +102,91 @@ func unpinNamespaces(paths map[string]string) error {
 	return first
 }
 
-// sysctlPath turns "net.ipv4.ip_forward" into "net/ipv4/ip_forward"; a name
-// written with slashes (to keep dots, as in an interface name) is a path already.
-func sysctlPath(key string) string {
-	if strings.Contains(key, "/") {
-		return key
+// procSys is where sysctls are written.
+const procSys = "/proc/sys"
+
+// writeSysctls writes each sysctl to its file under root (procSys), which
+// it opens with openat2 so that the path stays beneath root and follows no
+// symbolic link, whatever the key says (keys are checked by validate too).
+func writeSysctls(root string, sysctls map[string]string) error {
+	if len(sysctls) == 0 {
+		return nil
 	}
-	return strings.ReplaceAll(key, ".", "/")
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(dir)
+	for key, value := range sysctls {
+		if err := writeSysctl(dir, key, value); err != nil {
+			return fmt.Errorf("%w: sysctl %s=%s: %v", ErrInvalid, key, value, err)
+		}
+	}
+	return nil
 }
 
-// sysctlNamespace names the namespace a sysctl belongs to, or "" when it is
-// not namespaced and so cannot be set for one pod.
-func sysctlNamespace(key string) string {
-	k := strings.ReplaceAll(key, "/", ".")
+func writeSysctl(dir int, key, value string) error {
+	path, err := sysctlPath(key)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Openat2(dir, path, &unix.OpenHow{
+		Flags:   unix.O_WRONLY | unix.O_TRUNC | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), path)
+	_, err = f.Write([]byte(value))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// sysctlPath turns a sysctl key into its path under /proc/sys, as
+// sysctl(8) and kubelet read keys: the first separator decides. Written
+// with dots ("net.ipv4.conf.eth0/1.rp_filter"), a '/' stands for a dot in
+// a name; written with slashes ("net/ipv4/conf/eth0.1/rp_filter"), it is
+// the path already. The path must be relative, without empty, "." or ".."
+// components.
+func sysctlPath(key string) (string, error) {
+	path := key
+	if i := strings.IndexAny(key, "./"); i >= 0 && key[i] == '.' {
+		path = strings.Map(func(r rune) rune {
+			switch r {
+			case '.':
+				return '/'
+			case '/':
+				return '.'
+			}
+			return r
+		}, key)
+	}
+	for _, c := range strings.Split(path, "/") {
+		if c == "" || c == "." || c == ".." {
+			return "", fmt.Errorf("not a sysctl name: empty, \".\" or \"..\" component in %q", path)
+		}
+		for _, r := range c {
+			if r <= ' ' || r == 0x7f {
+				return "", fmt.Errorf("not a sysctl name: control character or space in %q", path)
+			}
+		}
+	}
+	return path, nil
+}
+
+// sysctlNamespace names the namespace a sysctl (its path, sysctlPath)
+// belongs to, or "" when it is not namespaced and so cannot be set for one
+// pod.
+func sysctlNamespace(path string) string {
 	switch {
-	case strings.HasPrefix(k, "net."):
+	case strings.HasPrefix(path, "net/"):
 		return "net"
-	case k == "kernel.sem", strings.HasPrefix(k, "kernel.shm"), strings.HasPrefix(k, "kernel.msg"), strings.HasPrefix(k, "fs.mqueue."):
+	case path == "kernel/sem", strings.HasPrefix(path, "kernel/shm"), strings.HasPrefix(path, "kernel/msg"), strings.HasPrefix(path, "fs/mqueue/"):
 		return "ipc"
-	case k == "kernel.hostname", k == "kernel.domainname":
+	case path == "kernel/hostname", path == "kernel/domainname":
 		return "uts"
 	}
 	return ""

@@ -50,6 +50,12 @@ const (
 
 const recordVersion = 1
 
+// dirMode is the mode of a pod's directories: root's alone. Containers get
+// its files by bind mount, which needs no access to the directory; the
+// files themselves (hostname, hosts, resolv.conf) are readable by all, for
+// containers that run as other users.
+const dirMode = 0o700
+
 // DNSConfig is the pod's resolv.conf.
 type DNSConfig struct {
 	Servers  []string `json:"servers,omitempty"`
@@ -161,6 +167,7 @@ func (m *Manager) load() error {
 			os.RemoveAll(dir)
 			continue
 		}
+		os.Chmod(dir, dirMode) // made by an older pier, with 0711
 		var sb Sandbox
 		if err := readJSON(filepath.Join(dir, "pod.json"), &sb); err != nil || sb.Version != recordVersion {
 			klog.ErrorS(err, "Dropping unreadable pod record", "dir", dir)
@@ -292,24 +299,6 @@ func (m *Manager) retry(ctx context.Context, name string, r *reservation) (*Sand
 	return sb.copy(), nil
 }
 
-func (m *Manager) validate(c *Config) error {
-	if c.Name == "" || c.Namespace == "" || c.UID == "" {
-		return fmt.Errorf("%w: metadata needs a name, namespace and uid", ErrInvalid)
-	}
-	if err := m.opts.Cgroups.CheckParent(c.CgroupParent); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	for key := range c.Sysctls {
-		switch ns := sysctlNamespace(key); {
-		case ns == "":
-			return fmt.Errorf("%w: sysctl %s is not namespaced: it cannot be set for one pod", ErrInvalid, key)
-		case ns == "net" && c.HostNetwork, ns == "ipc" && c.HostIPC, ns == "uts" && c.HostNetwork:
-			return fmt.Errorf("%w: sysctl %s cannot be set for a pod that shares the host's %s namespace", ErrInvalid, key, ns)
-		}
-	}
-	return nil
-}
-
 // create makes the sandbox; on any failure it undoes what it made.
 func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 	start := time.Now()
@@ -317,7 +306,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		Version: recordVersion, ID: id, Config: cfg, State: NotReady, Creating: true,
 		CreatedAt: time.Now(), Dir: filepath.Join(m.opts.Root, id),
 	}
-	if err := os.MkdirAll(sb.Dir, 0o711); err != nil {
+	if err := os.MkdirAll(sb.Dir, dirMode); err != nil {
 		return nil, err
 	}
 	if err := m.save(sb); err != nil {
@@ -331,6 +320,9 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		}
 	}()
 	volatile := filepath.Join(m.opts.State, id)
+	if err := os.Mkdir(volatile, dirMode); err != nil {
+		return sb, err
+	}
 	if cfg.Hostname == "" || cfg.HostNetwork {
 		if cfg.Hostname, err = os.Hostname(); err != nil {
 			return sb, err
