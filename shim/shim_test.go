@@ -605,7 +605,7 @@ func TestKill(t *testing.T) {
 // startPodInit starts a pod init; cleanup kills it and checks it is gone.
 func startPodInit(t testing.TB) int {
 	t.Helper()
-	pid, err := StartPodInit(shimBinary, "test-pod")
+	pid, err := StartPodInit(shimBinary, "test-pod", PodInitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,7 +128,9 @@ func serve(cfg *Config) error {
 		State:        filepath.Join(cfg.State, "pods"),
 		CNI:          network,
 		Cgroups:      cgroups,
-		StartPodInit: func(podID string) (int, error) { return shim.StartPodInit(shimBinary, podID) },
+		StartPodInit: func(podID string, opts shim.PodInitOptions) (int, error) {
+			return shim.StartPodInit(shimBinary, podID, opts)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
