@@ -82,6 +82,9 @@ type Config struct {
 	HostPID        bool              `json:"hostPID,omitempty"`
 	PodPID         bool              `json:"podPID,omitempty"` // one PID namespace for all containers
 	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
+	// UserNamespace is the pod's user namespace (CRI userns_options); nil,
+	// or mode NODE, is the host's.
+	UserNamespace *UserNamespace `json:"userNamespace,omitempty"`
 }
 
 // Sandbox is a pod sandbox: its config and what pier made for it.
@@ -111,13 +114,15 @@ type Options struct {
 	Hosts      string       // the node's hosts file, default /etc/hosts
 	ShmSize    int64        // bytes of a pod's /dev/shm, default 64 MiB
 	// StartPodInit starts the init process of a pod whose containers share
-	// one PID namespace (pier-shim) and returns its pid.
-	StartPodInit func(podID string) (int, error)
+	// one PID namespace (pier-shim), or that has a user namespace of its
+	// own, and returns its pid.
+	StartPodInit func(podID string, opts shim.PodInitOptions) (int, error)
 }
 
 // Manager runs the node's pod sandboxes.
 type Manager struct {
 	opts Options
+	usernsProbe
 
 	mu    sync.Mutex
 	pods  map[string]*Sandbox
@@ -329,22 +334,23 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		}
 		sb.Config.Hostname = cfg.Hostname
 	}
-	want := map[string]bool{"net": !cfg.HostNetwork, "ipc": !cfg.HostIPC, "uts": !cfg.HostNetwork}
-	if sb.Namespaces, err = pinNamespaces(filepath.Join(volatile, "ns"), want, cfg.Hostname, cfg.Sysctls); err != nil {
-		return sb, err
+	if cfg.UserNamespace != nil {
+		if err := m.makeUserNamespaces(sb, filepath.Join(volatile, "ns")); err != nil {
+			return sb, err
+		}
+	} else {
+		want := map[string]bool{"net": !cfg.HostNetwork, "ipc": !cfg.HostIPC, "uts": !cfg.HostNetwork}
+		if sb.Namespaces, err = pinNamespaces(filepath.Join(volatile, "ns"), want, cfg.Hostname, cfg.Sysctls); err != nil {
+			return sb, err
+		}
 	}
 	if !cfg.HostIPC {
 		if sb.Shm, err = mountShm(filepath.Join(volatile, "shm"), m.opts.ShmSize); err != nil {
 			return sb, err
 		}
 	}
-	if cfg.PodPID && !cfg.HostPID {
-		if sb.InitPid, err = m.opts.StartPodInit(id); err != nil {
-			return sb, fmt.Errorf("start the pod's init process: %w", err)
-		}
-		sb.InitStart = shim.StartTime(sb.InitPid)
-		// A pierd killed from here on must find the process to end it.
-		if err := m.save(sb); err != nil {
+	if cfg.PodPID && !cfg.HostPID && sb.InitPid == 0 {
+		if err := m.startPodInit(sb, shim.PodInitOptions{}); err != nil {
 			return sb, err
 		}
 	}
@@ -364,6 +370,16 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 	}
 	klog.V(2).InfoS("Pod sandbox ready", "id", id, "pod", cfg.Namespace+"/"+cfg.Name, "ips", sb.IPs, "duration", time.Since(start))
 	return sb, nil
+}
+
+// startPodInit starts the pod's init process and records it.
+func (m *Manager) startPodInit(sb *Sandbox, opts shim.PodInitOptions) (err error) {
+	if sb.InitPid, err = m.opts.StartPodInit(sb.ID, opts); err != nil {
+		return fmt.Errorf("start the pod's init process: %w", err)
+	}
+	sb.InitStart = shim.StartTime(sb.InitPid)
+	// A pierd killed from here on must find the process to end it.
+	return m.save(sb)
 }
 
 func (m *Manager) cniPod(sb *Sandbox) cni.Pod {

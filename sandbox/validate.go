@@ -43,7 +43,7 @@ func (m *Manager) validate(c *Config) error {
 			return fmt.Errorf("%w: sysctl %s cannot be set for a pod that shares the host's %s namespace", ErrInvalid, key, ns)
 		}
 	}
-	return nil
+	return checkUserNamespace(c)
 }
 
 // maxName is the longest name, namespace or uid accepted: a DNS subdomain
