@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/idmap"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/oci"
@@ -123,7 +124,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 			m.destroy(context.Background(), c)
 		}
 	}()
-	if err := m.mountRootfs(c); err != nil {
+	if err := m.mountRootfs(c, pod); err != nil {
 		return c, err
 	}
 	img, err := m.opts.Images.Get(imageID)
@@ -140,7 +141,11 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	if err != nil {
 		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	for _, n := range notes {
+	usernsNotes, err := m.prepareUserNamespace(c, pod, spec)
+	if err != nil {
+		return c, err
+	}
+	for _, n := range append(notes, usernsNotes...) {
 		klog.InfoS("Container spec adjusted", "id", id, "note", n)
 	}
 	c.User = User{UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids}
@@ -180,11 +185,17 @@ func (m *Manager) removeDefaultCgroupParent() {
 }
 
 // mountRootfs mounts the image's layers and the container's upper directory.
-func (m *Manager) mountRootfs(c *Container) error {
+func (m *Manager) mountRootfs(c *Container, pod *sandbox.Sandbox) error {
 	lower := make([]string, 0, len(c.ChainIDs))
 	for i := len(c.ChainIDs) - 1; i >= 0; i-- {
 		lower = append(lower, m.opts.Images.LayerDir(c.ChainIDs[i]))
 	}
+	// Idmapped, for a container in a user namespace (userns.go).
+	lower, release, err := m.idmapLayers(c, pod, lower)
+	if err != nil {
+		return err
+	}
+	defer release()
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"),
 		filepath.Join(m.dir(c.ID), "upper"), filepath.Join(m.dir(c.ID), "work"))
 	if len(opts) >= os.Getpagesize() {
@@ -220,7 +231,12 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 		}
 	}
 	os.Remove(c.Socket)
-	os.RemoveAll(m.stateDir(c.ID))
+	if err := idmap.UnmountUnder(m.stateDir(c.ID)); err != nil {
+		// Never remove files through a mount (a volume's clone).
+		klog.ErrorS(err, "Keeping the container's state directory", "id", c.ID)
+	} else {
+		os.RemoveAll(m.stateDir(c.ID))
+	}
 	dead := filepath.Join(m.opts.Root, ".del-"+c.ID)
 	if err := os.Rename(m.dir(c.ID), dead); err == nil {
 		os.RemoveAll(dead)
