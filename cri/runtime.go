@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 
@@ -98,6 +99,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	runtime := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtime, network}}}
 	var unusable []string
+	userns := s.opts.Pods.UserNamespaces()
 	for _, h := range s.opts.Handlers {
 		if h.Err != nil {
 			unusable = append(unusable, h.Name+": "+h.Err.Error())
@@ -108,7 +110,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			names = append(names, "") // the default handler, as kubelet names it
 		}
 		for _, n := range names {
-			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: &runtimeapi.RuntimeHandlerFeatures{}})
+			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: &runtimeapi.RuntimeHandlerFeatures{UserNamespaces: userns == nil}})
 		}
 	}
 	if len(resp.RuntimeHandlers) == 0 {
@@ -123,6 +125,13 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			} else {
 				info["handler."+h.Name] = "ok"
 			}
+		}
+		// Where root file systems live, as containerd says it (critest
+		// checks that its file system can be idmapped).
+		config, _ := json.Marshal(map[string]string{"stateDir": s.opts.Containers.UserNamespaceStateDir()})
+		info["config"] = string(config)
+		if userns != nil {
+			info["userNamespaces"] = "unsupported: " + userns.Error()
 		}
 		resp.Info = info
 	}
