@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -253,5 +254,46 @@ func TestPodFiles(t *testing.T) {
 	b, err := m.resolvConf(&DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"a.svc", "svc"}, Options: []string{"ndots:5"}})
 	if err != nil || string(b) != "nameserver 10.0.0.10\nsearch a.svc svc\noptions ndots:5\n" {
 		t.Fatalf("resolv.conf: %q %v", b, err)
+	}
+}
+
+func TestValidateUserNamespace(t *testing.T) {
+	m := newManager(t)
+	one := []IDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+	pod := func(u *UserNamespace) Config {
+		return Config{Name: "a", Namespace: "b", UID: "c", UserNamespace: u}
+	}
+	bad := map[string]Config{
+		"CONTAINER":         pod(&UserNamespace{Mode: "CONTAINER"}),
+		"TARGET":            pod(&UserNamespace{Mode: "TARGET"}),
+		"NODE with maps":    pod(&UserNamespace{Mode: "NODE", UIDs: one, GIDs: one}),
+		"two mappings":      pod(&UserNamespace{Mode: "POD", UIDs: append(slices.Clone(one), IDMapping{ContainerID: 65536, HostID: 300000, Size: 1}), GIDs: one}),
+		"uids only":         pod(&UserNamespace{Mode: "POD", UIDs: one}),
+		"no mappings":       pod(&UserNamespace{Mode: "POD"}),
+		"0 not mapped":      pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{ContainerID: 1, HostID: 1000, Size: 100000}}, GIDs: one}),
+		"length 0":          pod(&UserNamespace{Mode: "POD", UIDs: one, GIDs: []IDMapping{{HostID: 1000}}}),
+		"host ids overflow": pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 1 << 31, Size: 1 << 31}}, GIDs: one}),
+		"host root":         pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 0, Size: 65536}}, GIDs: one}),
+		"host network": func() Config {
+			c := pod(&UserNamespace{Mode: "POD", UIDs: one, GIDs: one})
+			c.HostNetwork = true
+			return c
+		}(),
+	}
+	for name, c := range bad {
+		if err := m.validate(&c); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	node := pod(&UserNamespace{Mode: "NODE"})
+	if err := m.validate(&node); err != nil || node.UserNamespace != nil {
+		t.Errorf("mode NODE: %v, %+v", err, node.UserNamespace)
+	}
+	good := pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 1000, Size: 100000}}, GIDs: []IDMapping{{HostID: 1 << 31, Size: 1<<31 - 1}}})
+	if err := m.validate(&good); err != nil {
+		t.Error(err)
+	}
+	if uid, gid := good.UserNamespace.HostRoot(); uid != 1000 || gid != 1<<31 {
+		t.Errorf("HostRoot = %d, %d", uid, gid)
 	}
 }
