@@ -261,3 +261,36 @@ func TestUsernsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestUsernsCleanupAfterCrash: the idmapped mounts of a container made
+// before pierd was killed are found and removed by the next pierd.
+func TestUsernsCleanupAfterCrash(t *testing.T) {
+	p := usernsPierd(t)
+	pod := usernsPodConfig(t, "userns-crash")
+	podID := runPod(t, p, pod)
+	cfg := usernsContainer(pod, "vol", "sleep", "1000")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir()}}
+	id := startContainer(t, p, podID, pod, cfg)
+	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	if n := mountsUnder(filepath.Join(p.Dir, "state", "containers")); n < 2 {
+		t.Fatalf("%d mounts under the containers' state, want the root file system and clones", n)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if n := mountsUnder(filepath.Join(p.Dir, "state", "containers")); n != 0 {
+		t.Errorf("%d mounts left under the containers' state", n)
+	}
+	if _, err := p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := mountsUnder(p.Dir); n != 0 {
+		t.Errorf("%d mounts left after the pod's removal", n)
+	}
+}
