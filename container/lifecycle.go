@@ -18,9 +18,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cgroup"
-	"github.com/pier-runtime/pier/idmap"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -231,7 +231,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 		}
 	}
 	os.Remove(c.Socket)
-	if err := idmap.UnmountUnder(m.stateDir(c.ID)); err != nil {
+	if err := mountinfo.UnmountUnder(m.stateDir(c.ID)); err != nil {
 		// Never remove files through a mount (a volume's clone).
 		klog.ErrorS(err, "Keeping the container's state directory", "id", c.ID)
 	} else {

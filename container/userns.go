@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/idmap"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -116,7 +117,7 @@ func (m *Manager) idmapLayers(c *Container, pod *sandbox.Sandbox, layers []strin
 	}
 	dir := filepath.Join(clones, "layers")
 	release := func() {
-		if idmap.UnmountUnder(dir) == nil {
+		if mountinfo.UnmountUnder(dir) == nil {
 			os.RemoveAll(dir)
 		}
 	}

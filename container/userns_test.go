@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/pier-runtime/pier/idmap"
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -112,7 +112,7 @@ func TestUsernsRootfsAndMounts(t *testing.T) {
 	os.Mkdir(m.opts.State, 0o711) // as New makes it
 	c := &Container{ID: "c1", Rootfs: filepath.Join(m.bundle("c1"), "rootfs"), ChainIDs: []string{"sha256:1"}}
 	t.Cleanup(func() {
-		if err := idmap.UnmountUnder(m.stateDir(c.ID)); err != nil {
+		if err := mountinfo.UnmountUnder(m.stateDir(c.ID)); err != nil {
 			t.Error(err)
 		}
 	})
@@ -141,7 +141,7 @@ func TestUsernsRootfsAndMounts(t *testing.T) {
 			t.Errorf("%s owned by %s, want %s", path, got, want)
 		}
 	}
-	if points := mountPoints(t, m.stateDir(c.ID)); !slices.Equal(points, []string{c.Rootfs}) {
+	if points := mountsAt(t, m.stateDir(c.ID)); !slices.Equal(points, []string{c.Rootfs}) {
 		t.Errorf("mounts after the root file system's: %v, want it alone", points)
 	}
 
@@ -182,10 +182,10 @@ func TestUsernsRootfsAndMounts(t *testing.T) {
 			t.Errorf("%s: %v %v, want 0710 with group 200000", d, fi.Mode(), err)
 		}
 	}
-	if err := idmap.UnmountUnder(m.stateDir(c.ID)); err != nil {
+	if err := mountinfo.UnmountUnder(m.stateDir(c.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if points := mountPoints(t, top); len(points) > 0 {
+	if points := mountsAt(t, top); len(points) > 0 {
 		t.Errorf("mounts left: %v", points)
 	}
 	if b, err := os.ReadFile(hosts); err != nil || len(b) == 0 {
@@ -193,18 +193,11 @@ func TestUsernsRootfsAndMounts(t *testing.T) {
 	}
 }
 
-// mountPoints lists what is mounted at or below dir.
-func mountPoints(t *testing.T, dir string) []string {
+func mountsAt(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := mountinfo.Under(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var points []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			points = append(points, f[4])
-		}
 	}
 	return points
 }

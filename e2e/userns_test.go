@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/e2e/testenv"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 )
 
 // usernsHostRoot is where the test pods' user namespaces map uid and gid 0.
@@ -106,18 +108,6 @@ func hostOwner(t *testing.T, path string) string {
 	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 }
 
-// mountsUnder counts the mounts at or below dir.
-func mountsUnder(dir string) int {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			n++
-		}
-	}
-	return n
-}
-
 // TestUsernsPod: a pod with a user namespace of its own. Its containers
 // share that namespace; their processes run as the mapped host ids; the
 // image's layers and volumes are idmapped, so that files owned by 0 on
@@ -195,13 +185,13 @@ echo a > /rootfile && echo b > /data/volfile && echo c > /dev/shm/shmfile && ech
 			t.Fatal(err)
 		}
 	}
-	if n := mountsUnder(filepath.Join(p.Dir, "state", "containers")); n != 0 {
+	if n := mountsBelow(t, filepath.Join(p.Dir, "state", "containers")); n != 0 {
 		t.Errorf("%d mounts left under the containers' state after their removal", n)
 	}
 	if _, err := p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatal(err)
 	}
-	if n := mountsUnder(p.Dir); n != 0 {
+	if n := mountsBelow(t, p.Dir); n != 0 {
 		t.Errorf("%d mounts left after the pod's removal", n)
 	}
 	if b, err := os.ReadFile(filepath.Join(vol, "hostfile")); err != nil || string(b) != "h" {
@@ -272,7 +262,7 @@ func TestUsernsCleanupAfterCrash(t *testing.T) {
 	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir()}}
 	id := startContainer(t, p, podID, pod, cfg)
 	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
-	if n := mountsUnder(filepath.Join(p.Dir, "state", "containers")); n < 2 {
+	if n := mountsBelow(t, filepath.Join(p.Dir, "state", "containers")); n < 2 {
 		t.Fatalf("%d mounts under the containers' state, want the root file system and clones", n)
 	}
 	if err := p.Kill(); err != nil {
@@ -284,13 +274,23 @@ func TestUsernsCleanupAfterCrash(t *testing.T) {
 	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	if n := mountsUnder(filepath.Join(p.Dir, "state", "containers")); n != 0 {
+	if n := mountsBelow(t, filepath.Join(p.Dir, "state", "containers")); n != 0 {
 		t.Errorf("%d mounts left under the containers' state", n)
 	}
 	if _, err := p.Runtime.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatal(err)
 	}
-	if n := mountsUnder(p.Dir); n != 0 {
+	if n := mountsBelow(t, p.Dir); n != 0 {
 		t.Errorf("%d mounts left after the pod's removal", n)
 	}
+}
+
+// mountsBelow counts the mounts below dir.
+func mountsBelow(t *testing.T, dir string) int {
+	t.Helper()
+	points, err := mountinfo.Under(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(slices.DeleteFunc(points, func(p string) bool { return p == dir }))
 }

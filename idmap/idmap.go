@@ -7,7 +7,8 @@
 // pier gives them to runtimes that cannot make them (runc 1.1): it mounts
 // a container's overlay from idmapped clones of the image's layers, and
 // clones each bind mount source, idmapped, to a path of the container's
-// own (Clone), which the runtime then binds. UnmountUnder removes them.
+// own (Clone), which the runtime then binds. mountinfo.UnmountUnder removes
+// them.
 //
 // An idmapped mount is a clone of a mount made with open_tree(2), given the
 // user namespace with mount_setattr(2) (MOUNT_ATTR_IDMAP) while it is
@@ -17,14 +18,9 @@
 package idmap
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,70 +119,4 @@ func attach(tree int, src, dst string) error {
 		return fmt.Errorf("mount the clone of %s at %s: %w", src, dst, err)
 	}
 	return nil
-}
-
-// UnmountUnder unmounts everything mounted at dir or below it, deepest
-// first, detaching what is busy. It fails when a mount is left, so that a
-// caller never removes files through one.
-func UnmountUnder(dir string) error {
-	dir = filepath.Clean(dir)
-	points, err := mountsUnder(dir)
-	if err != nil {
-		return err
-	}
-	// Deeper paths, and later mounts on the same path, first.
-	slices.Reverse(points)
-	slices.SortStableFunc(points, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	for _, p := range points {
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-			return fmt.Errorf("unmount %s: %w", p, err)
-		}
-	}
-	if left, err := mountsUnder(dir); err != nil || len(left) > 0 {
-		return errors.Join(err, fmt.Errorf("mounts left under %s: %v", dir, left))
-	}
-	return nil
-}
-
-// mountsUnder lists the mount points at dir or below it in this mount
-// namespace, in mount order.
-func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescape(fields[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
-		}
-	}
-	return points, sc.Err()
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pier-runtime/pier/internal/mountinfo"
 )
 
 const hostRoot = 200000
@@ -42,7 +44,7 @@ func tempDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() {
-		if err := UnmountUnder(dir); err != nil {
+		if err := mountinfo.UnmountUnder(dir); err != nil {
 			t.Error(err)
 		}
 	})
@@ -108,10 +110,10 @@ func TestCloneShiftsOwners(t *testing.T) {
 	if uid, _ := owner(t, filepath.Join(dir, "file")); uid != hostRoot+1000 {
 		t.Errorf("file clone owned by %d", uid)
 	}
-	if err := UnmountUnder(dir); err != nil {
+	if err := mountinfo.UnmountUnder(dir); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := mountsUnder(dir); len(left) > 0 {
+	if left, _ := mountinfo.Under(dir); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 }
@@ -137,13 +139,5 @@ func TestNotSupported(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dst, "self")); err != nil {
 		t.Error(err)
-	}
-}
-
-func TestUnescape(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/a\134b`: `/a\b`, `/plain`: "/plain", `/end\04`: `/end\04`} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

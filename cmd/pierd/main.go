@@ -124,10 +124,10 @@ func serve(cfg *Config) error {
 		return err
 	}
 	pods, err := sandbox.New(sandbox.Options{
-		Root:         filepath.Join(cfg.Root, "pods"),
-		State:        filepath.Join(cfg.State, "pods"),
-		CNI:          network,
-		Cgroups:      cgroups,
+		Root:    filepath.Join(cfg.Root, "pods"),
+		State:   filepath.Join(cfg.State, "pods"),
+		CNI:     network,
+		Cgroups: cgroups,
 		StartPodInit: func(podID string, opts shim.PodInitOptions) (int, error) {
 			return shim.StartPodInit(shimBinary, podID, opts)
 		},
