@@ -117,6 +117,11 @@ type Options struct {
 	// one PID namespace (pier-shim), or that has a user namespace of its
 	// own, and returns its pid.
 	StartPodInit func(podID string, opts shim.PodInitOptions) (int, error)
+	// IDMapDirs are directories whose file systems the containers of pods
+	// with user namespaces of their own are mounted idmapped from (the
+	// image layers', the containers' state): UserNamespaces checks them.
+	// Default: State.
+	IDMapDirs []string
 }
 
 // Manager runs the node's pod sandboxes.
@@ -148,6 +153,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.ShmSize == 0 {
 		opts.ShmSize = 64 << 20
+	}
+	if len(opts.IDMapDirs) == 0 {
+		opts.IDMapDirs = []string{opts.State}
 	}
 	m := &Manager{opts: opts, pods: map[string]*Sandbox{}, names: map[string]*reservation{}}
 	for _, d := range []string{opts.Root, opts.State} {

@@ -127,9 +127,9 @@ func (m *Manager) makeUserNamespaces(sb *Sandbox, dir string) error {
 }
 
 // UserNamespaces reports, with nil, that pods can have user namespaces of
-// their own on this node: a user namespace can be made and a mount of the
-// pods' state directory can be idmapped with it (kernel 5.12 and later,
-// and a file system that allows it; tmpfs from 6.3). It probes once.
+// their own on this node: a user namespace can be made and mounts of
+// Options.IDMapDirs can be idmapped with it (kernel 5.12 and later, and
+// file systems that allow it; tmpfs from 6.3). It probes once.
 func (m *Manager) UserNamespaces() error {
 	m.usernsOnce.Do(func() { m.usernsErr = m.probeUserNamespaces() })
 	return m.usernsErr
@@ -149,8 +149,10 @@ func (m *Manager) probeUserNamespaces() error {
 		return err
 	}
 	defer unix.Kill(pid, unix.SIGKILL)
-	if err := idmap.Check(m.opts.State, filepath.Join("/proc", fmt.Sprint(pid), "ns", "user")); err != nil {
-		return fmt.Errorf("idmapped mounts of %s: %w", m.opts.State, err)
+	for _, dir := range m.opts.IDMapDirs {
+		if err := idmap.Check(dir, filepath.Join("/proc", fmt.Sprint(pid), "ns", "user")); err != nil {
+			return fmt.Errorf("idmapped mounts of %s: %w", dir, err)
+		}
 	}
 	return nil
 }

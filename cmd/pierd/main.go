@@ -131,6 +131,7 @@ func serve(cfg *Config) error {
 		StartPodInit: func(podID string, opts shim.PodInitOptions) (int, error) {
 			return shim.StartPodInit(shimBinary, podID, opts)
 		},
+		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
