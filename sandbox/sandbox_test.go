@@ -171,6 +171,10 @@ func TestValidate(t *testing.T) {
 	if err := m.validate(&good); err != nil {
 		t.Error(err)
 	}
+	// A host network pod has the node's hostname, whatever it is sent.
+	if err := m.validate(&Config{Name: "a", Namespace: "b", UID: "c", HostNetwork: true, Hostname: "node_1"}); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestSysctlPath(t *testing.T) {

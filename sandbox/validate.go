@@ -20,7 +20,7 @@ func (m *Manager) validate(c *Config) error {
 			return fmt.Errorf("%w: pod %s %q: %v", ErrInvalid, f.what, f.v, err)
 		}
 	}
-	if c.Hostname != "" {
+	if c.Hostname != "" && !c.HostNetwork { // a host network pod gets the node's
 		if err := checkHostname(c.Hostname); err != nil {
 			return fmt.Errorf("%w: hostname %q: %v", ErrInvalid, c.Hostname, err)
 		}
