@@ -211,9 +211,10 @@ func (m *Manager) load() error {
 			continue
 		}
 		// An older pier made them passable by all (the volatile one is
-		// gone after a reboot: it is not made again here).
+		// gone after a reboot: it is not made again here). Those of a
+		// user-namespaced container are passable by its pod's group only.
 		for _, d := range []string{dir, m.stateDir(c.ID)} {
-			if _, err := os.Stat(d); err == nil {
+			if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 != 0 {
 				if err := privdir.Make(d, privdir.Private); err != nil {
 					klog.ErrorS(err, "Making a container's directory private", "dir", d)
 				}

@@ -23,6 +23,7 @@ import (
 	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
@@ -137,7 +138,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	if err := m.makeUpper(c); err != nil {
 		return c, err
 	}
-	if err := m.mountRootfs(c); err != nil {
+	if err := m.mountRootfs(c, pod); err != nil {
 		return c, err
 	}
 	img, err := m.opts.Images.Get(imageID)
@@ -158,7 +159,11 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	if err != nil {
 		return c, err
 	}
-	for _, n := range notes {
+	usernsNotes, err := m.prepareUserNamespace(c, pod, spec)
+	if err != nil {
+		return c, err
+	}
+	for _, n := range append(notes, usernsNotes...) {
 		klog.InfoS("Container spec adjusted", "id", id, "note", n)
 	}
 	c.User = User{UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids}
@@ -260,11 +265,17 @@ func (m *Manager) makeUpper(c *Container) error {
 // user from running such a file from the host is the Private directory
 // above the mount and the upper directory (which no mount flag here would
 // cover: overlayfs writes it directly).
-func (m *Manager) mountRootfs(c *Container) error {
+func (m *Manager) mountRootfs(c *Container, pod *sandbox.Sandbox) error {
 	lower := make([]string, 0, len(c.ChainIDs))
 	for i := len(c.ChainIDs) - 1; i >= 0; i-- {
 		lower = append(lower, m.opts.Images.LayerDir(c.ChainIDs[i]))
 	}
+	// Idmapped, for a container in a user namespace (userns.go).
+	lower, release, err := m.idmapLayers(c, pod, lower)
+	if err != nil {
+		return err
+	}
+	defer release()
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"),
 		filepath.Join(m.dir(c.ID), "upper"), filepath.Join(m.dir(c.ID), "work"))
 	if len(opts) >= os.Getpagesize() {
@@ -300,7 +311,12 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 		}
 	}
 	os.Remove(c.Socket)
-	os.RemoveAll(m.stateDir(c.ID))
+	if err := mountinfo.UnmountUnder(m.stateDir(c.ID)); err != nil {
+		// Never remove files through a mount (a volume's clone).
+		klog.ErrorS(err, "Keeping the container's state directory", "id", c.ID)
+	} else {
+		os.RemoveAll(m.stateDir(c.ID))
+	}
 	dead := filepath.Join(m.opts.Root, ".del-"+c.ID)
 	if err := os.Rename(m.dir(c.ID), dead); err == nil {
 		os.RemoveAll(dead)

@@ -177,14 +177,20 @@ func WithBase() SpecOpt {
 
 // WithNamespaces puts the container in a mount namespace of its own, in
 // the pod's pinned network, IPC and UTS namespaces (none of them where the
-// pod shares the host's), and in a PID namespace of its own, the pod's
-// (joined through /proc/<podInitPid>/ns/pid), or the host's.
+// pod shares the host's), in a PID namespace of its own, the pod's
+// (joined through /proc/<podInitPid>/ns/pid), or the host's, and in the
+// pod's pinned user namespace, with its mappings, when the pod has one.
 func WithNamespaces(pod *sandbox.Sandbox, opts *runtimeapi.NamespaceOption, podInitPid int) SpecOpt {
 	return func(s *specs.Spec) error {
-		if u := opts.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-			return errors.New("user namespaces are not supported")
-		}
 		ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+		userns, err := podUserNamespace(pod, opts.GetUsernsOptions())
+		if err != nil {
+			return err
+		}
+		if userns != nil {
+			ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: pod.Namespaces["user"]})
+			linux(s).UIDMappings, linux(s).GIDMappings = specIDMappings(userns.UIDs), specIDMappings(userns.GIDs)
+		}
 		switch {
 		case pod.Config.HostPID:
 		case pod.Config.PodPID || opts.GetPid() == runtimeapi.NamespaceMode_TARGET:

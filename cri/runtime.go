@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"strings"
 	"sync"
@@ -53,9 +54,10 @@ type Handler struct {
 }
 
 // features are what a usable handler offers kubelet: recursive read-only
-// mounts where its runtime applies the "rro" mount option.
-func (h Handler) features() *runtimeapi.RuntimeHandlerFeatures {
-	return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: h.Runtime.HasMountOption("rro")}
+// mounts where its runtime applies the "rro" mount option, and user
+// namespaces where the node can make them (pier idmaps the mounts itself).
+func (h Handler) features(userns bool) *runtimeapi.RuntimeHandlerFeatures {
+	return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: h.Runtime.HasMountOption("rro"), UserNamespaces: userns}
 }
 
 // NewRuntimeService returns the runtime service.
@@ -114,6 +116,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	var unusable []string
+	userns := s.opts.Pods.UserNamespaces()
 	for _, h := range s.opts.Handlers {
 		if h.Err != nil {
 			unusable = append(unusable, h.Name+": "+h.Err.Error())
@@ -124,7 +127,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			names = append(names, "") // the default handler, as kubelet names it
 		}
 		for _, n := range names {
-			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: h.features()})
+			resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: n, Features: h.features(userns == nil)})
 		}
 	}
 	if len(resp.RuntimeHandlers) == 0 {
@@ -142,6 +145,13 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			} else {
 				info["handler."+h.Name] = "ok"
 			}
+		}
+		// Where root file systems live, as containerd says it (critest
+		// checks that its file system can be idmapped).
+		config, _ := json.Marshal(map[string]string{"stateDir": s.opts.Containers.UserNamespaceStateDir()})
+		info["config"] = string(config)
+		if userns != nil {
+			info["userNamespaces"] = "unsupported: " + userns.Error()
 		}
 		resp.Info = info
 	}

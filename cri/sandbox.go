@@ -26,6 +26,9 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig, handler string) sandbox.Confi
 		PodPID:         ns.GetPid() == runtimeapi.NamespaceMode_POD,
 		RuntimeHandler: handler,
 	}
+	if u := ns.GetUsernsOptions(); u != nil {
+		cfg.UserNamespace = &sandbox.UserNamespace{Mode: u.GetMode().String(), UIDs: idMappings(u.GetUids()), GIDs: idMappings(u.GetGids())}
+	}
 	if d := c.GetDnsConfig(); d != nil {
 		cfg.DNS = &sandbox.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
 	}
@@ -36,6 +39,30 @@ func sandboxConfig(c *runtimeapi.PodSandboxConfig, handler string) sandbox.Confi
 		})
 	}
 	return cfg
+}
+
+func idMappings(ms []*runtimeapi.IDMapping) []sandbox.IDMapping {
+	var out []sandbox.IDMapping
+	for _, m := range ms {
+		out = append(out, sandbox.IDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+	}
+	return out
+}
+
+// usernsOptions is the CRI form of a pod's user namespace.
+func usernsOptions(u *sandbox.UserNamespace) *runtimeapi.UserNamespace {
+	if u == nil {
+		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	}
+	return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: criIDMappings(u.UIDs), Gids: criIDMappings(u.GIDs)}
+}
+
+func criIDMappings(ms []sandbox.IDMapping) []*runtimeapi.IDMapping {
+	var out []*runtimeapi.IDMapping
+	for _, m := range ms {
+		out = append(out, &runtimeapi.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Length: m.Size})
+	}
+	return out
 }
 
 func podState(s sandbox.State) runtimeapi.PodSandboxState {
@@ -67,9 +94,10 @@ func podStatus(sb *sandbox.Sandbox) *runtimeapi.PodSandboxStatus {
 		Labels: c.Labels, Annotations: c.Annotations, RuntimeHandler: c.RuntimeHandler,
 		Network: &runtimeapi.PodSandboxNetworkStatus{},
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network: namespaceMode(c.HostNetwork, true),
-			Pid:     namespaceMode(c.HostPID, c.PodPID),
-			Ipc:     namespaceMode(c.HostIPC, true),
+			Network:       namespaceMode(c.HostNetwork, true),
+			Pid:           namespaceMode(c.HostPID, c.PodPID),
+			Ipc:           namespaceMode(c.HostIPC, true),
+			UsernsOptions: usernsOptions(c.UserNamespace),
 		}}},
 	}
 	if len(sb.IPs) > 0 {

@@ -10,7 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsKinds are the namespaces a pod may own, with their unshare flags.
+// nsKinds are the namespaces a pod may own, with their unshare flags. A
+// user namespace is never unshared by pierd (a thread of a process with
+// other threads cannot): the pod init makes it (pinUserNamespaces).
 var nsKinds = []struct {
 	name string
 	flag int
@@ -18,74 +20,118 @@ var nsKinds = []struct {
 	{"net", unix.CLONE_NEWNET},
 	{"ipc", unix.CLONE_NEWIPC},
 	{"uts", unix.CLONE_NEWUTS},
+	{"user", unix.CLONE_NEWUSER},
+}
+
+// onThrowawayThread runs f on a thread of its own, locked and never
+// unlocked, so that the thread ends with f and no other goroutine ever
+// runs in the namespaces f enters.
+func onThrowawayThread(f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ch <- f()
+	}()
+	return <-ch
 }
 
 // pinNamespaces creates the namespaces named in want ("net", "ipc",
 // "uts") on a thread of its own, sets the hostname and sysctls inside them,
 // and pins each by bind mount to dir/<name>. It returns the pinned paths.
-// The thread is thrown away afterwards, so no other goroutine ever runs in
-// the pod's namespaces.
 func pinNamespaces(dir string, want map[string]bool, hostname string, sysctls map[string]string) (map[string]string, error) {
-	type result struct {
-		paths map[string]string
-		err   error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine.
-		runtime.LockOSThread()
-		paths, err := pinOnThisThread(dir, want, hostname, sysctls)
-		ch <- result{paths, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		unpinNamespaces(r.paths)
-	}
-	return r.paths, r.err
-}
-
-func pinOnThisThread(dir string, want map[string]bool, hostname string, sysctls map[string]string) (map[string]string, error) {
 	flags := 0
+	var names []string
 	for _, k := range nsKinds {
-		if want[k.name] {
+		if want[k.name] && k.flag != unix.CLONE_NEWUSER {
 			flags |= k.flag
+			names = append(names, k.name)
 		}
 	}
 	if flags == 0 {
 		return nil, nil
 	}
-	if err := unix.Unshare(flags); err != nil {
-		return nil, fmt.Errorf("create namespaces: %w", err)
+	var paths map[string]string
+	err := onThrowawayThread(func() error {
+		if err := unix.Unshare(flags); err != nil {
+			return fmt.Errorf("create namespaces: %w", err)
+		}
+		if err := configure(want["uts"], hostname, sysctls); err != nil {
+			return err
+		}
+		var err error
+		paths, err = pin(dir, fmt.Sprintf("/proc/%d/task/%d/ns", os.Getpid(), unix.Gettid()), names)
+		return err
+	})
+	if err != nil {
+		unpinNamespaces(paths)
 	}
-	if want["uts"] && hostname != "" {
+	return paths, err
+}
+
+// pinUserNamespaces pins to dir/<name> the user, network, IPC and UTS
+// namespaces of process pid, a pod init made in a user namespace of its
+// own (shim.PodInitOptions), and sets the hostname and sysctls inside
+// them from a thread that joins the network, IPC and UTS namespaces (host
+// root may: it owns every user namespace). It returns the pinned paths.
+func pinUserNamespaces(dir string, pid int, hostname string, sysctls map[string]string) (map[string]string, error) {
+	paths, err := pin(dir, fmt.Sprintf("/proc/%d/ns", pid), []string{"user", "net", "ipc", "uts"})
+	if err == nil {
+		err = onThrowawayThread(func() error {
+			for _, name := range []string{"net", "ipc", "uts"} {
+				if err := join(paths[name]); err != nil {
+					return err
+				}
+			}
+			return configure(true, hostname, sysctls)
+		})
+	}
+	if err != nil {
+		unpinNamespaces(paths)
+	}
+	return paths, err
+}
+
+// join moves the calling thread into the namespace pinned at path.
+func join(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, 0); err != nil {
+		return fmt.Errorf("join %s: %w", path, err)
+	}
+	return nil
+}
+
+// configure sets the pod's hostname (when the pod has a UTS namespace of
+// its own) and sysctls in the namespaces of the calling thread.
+func configure(uts bool, hostname string, sysctls map[string]string) error {
+	if uts && hostname != "" {
 		if err := unix.Sethostname([]byte(hostname)); err != nil {
-			return nil, fmt.Errorf("set hostname %q: %w", hostname, err)
+			return fmt.Errorf("set hostname %q: %w", hostname, err)
 		}
 	}
-	for key, value := range sysctls {
-		path := filepath.Join("/proc/sys", sysctlPath(key))
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-			return nil, fmt.Errorf("%w: sysctl %s=%s: %v", ErrInvalid, key, value, err)
-		}
-	}
+	return writeSysctls(procSys, sysctls)
+}
+
+// pin bind-mounts each namespace names of the /proc ns directory from
+// to dir/<name>, and returns the paths pinned, also on error.
+func pin(dir, from string, names []string) (map[string]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	paths := map[string]string{}
-	self := fmt.Sprintf("/proc/%d/task/%d/ns/", os.Getpid(), unix.Gettid())
-	for _, k := range nsKinds {
-		if !want[k.name] {
-			continue
-		}
-		pin := filepath.Join(dir, k.name)
-		if err := os.WriteFile(pin, nil, 0o400); err != nil {
+	for _, name := range names {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o400); err != nil {
 			return paths, err
 		}
-		if err := unix.Mount(self+k.name, pin, "", unix.MS_BIND, ""); err != nil {
-			os.Remove(pin)
-			return paths, fmt.Errorf("pin %s namespace: %w", k.name, err)
+		if err := unix.Mount(filepath.Join(from, name), p, "", unix.MS_BIND, ""); err != nil {
+			os.Remove(p)
+			return paths, fmt.Errorf("pin %s namespace: %w", name, err)
 		}
-		paths[k.name] = pin
+		paths[name] = p
 	}
 	return paths, nil
 }
@@ -105,25 +151,91 @@ func unpinNamespaces(paths map[string]string) error {
 	return first
 }
 
-// sysctlPath turns "net.ipv4.ip_forward" into "net/ipv4/ip_forward"; a name
-// written with slashes (to keep dots, as in an interface name) is a path already.
-func sysctlPath(key string) string {
-	if strings.Contains(key, "/") {
-		return key
+// procSys is where sysctls are written.
+const procSys = "/proc/sys"
+
+// writeSysctls writes each sysctl to its file under root (procSys), which
+// it opens with openat2 so that the path stays beneath root and follows no
+// symbolic link, whatever the key says (keys are checked by validate too).
+func writeSysctls(root string, sysctls map[string]string) error {
+	if len(sysctls) == 0 {
+		return nil
 	}
-	return strings.ReplaceAll(key, ".", "/")
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(dir)
+	for key, value := range sysctls {
+		if err := writeSysctl(dir, key, value); err != nil {
+			return fmt.Errorf("%w: sysctl %s=%s: %v", ErrInvalid, key, value, err)
+		}
+	}
+	return nil
 }
 
-// sysctlNamespace names the namespace a sysctl belongs to, or "" when it is
-// not namespaced and so cannot be set for one pod.
-func sysctlNamespace(key string) string {
-	k := strings.ReplaceAll(key, "/", ".")
+func writeSysctl(dir int, key, value string) error {
+	path, err := sysctlPath(key)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Openat2(dir, path, &unix.OpenHow{
+		Flags:   unix.O_WRONLY | unix.O_TRUNC | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), path)
+	_, err = f.Write([]byte(value))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// sysctlPath turns a sysctl key into its path under /proc/sys, as
+// sysctl(8) and kubelet read keys: the first separator decides. Written
+// with dots ("net.ipv4.conf.eth0/1.rp_filter"), a '/' stands for a dot in
+// a name; written with slashes ("net/ipv4/conf/eth0.1/rp_filter"), it is
+// the path already. The path must be relative, without empty, "." or ".."
+// components.
+func sysctlPath(key string) (string, error) {
+	path := key
+	if i := strings.IndexAny(key, "./"); i >= 0 && key[i] == '.' {
+		path = strings.Map(func(r rune) rune {
+			switch r {
+			case '.':
+				return '/'
+			case '/':
+				return '.'
+			}
+			return r
+		}, key)
+	}
+	for _, c := range strings.Split(path, "/") {
+		if c == "" || c == "." || c == ".." {
+			return "", fmt.Errorf("not a sysctl name: empty, \".\" or \"..\" component in %q", path)
+		}
+		for _, r := range c {
+			if r <= ' ' || r == 0x7f {
+				return "", fmt.Errorf("not a sysctl name: control character or space in %q", path)
+			}
+		}
+	}
+	return path, nil
+}
+
+// sysctlNamespace names the namespace a sysctl (its path, sysctlPath)
+// belongs to, or "" when it is not namespaced and so cannot be set for one
+// pod.
+func sysctlNamespace(path string) string {
 	switch {
-	case strings.HasPrefix(k, "net."):
+	case strings.HasPrefix(path, "net/"):
 		return "net"
-	case k == "kernel.sem", strings.HasPrefix(k, "kernel.shm"), strings.HasPrefix(k, "kernel.msg"), strings.HasPrefix(k, "fs.mqueue."):
+	case path == "kernel/sem", strings.HasPrefix(path, "kernel/shm"), strings.HasPrefix(path, "kernel/msg"), strings.HasPrefix(path, "fs/mqueue/"):
 		return "ipc"
-	case k == "kernel.hostname", k == "kernel.domainname":
+	case path == "kernel/hostname", path == "kernel/domainname":
 		return "uts"
 	}
 	return ""

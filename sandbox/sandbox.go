@@ -50,6 +50,12 @@ const (
 
 const recordVersion = 1
 
+// dirMode is the mode of a pod's directories: root's alone. Containers get
+// its files by bind mount, which needs no access to the directory; the
+// files themselves (hostname, hosts, resolv.conf) are readable by all, for
+// containers that run as other users.
+const dirMode = 0o700
+
 // DNSConfig is the pod's resolv.conf.
 type DNSConfig struct {
 	Servers  []string `json:"servers,omitempty"`
@@ -76,6 +82,9 @@ type Config struct {
 	HostPID        bool              `json:"hostPID,omitempty"`
 	PodPID         bool              `json:"podPID,omitempty"` // one PID namespace for all containers
 	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
+	// UserNamespace is the pod's user namespace (CRI userns_options); nil,
+	// or mode NODE, is the host's.
+	UserNamespace *UserNamespace `json:"userNamespace,omitempty"`
 }
 
 // Sandbox is a pod sandbox: its config and what pier made for it.
@@ -105,13 +114,20 @@ type Options struct {
 	Hosts      string       // the node's hosts file, default /etc/hosts
 	ShmSize    int64        // bytes of a pod's /dev/shm, default 64 MiB
 	// StartPodInit starts the init process of a pod whose containers share
-	// one PID namespace (pier-shim) and returns its pid.
-	StartPodInit func(podID string) (int, error)
+	// one PID namespace (pier-shim), or that has a user namespace of its
+	// own, and returns its pid.
+	StartPodInit func(podID string, opts shim.PodInitOptions) (int, error)
+	// IDMapDirs are directories whose file systems the containers of pods
+	// with user namespaces of their own are mounted idmapped from (the
+	// image layers', the containers' state): UserNamespaces checks them.
+	// Default: State.
+	IDMapDirs []string
 }
 
 // Manager runs the node's pod sandboxes.
 type Manager struct {
 	opts Options
+	usernsProbe
 
 	mu    sync.Mutex
 	pods  map[string]*Sandbox
@@ -138,6 +154,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.ShmSize == 0 {
 		opts.ShmSize = 64 << 20
 	}
+	if len(opts.IDMapDirs) == 0 {
+		opts.IDMapDirs = []string{opts.State}
+	}
 	m := &Manager{opts: opts, pods: map[string]*Sandbox{}, names: map[string]*reservation{}}
 	for _, d := range []string{opts.Root, opts.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
@@ -161,6 +180,7 @@ func (m *Manager) load() error {
 			os.RemoveAll(dir)
 			continue
 		}
+		os.Chmod(dir, dirMode) // made by an older pier, with 0711
 		var sb Sandbox
 		if err := readJSON(filepath.Join(dir, "pod.json"), &sb); err != nil || sb.Version != recordVersion {
 			klog.ErrorS(err, "Dropping unreadable pod record", "dir", dir)
@@ -292,24 +312,6 @@ func (m *Manager) retry(ctx context.Context, name string, r *reservation) (*Sand
 	return sb.copy(), nil
 }
 
-func (m *Manager) validate(c *Config) error {
-	if c.Name == "" || c.Namespace == "" || c.UID == "" {
-		return fmt.Errorf("%w: metadata needs a name, namespace and uid", ErrInvalid)
-	}
-	if err := m.opts.Cgroups.CheckParent(c.CgroupParent); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	for key := range c.Sysctls {
-		switch ns := sysctlNamespace(key); {
-		case ns == "":
-			return fmt.Errorf("%w: sysctl %s is not namespaced: it cannot be set for one pod", ErrInvalid, key)
-		case ns == "net" && c.HostNetwork, ns == "ipc" && c.HostIPC, ns == "uts" && c.HostNetwork:
-			return fmt.Errorf("%w: sysctl %s cannot be set for a pod that shares the host's %s namespace", ErrInvalid, key, ns)
-		}
-	}
-	return nil
-}
-
 // create makes the sandbox; on any failure it undoes what it made.
 func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 	start := time.Now()
@@ -317,7 +319,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		Version: recordVersion, ID: id, Config: cfg, State: NotReady, Creating: true,
 		CreatedAt: time.Now(), Dir: filepath.Join(m.opts.Root, id),
 	}
-	if err := os.MkdirAll(sb.Dir, 0o711); err != nil {
+	if err := os.MkdirAll(sb.Dir, dirMode); err != nil {
 		return nil, err
 	}
 	if err := m.save(sb); err != nil {
@@ -331,28 +333,32 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		}
 	}()
 	volatile := filepath.Join(m.opts.State, id)
+	if err := os.Mkdir(volatile, dirMode); err != nil {
+		return sb, err
+	}
 	if cfg.Hostname == "" || cfg.HostNetwork {
 		if cfg.Hostname, err = os.Hostname(); err != nil {
 			return sb, err
 		}
 		sb.Config.Hostname = cfg.Hostname
 	}
-	want := map[string]bool{"net": !cfg.HostNetwork, "ipc": !cfg.HostIPC, "uts": !cfg.HostNetwork}
-	if sb.Namespaces, err = pinNamespaces(filepath.Join(volatile, "ns"), want, cfg.Hostname, cfg.Sysctls); err != nil {
-		return sb, err
+	if cfg.UserNamespace != nil {
+		if err := m.makeUserNamespaces(sb, filepath.Join(volatile, "ns")); err != nil {
+			return sb, err
+		}
+	} else {
+		want := map[string]bool{"net": !cfg.HostNetwork, "ipc": !cfg.HostIPC, "uts": !cfg.HostNetwork}
+		if sb.Namespaces, err = pinNamespaces(filepath.Join(volatile, "ns"), want, cfg.Hostname, cfg.Sysctls); err != nil {
+			return sb, err
+		}
 	}
 	if !cfg.HostIPC {
 		if sb.Shm, err = mountShm(filepath.Join(volatile, "shm"), m.opts.ShmSize); err != nil {
 			return sb, err
 		}
 	}
-	if cfg.PodPID && !cfg.HostPID {
-		if sb.InitPid, err = m.opts.StartPodInit(id); err != nil {
-			return sb, fmt.Errorf("start the pod's init process: %w", err)
-		}
-		sb.InitStart = shim.StartTime(sb.InitPid)
-		// A pierd killed from here on must find the process to end it.
-		if err := m.save(sb); err != nil {
+	if cfg.PodPID && !cfg.HostPID && sb.InitPid == 0 {
+		if err := m.startPodInit(sb, shim.PodInitOptions{}); err != nil {
 			return sb, err
 		}
 	}
@@ -372,6 +378,16 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 	}
 	klog.V(2).InfoS("Pod sandbox ready", "id", id, "pod", cfg.Namespace+"/"+cfg.Name, "ips", sb.IPs, "duration", time.Since(start))
 	return sb, nil
+}
+
+// startPodInit starts the pod's init process and records it.
+func (m *Manager) startPodInit(sb *Sandbox, opts shim.PodInitOptions) (err error) {
+	if sb.InitPid, err = m.opts.StartPodInit(sb.ID, opts); err != nil {
+		return fmt.Errorf("start the pod's init process: %w", err)
+	}
+	sb.InitStart = shim.StartTime(sb.InitPid)
+	// A pierd killed from here on must find the process to end it.
+	return m.save(sb)
 }
 
 func (m *Manager) cniPod(sb *Sandbox) cni.Pod {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,6 +123,27 @@ func TestValidate(t *testing.T) {
 		"net sysctl hostnet": {Name: "a", Namespace: "b", UID: "c", HostNetwork: true, Sysctls: map[string]string{"net.ipv4.ip_forward": "1"}},
 		"ipc sysctl hostipc": {Name: "a", Namespace: "b", UID: "c", HostIPC: true, Sysctls: map[string]string{"kernel.shmmax": "1"}},
 		"relative cgroup":    {Name: "a", Namespace: "b", UID: "c", CgroupParent: "kubepods"},
+		// Sysctl keys are paths under /proc/sys: nothing may leave it.
+		"sysctl dotdot":          {Name: "a", Namespace: "b", UID: "c", Sysctls: map[string]string{"net/../../../tmp/x": "1"}},
+		"sysctl dotdot dots":     {Name: "a", Namespace: "b", UID: "c", Sysctls: map[string]string{"net.ipv4.conf...x": "1"}},
+		"sysctl absolute":        {Name: "a", Namespace: "b", UID: "c", Sysctls: map[string]string{"/net/core/somaxconn": "1"}},
+		"sysctl empty component": {Name: "a", Namespace: "b", UID: "c", Sysctls: map[string]string{"net//core/somaxconn": "1"}},
+		"sysctl newline":         {Name: "a", Namespace: "b", UID: "c", Sysctls: map[string]string{"net.core.x\ny": "1"}},
+		// What reaches CNI_ARGS, /etc/hosts and /etc/resolv.conf.
+		"name with ;":         {Name: "a;K8S_POD_NAMESPACE=x", Namespace: "b", UID: "c"},
+		"namespace with =":    {Name: "a", Namespace: "b=c", UID: "c"},
+		"uid with /":          {Name: "a", Namespace: "b", UID: "../c"},
+		"name with newline":   {Name: "a\nb", Namespace: "b", UID: "c"},
+		"hostname newline":    {Name: "a", Namespace: "b", UID: "c", Hostname: "web\n10.0.0.1 evil"},
+		"hostname space":      {Name: "a", Namespace: "b", UID: "c", Hostname: "web evil"},
+		"hostname too long":   {Name: "a", Namespace: "b", UID: "c", Hostname: strings.Repeat("a", 65)},
+		"hostname dash":       {Name: "a", Namespace: "b", UID: "c", Hostname: "-web"},
+		"dns server not ip":   {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Servers: []string{"10.0.0.10\nnameserver 6.6.6.6"}}},
+		"dns search newline":  {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Searches: []string{"svc\nnameserver 6.6.6.6"}}},
+		"dns search space":    {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Searches: []string{"a b"}}},
+		"dns option newline":  {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Options: []string{"ndots:5\nnameserver 6.6.6.6"}}},
+		"dns option space":    {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Options: []string{"ndots: 5"}}},
+		"dns option no value": {Name: "a", Namespace: "b", UID: "c", DNS: &DNSConfig{Options: []string{"ndots:"}}},
 	}
 	for name, c := range bad {
 		if err := m.validate(&c); !errors.Is(err, ErrInvalid) {
@@ -134,6 +156,94 @@ func TestValidate(t *testing.T) {
 	}
 	if err := m.validate(&Config{Name: "a", Namespace: "b", UID: "c", CgroupParent: "kubepods-pod1.slice", Sysctls: map[string]string{"net.core.somaxconn": "1024", "kernel.msgmax": "8192"}}); err != nil {
 		t.Error(err)
+	}
+	// What kubelet and critest send.
+	good := Config{
+		Name: "PodSandbox-with-log-directory-5b1e2c4a-0000-4c9e-9f3a-1234567890ab", Namespace: "cri-test-namespace5b1e2c4a", UID: "cri-test-uid5b1e2c4a-0000-4c9e-9f3a-1234567890ab",
+		Hostname: "web-0.nginx", CgroupParent: "kubepods-pod1.slice",
+		DNS: &DNSConfig{
+			Servers:  []string{"10.96.0.10", "fd00::a", "fe80::1%eth0"},
+			Searches: []string{"default.svc.cluster.local", "svc.cluster.local", "example_corp.internal.", "."},
+			Options:  []string{"ndots:5", "edns0", "single-request-reopen", "timeout:2"},
+		},
+		Sysctls: map[string]string{"net/ipv4/conf/eth0.1/rp_filter": "1", "net.ipv4.conf.eth0/1.rp_filter": "1", "kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "kernel.domainname": "x"},
+	}
+	if err := m.validate(&good); err != nil {
+		t.Error(err)
+	}
+	// A host network pod has the node's hostname, whatever it is sent.
+	if err := m.validate(&Config{Name: "a", Namespace: "b", UID: "c", HostNetwork: true, Hostname: "node_1"}); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSysctlPath(t *testing.T) {
+	for key, want := range map[string]string{
+		"net.core.somaxconn":             "net/core/somaxconn",
+		"net.ipv4.conf.eth0/1.rp_filter": "net/ipv4/conf/eth0.1/rp_filter",
+		"net/ipv4/conf/eth0.1/rp_filter": "net/ipv4/conf/eth0.1/rp_filter",
+		"kernel/shm_rmid_forced":         "kernel/shm_rmid_forced",
+	} {
+		if got, err := sysctlPath(key); got != want || err != nil {
+			t.Errorf("sysctlPath(%q) = %q, %v; want %q", key, got, err, want)
+		}
+	}
+	for _, key := range []string{"", ".", "net/../../etc/x", "net.core..x", "/net/core/x", "net/core/", "net.core.x\x00"} {
+		if got, err := sysctlPath(key); err == nil {
+			t.Errorf("sysctlPath(%q) = %q, want an error", key, got)
+		}
+	}
+	for path, want := range map[string]string{
+		"net/core/somaxconn": "net", "kernel/sem": "ipc", "kernel/shmmax": "ipc", "fs/mqueue/msg_max": "ipc",
+		"kernel/hostname": "uts", "kernel/panic": "", "netfilter/x": "", "fs/file-max": "",
+	} {
+		if got := sysctlNamespace(path); got != want {
+			t.Errorf("sysctlNamespace(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+// TestWriteSysctls: a sysctl is written beneath the root, never through a
+// symbolic link or "..", even if validate let a key through.
+func TestWriteSysctls(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(root, "net", "core"), 0o755)
+	os.WriteFile(filepath.Join(root, "net", "core", "somaxconn"), []byte("128"), 0o644)
+	os.Symlink(outside, filepath.Join(root, "net", "link"))
+	if err := writeSysctls(root, map[string]string{"net.core.somaxconn": "1024"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "net", "core", "somaxconn")); string(b) != "1024" {
+		t.Fatalf("somaxconn = %q", b)
+	}
+	for _, key := range []string{"net/link/x", "net/core/missing"} {
+		if err := writeSysctls(root, map[string]string{key: "1"}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", key, err)
+		}
+	}
+	if err := writeSysctl(-1, "net/../../x", "1"); err == nil {
+		t.Error("a key with .. was written")
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("written outside the root: %v", entries)
+	}
+}
+
+// TestPodDirsPrivate: a pod's directories are root's alone; the files
+// containers bind-mount stay readable by all.
+func TestPodDirsPrivate(t *testing.T) {
+	m := newManager(t)
+	got, err := m.Run(context.Background(), hostPod("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{
+		got.Dir: 0o700, filepath.Join(m.opts.State, got.ID): 0o700,
+		got.HostsPath(): 0o644, got.ResolvConfPath(): 0o644, got.HostnamePath(): 0o644,
+	} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
+		}
 	}
 }
 
@@ -149,7 +259,45 @@ func TestPodFiles(t *testing.T) {
 	if err != nil || string(b) != "nameserver 10.0.0.10\nsearch a.svc svc\noptions ndots:5\n" {
 		t.Fatalf("resolv.conf: %q %v", b, err)
 	}
-	if sysctlPath("net.ipv4.conf.eth0/1.rp_filter") != "net.ipv4.conf.eth0/1.rp_filter" || sysctlPath("net.core.somaxconn") != "net/core/somaxconn" {
-		t.Error("sysctl paths")
+}
+
+func TestValidateUserNamespace(t *testing.T) {
+	m := newManager(t)
+	one := []IDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+	pod := func(u *UserNamespace) Config {
+		return Config{Name: "a", Namespace: "b", UID: "c", UserNamespace: u}
+	}
+	bad := map[string]Config{
+		"CONTAINER":         pod(&UserNamespace{Mode: "CONTAINER"}),
+		"TARGET":            pod(&UserNamespace{Mode: "TARGET"}),
+		"NODE with maps":    pod(&UserNamespace{Mode: "NODE", UIDs: one, GIDs: one}),
+		"two mappings":      pod(&UserNamespace{Mode: "POD", UIDs: append(slices.Clone(one), IDMapping{ContainerID: 65536, HostID: 300000, Size: 1}), GIDs: one}),
+		"uids only":         pod(&UserNamespace{Mode: "POD", UIDs: one}),
+		"no mappings":       pod(&UserNamespace{Mode: "POD"}),
+		"0 not mapped":      pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{ContainerID: 1, HostID: 1000, Size: 100000}}, GIDs: one}),
+		"length 0":          pod(&UserNamespace{Mode: "POD", UIDs: one, GIDs: []IDMapping{{HostID: 1000}}}),
+		"host ids overflow": pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 1 << 31, Size: 1 << 31}}, GIDs: one}),
+		"host root":         pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 0, Size: 65536}}, GIDs: one}),
+		"host network": func() Config {
+			c := pod(&UserNamespace{Mode: "POD", UIDs: one, GIDs: one})
+			c.HostNetwork = true
+			return c
+		}(),
+	}
+	for name, c := range bad {
+		if err := m.validate(&c); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	node := pod(&UserNamespace{Mode: "NODE"})
+	if err := m.validate(&node); err != nil || node.UserNamespace != nil {
+		t.Errorf("mode NODE: %v, %+v", err, node.UserNamespace)
+	}
+	good := pod(&UserNamespace{Mode: "POD", UIDs: []IDMapping{{HostID: 1000, Size: 100000}}, GIDs: []IDMapping{{HostID: 1 << 31, Size: 1<<31 - 1}}})
+	if err := m.validate(&good); err != nil {
+		t.Error(err)
+	}
+	if uid, gid := good.UserNamespace.HostRoot(); uid != 1000 || gid != 1<<31 {
+		t.Errorf("HostRoot = %d, %d", uid, gid)
 	}
 }

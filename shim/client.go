@@ -307,20 +307,53 @@ func (c *Client) answerErr(op string, resp *response) error {
 //
 // The pod's id is on its command line, so that FindPodInits finds it when
 // its pid was never recorded (pierd killed while it started it).
-func StartPodInit(binary, podID string) (int, error) {
+//
+// With opts.UIDMappings, the pod init is made in a new user namespace with
+// those mappings (see PodInitOptions).
+func StartPodInit(binary, podID string, opts PodInitOptions) (int, error) {
 	cmd := exec.Command(filepath.Join(filepath.Dir(binary), "pier-shim-monitor"), "pod-init", podID)
 	cmd.Args[0] = "pier-shim" // as FindPodInits and IsShim know it
 	cmd.Dir = "/"
 	cmd.Env = []string{}
 	// Namespaces of its own besides the PID namespace it is PID 1 of:
 	// the containers of the pod see it, and must reach nothing of the host
-	// through it (the monitor confines itself further).
+	// through it (the monitor confines itself further). In a user
+	// namespace, its network, IPC and UTS namespaces become the pod's.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS}
+	if len(opts.UIDMappings) > 0 {
+		// It runs as root of the new namespace, which may not be able to
+		// reach the binary through its directories: it runs the binary
+		// through a descriptor opened here.
+		bin, err := os.Open(cmd.Path)
+		if err != nil {
+			return 0, fmt.Errorf("start pod init: %w", err)
+		}
+		defer bin.Close()
+		cmd.Path, cmd.ExtraFiles = "/proc/self/fd/3", []*os.File{bin}
+		a := cmd.SysProcAttr
+		a.Cloneflags |= syscall.CLONE_NEWUSER
+		a.UidMappings, a.GidMappings = opts.UIDMappings, opts.GIDMappings
+		// Containers joining the namespace set their groups.
+		a.GidMappingsEnableSetgroups = true
+		a.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start pod init: %w", err)
 	}
 	go cmd.Wait()
 	return cmd.Process.Pid, nil
+}
+
+// PodInitOptions are the namespaces a pod init is made in besides its PID
+// namespace.
+type PodInitOptions struct {
+	// UIDMappings and GIDMappings, when set, make the pod init in a new user
+	// namespace with these mappings, as its root (the host uid container
+	// uid 0 maps to). That namespace owns the init's PID namespace and new
+	// network, IPC and UTS namespaces it is made in, which the pod's
+	// containers join with it: an init that only makes them, for a pod
+	// without a shared PID namespace, is ended once they are pinned.
+	UIDMappings, GIDMappings []syscall.SysProcIDMap
 }
 
 // FindPodInits returns the pids of the pod inits started for pod podID.

@@ -612,7 +612,12 @@ func TestKill(t *testing.T) {
 // startPodInit starts a pod init; cleanup kills it and checks it is gone.
 func startPodInit(t testing.TB) int {
 	t.Helper()
-	pid, err := StartPodInit(shimBinary, "test-pod")
+	return startPodInitWith(t, PodInitOptions{})
+}
+
+func startPodInitWith(t testing.TB, opts PodInitOptions) int {
+	t.Helper()
+	pid, err := StartPodInit(shimBinary, "test-pod", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,6 +703,71 @@ func TestStartPodInit(t *testing.T) {
 	if zombies := zombieChildren(pid); len(zombies) > 0 {
 		t.Errorf("pod init (container init was %d) leaves zombies %v", st.Pid, zombies)
 	}
+}
+
+// TestStartPodInitUserNamespace: a pod init in a user namespace of its own
+// runs as the namespace's root (a host uid of the mapping), although the
+// binary's directory is root's alone, and the namespace owns its PID,
+// network, IPC and UTS namespaces.
+func TestStartPodInitUserNamespace(t *testing.T) {
+	needRoot(t)
+	if fi, err := os.Stat(filepath.Dir(shimBinary)); err != nil || fi.Mode().Perm()&0o001 != 0 {
+		t.Fatalf("the test wants the binary in a directory others cannot pass: %v %v", fi.Mode(), err)
+	}
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}}
+	pid := startPodInitWith(t, PodInitOptions{UIDMappings: m, GIDMappings: m})
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !bytes.Contains(status, []byte("Uid:\t300000\t300000\t300000\t300000\n")) || !bytes.Contains(status, []byte("Gid:\t300000\t300000\t300000\t300000\n")) {
+		t.Errorf("pod init's ids:\n%s", status)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid)); len(strings.Fields(string(b))) != 3 || strings.Fields(string(b))[1] != "300000" {
+		t.Errorf("uid_map %q", b)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/setgroups", pid)); strings.TrimSpace(string(b)) != "allow" {
+		t.Errorf("setgroups %q, want allow: containers set their groups", b)
+	}
+	if nspid := nsPids(pid); len(nspid) != 2 || nspid[1] != 1 {
+		t.Errorf("NSpid %v, want PID 1 of a namespace of its own", nspid)
+	}
+	userns := nsInode(t, fmt.Sprintf("/proc/%d/ns/user", pid))
+	if userns == nsInode(t, "/proc/self/ns/user") {
+		t.Fatal("the pod init is in the host's user namespace")
+	}
+	for _, ns := range []string{"pid", "net", "ipc", "uts"} {
+		if owner := nsOwner(t, fmt.Sprintf("/proc/%d/ns/%s", pid, ns)); owner != userns {
+			t.Errorf("its %s namespace is owned by user namespace %d, want its own %d", ns, owner, userns)
+		}
+	}
+}
+
+func nsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// nsOwner is the inode of the user namespace that owns the namespace at
+// path (ioctl NS_GET_USERNS).
+func nsOwner(t *testing.T, path string) uint64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_USERNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }
 
 func zombieChildren(parent int) []int {

@@ -1284,6 +1284,10 @@ static void parse_time(const char *v, struct timespec *t) {
  * and with it every process of the pod. It returns an error message, or
  * NULL. */
 static const char *confine_pod_init(void) {
+	/* Nothing inherited stays open (in a user namespace, pierd hands over
+	 * the binary as descriptor 3). */
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return "make the mounts private";
 	if (mount("pod-init", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555") < 0)

@@ -128,11 +128,14 @@ func serve(cfg *Config) error {
 		return err
 	}
 	pods, err := sandbox.New(sandbox.Options{
-		Root:         filepath.Join(cfg.Root, "pods"),
-		State:        filepath.Join(cfg.State, "pods"),
-		CNI:          network,
-		Cgroups:      cgroups,
-		StartPodInit: func(podID string) (int, error) { return shim.StartPodInit(shimBinary, podID) },
+		Root:    filepath.Join(cfg.Root, "pods"),
+		State:   filepath.Join(cfg.State, "pods"),
+		CNI:     network,
+		Cgroups: cgroups,
+		StartPodInit: func(podID string, opts shim.PodInitOptions) (int, error) {
+			return shim.StartPodInit(shimBinary, podID, opts)
+		},
+		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)

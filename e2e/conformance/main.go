@@ -93,6 +93,11 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// pierd's state is in it: the containers of user-namespaced pods (runc's
+	// init, as the pod's root) pass through it to their root file systems.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return err
+	}
 	// critest's pods join a network of their own: pier's shipped conflist
 	// on a bridge and IPAM directory that the run removes afterwards. The
 	// test packages that check the host's network wait meanwhile.

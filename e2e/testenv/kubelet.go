@@ -15,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pier-runtime/pier/internal/mountinfo"
 )
 
 // KubeletVersion is the kubelet the end-to-end suite runs.
@@ -316,7 +317,7 @@ func (k *Kubelet) Cleanup() error {
 	if err := k.Stop(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := UnmountUnder(k.Dir); err != nil {
+	if err := mountinfo.UnmountUnder(k.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	if k.opts.SystemdCgroups {
@@ -463,29 +464,10 @@ func CgroupMounts() ([]string, error) {
 			continue
 		}
 		if postFields[0] == "cgroup" || postFields[0] == "cgroup2" {
-			mounts = append(mounts, unescapeMount(fields[4]))
+			mounts = append(mounts, mountinfo.Unescape(fields[4]))
 		}
 	}
 	return mounts, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // makeCgroupRoot makes root in every cgroup hierarchy: kubelet refuses a
@@ -568,30 +550,4 @@ func rmdirRetry(dir string) error {
 	}
 	procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	return fmt.Errorf("rmdir %s: %w (processes: %q)", dir, err, strings.Fields(string(procs)))
-}
-
-// UnmountUnder lazily unmounts every mount point under dir, deepest first.
-func UnmountUnder(dir string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	var points []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if p := unescapeMount(f[4]); p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	var errs []error
-	for _, p := range points {
-		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
 }
