@@ -27,6 +27,16 @@ func initStatus(t *testing.T, p *testenv.Pierd, id string) map[string]string {
 	return fields
 }
 
+// ownPIDPod runs a pod whose containers each have a PID namespace of their
+// own, as kubelet's pods do: /proc/1 in a container is its init.
+func ownPIDPod(t *testing.T, p *testenv.Pierd, name string) (string, *runtimeapi.PodSandboxConfig) {
+	t.Helper()
+	pod := podConfig(name)
+	pod.LogDirectory = t.TempDir()
+	pod.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
+	return runPod(t, p, pod), pod
+}
+
 // execOut runs a command in a container and returns its standard output
 // and error; a non-zero exit fails the test.
 func execOut(t *testing.T, p *testenv.Pierd, id string, cmd ...string) string {
@@ -43,11 +53,7 @@ func execOut(t *testing.T, p *testenv.Pierd, id string, cmd ...string) string {
 func TestConfinement(t *testing.T) {
 	p := startPierd(t, "")
 	mustPull(t, p, reg.Ref(busyboxImg))
-	// Each container in a PID namespace of its own: /proc/1 is its init.
-	pod := podConfig("confine")
-	pod.LogDirectory = t.TempDir()
-	pod.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
-	podID := runPod(t, p, pod)
+	podID, pod := ownPIDPod(t, p, "confine")
 	run := func(name string, sc *runtimeapi.LinuxContainerSecurityContext) string {
 		cfg := containerConfig(name, "sleep", "1000")
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: sc}
@@ -191,10 +197,7 @@ func hostHasAppArmor() bool {
 func TestSeccompNodeDefault(t *testing.T) {
 	p := startPierd(t, "[security]\nseccomp_default = \"runtime/default\"\n")
 	mustPull(t, p, reg.Ref(busyboxImg))
-	pod := podConfig("seccomp-node")
-	pod.LogDirectory = t.TempDir()
-	pod.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
-	podID := runPod(t, p, pod)
+	podID, pod := ownPIDPod(t, p, "seccomp-node")
 	for name, want := range map[string]string{"nothing-asked": "2", "unconfined": "0"} {
 		cfg := containerConfig(name, "sleep", "1000")
 		if name == "unconfined" {
