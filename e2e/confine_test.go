@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -135,6 +136,30 @@ func TestConfinement(t *testing.T) {
 			if err != nil || resp.ExitCode == 0 || !strings.Contains(string(resp.Stderr), "Read-only file system") {
 				t.Errorf("write to %s: %v, exit %d, %s", path, err, resp.GetExitCode(), resp.GetStderr())
 			}
+		}
+	})
+	t.Run("recursive read-only", func(t *testing.T) {
+		// A host directory with a file system mounted below it: a plain
+		// read-only bind leaves the one below writable, rro does not.
+		dir := t.TempDir()
+		sub := filepath.Join(dir, "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("e2e-rro", sub, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(sub, syscall.MNT_DETACH) })
+		cfg := containerConfig("rro", "sleep", "1000")
+		cfg.Mounts = []*runtimeapi.Mount{
+			{ContainerPath: "/ro", HostPath: dir, Readonly: true},
+			{ContainerPath: "/rro", HostPath: dir, Readonly: true, RecursiveReadOnly: true},
+		}
+		id := startContainer(t, p, podID, pod, cfg)
+		execOut(t, p, id, "touch", "/ro/sub/plain-ro-leaves-submounts-writable")
+		resp, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"touch", "/rro/sub/x"}, Timeout: 20})
+		if err != nil || resp.ExitCode == 0 || !strings.Contains(string(resp.Stderr), "Read-only file system") {
+			t.Errorf("write below a recursive read-only mount: %v, exit %d, %s", err, resp.GetExitCode(), resp.GetStderr())
 		}
 	})
 	t.Run("unmasked", func(t *testing.T) {
