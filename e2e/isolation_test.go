@@ -293,3 +293,39 @@ func waitForFile(t *testing.T, path string) {
 	}
 	t.Fatalf("nothing written to %s", path)
 }
+
+// TestIsolationPodConfig: pod settings that end up in host paths, files or
+// CNI arguments are refused at the CRI, and nothing is made on the host.
+func TestIsolationPodConfig(t *testing.T) {
+	p := isolatedPierd(t)
+	name := randomName(t)
+	for what, change := range map[string]func(*runtimeapi.PodSandboxConfig){
+		"sysctl key leaving /proc/sys": func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net/../../../tmp/" + name: "1"}
+		},
+		"newline in the hostname": func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "web\n6.6.6.6 evil" },
+		"newline in a DNS search": func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Searches: []string{"svc.local\nnameserver 6.6.6.6"}}
+		},
+		"DNS server that is no address": func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.0.0.1\nsearch evil"}}
+		},
+		"CNI argument in the pod name": func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "web;IgnoreUnknown=1;K8S_POD_NAME=x" },
+	} {
+		cfg := podConfig("isolated")
+		change(cfg)
+		_, err := p.Runtime.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", what, err)
+		} else {
+			t.Logf("%s: %v", what, err)
+		}
+	}
+	if _, err := os.Stat("/tmp/" + name); !os.IsNotExist(err) {
+		os.Remove("/tmp/" + name)
+		t.Errorf("a pod's sysctl made /tmp/%s: %v", name, err)
+	}
+	if out, err := p.Crictl("pods", "-q"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("pods left: %q %v", out, err)
+	}
+}
