@@ -442,6 +442,11 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 		return nil // the shim never created it: nothing runs
 	}
 	if timeout > 0 {
+		// The grace period runs from the request, not from when the
+		// runtime has delivered the signal (a runtime's start-up is
+		// seconds on a slow node).
+		grace := time.NewTimer(timeout)
+		defer grace.Stop()
 		sig := m.stopSignal(c)
 		if err := l.client.Kill(ctx, sig, false); err != nil {
 			klog.V(2).InfoS("Stop signal not delivered", "id", c.ID, "signal", sig, "err", err)
@@ -449,7 +454,7 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 		select {
 		case <-l.exited:
 			return nil
-		case <-time.After(timeout):
+		case <-grace.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
