@@ -34,6 +34,14 @@ reasons in `+"`e2e/conformance/reasons.go`"+`. The crun variants do not run on t
 host kind (Debian's crun 1.8 refuses the hybrid cgroup layout). The
 runc-websocket variant (WebSocket streaming) passes the same specs.
 
+The security specs pass: seccomp (runtime default, localhost, unconfined),
+capabilities, privileged containers, masked and read-only paths,
+no_new_privs, run-as user and group, supplemental groups policies, user
+namespaces and recursive read-only mounts. What pier enforces and how is in
+the README's Security section; `+"`e2e/confine_test.go`"+` and
+`+"`e2e/isolation_test.go`"+` check it from inside containers and as an
+unprivileged host user.
+
 Counts (%s): %d passed, %d failed, %d skipped.
 `, variant, variant, len(res.passed), len(res.failed), len(res.skippedNames))
 	type spec struct{ name, state string }
