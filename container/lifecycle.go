@@ -290,16 +290,36 @@ func (m *Manager) mountRootfs(c *Container, pod *sandbox.Sandbox) error {
 // destroy removes everything of a container: its shim and runtime state,
 // root file system, directories and image hold. It is safe to call again.
 func (m *Manager) destroy(ctx context.Context, c *Container) {
+	rt := m.opts.Runtimes[c.Handler]
+	runtimeDir := ""
+	if rt != nil && rt.Root != "" {
+		runtimeDir = filepath.Join(rt.Root, c.ID)
+		// runc 1.1 bind-mounts its own binary into the container's state
+		// directory for the moment it starts a process there (runc.XXXXXX,
+		// against CVE-2019-5736); a runc killed in that moment (an exec
+		// probe past its timeout) leaves the mount, and with it a state
+		// directory that the runtime's delete cannot remove.
+		if left, _ := mountinfo.Under(runtimeDir); len(left) > 0 {
+			klog.V(2).InfoS("Unmounting what the runtime left in its state directory", "id", c.ID, "mounts", left)
+			if err := mountinfo.UnmountUnder(runtimeDir); err != nil {
+				klog.ErrorS(err, "Unmounting what the runtime left in its state directory", "id", c.ID)
+				runtimeDir = ""
+			}
+		}
+	}
 	if client, err := shim.Connect(c.Socket); err == nil {
 		if err := client.Delete(ctx); err != nil {
 			klog.ErrorS(err, "Deleting the container through its shim", "id", c.ID)
 		}
 	}
 	// A shim that died leaves the container to the runtime: delete it there.
-	if rt := m.opts.Runtimes[c.Handler]; rt != nil {
+	if rt != nil {
 		rt.Kill(ctx, c.ID, syscall.SIGKILL, true)
-		if err := rt.Delete(ctx, c.ID, true); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		err := rt.Delete(ctx, c.ID, true)
+		if err != nil && !errors.Is(err, oci.ErrNotFound) {
 			klog.ErrorS(err, "Deleting the container's runtime state", "id", c.ID)
+		} else if runtimeDir != "" {
+			os.RemoveAll(runtimeDir) // what a delete that failed half-way left
 		}
 	}
 	if c.ShimPid > 0 && shim.IsShim(c.ShimPid, c.ShimStart) {

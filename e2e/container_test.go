@@ -480,3 +480,35 @@ func hugetlbUsable() bool {
 	_, err := os.Stat("/sys/fs/cgroup/hugetlb")
 	return err == nil
 }
+
+// TestRuntimeLeftAMount: runc 1.1 bind-mounts its binary into the
+// container's runtime state directory while it starts a process there; a
+// runc killed at that moment leaves the mount. Removing the container
+// removes it and the directory.
+func TestRuntimeLeftAMount(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "leftmount")
+	id := startContainer(t, p, podID, pod, containerConfig("left", "sleep", "1000"))
+	dir := filepath.Join(p.Dir, "state", "runtime", "runc", id)
+	leak := filepath.Join(dir, "runc.e2eXYZ")
+	if err := os.WriteFile(leak, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("/bin/busybox", leak, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(leak, syscall.MNT_DETACH) })
+	if _, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the runtime's state directory of the container is left: %v", err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), leak) {
+		t.Errorf("the runtime's mount is left: %s", leak)
+	}
+}
