@@ -610,7 +610,16 @@ func containerPids(id string) ([]int, error) {
 	if len(pids) == 0 {
 		return nil, fmt.Errorf("no process of container %s on the host", id)
 	}
-	init := slices.IndexFunc(pids, func(pid int) bool { return !in[ppid(pid)] })
+	// The init is the oldest process whose parent is outside the
+	// container: a process an exec probe started has its parent outside
+	// too, and /proc lists pids in string order (10000 before 9999).
+	init, initStart := -1, uint64(0)
+	for i, pid := range pids {
+		parent, start := stat(pid)
+		if !in[parent] && (init < 0 || start < initStart) {
+			init, initStart = i, start
+		}
+	}
 	if init < 0 {
 		return nil, fmt.Errorf("container %s has no init process (pids %v)", id, pids)
 	}
@@ -618,18 +627,21 @@ func containerPids(id string) ([]int, error) {
 	return pids, nil
 }
 
-// ppid is the parent of process pid (0 if unknown).
-func ppid(pid int) int {
+// stat reads the parent and the start time (in clock ticks after boot) of
+// process pid; 0, 0 if unknown.
+func stat(pid int) (ppid int, start uint64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses;
+	// starttime is field 22, the 20th after comm.
 	i := bytes.LastIndexByte(b, ')')
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
+	if len(f) < 20 {
+		return 0, 0
 	}
-	p, _ := strconv.Atoi(f[1])
-	return p
+	ppid, _ = strconv.Atoi(f[1])
+	start, _ = strconv.ParseUint(f[19], 10, 64)
+	return ppid, start
 }
