@@ -610,12 +610,16 @@ func containerPids(id string) ([]int, error) {
 	if len(pids) == 0 {
 		return nil, fmt.Errorf("no process of container %s on the host", id)
 	}
-	// The init is the oldest process whose parent is outside the
+	// The init is the oldest live process whose parent is outside the
 	// container: a process an exec probe started has its parent outside
-	// too, and /proc lists pids in string order (10000 before 9999).
+	// too (and may be gone by now), and /proc lists pids in string order
+	// (10000 before 9999).
 	init, initStart := -1, uint64(0)
 	for i, pid := range pids {
 		parent, start := stat(pid)
+		if parent == 0 {
+			continue // gone since: a probe's process
+		}
 		if !in[parent] && (init < 0 || start < initStart) {
 			init, initStart = i, start
 		}
