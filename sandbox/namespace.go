@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pier-runtime/pier/internal/beneath"
 )
 
 // nsKinds are the namespaces a pod may own, with their unshare flags. A
@@ -154,39 +156,27 @@ func unpinNamespaces(paths map[string]string) error {
 // procSys is where sysctls are written.
 const procSys = "/proc/sys"
 
-// writeSysctls writes each sysctl to its file under root (procSys), which
-// it opens with openat2 so that the path stays beneath root and follows no
-// symbolic link, whatever the key says (keys are checked by validate too).
+// writeSysctls writes each sysctl to its file under root (procSys),
+// opened beneath root without following a symbolic link (beneath.OpenFile),
+// whatever the key says (keys are checked by validate too).
 func writeSysctls(root string, sysctls map[string]string) error {
-	if len(sysctls) == 0 {
-		return nil
-	}
-	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", root, err)
-	}
-	defer unix.Close(dir)
 	for key, value := range sysctls {
-		if err := writeSysctl(dir, key, value); err != nil {
+		if err := writeSysctl(root, key, value); err != nil {
 			return fmt.Errorf("%w: sysctl %s=%s: %v", ErrInvalid, key, value, err)
 		}
 	}
 	return nil
 }
 
-func writeSysctl(dir int, key, value string) error {
+func writeSysctl(root, key, value string) error {
 	path, err := sysctlPath(key)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat2(dir, path, &unix.OpenHow{
-		Flags:   unix.O_WRONLY | unix.O_TRUNC | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	f, err := beneath.OpenFile(root, path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(fd), path)
 	_, err = f.Write([]byte(value))
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -221,7 +221,7 @@ func TestWriteSysctls(t *testing.T) {
 			t.Errorf("%s: %v", key, err)
 		}
 	}
-	if err := writeSysctl(-1, "net/../../x", "1"); err == nil {
+	if err := writeSysctl(root, "net/../../x", "1"); err == nil {
 		t.Error("a key with .. was written")
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
