@@ -30,6 +30,7 @@ import (
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/streaming"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -162,7 +163,7 @@ func serve(cfg *Config) error {
 		return fmt.Errorf("load containers: %w", err)
 	}
 
-	stream, err := cri.NewStreamServer(cfg.Streaming.Address, &cri.Streamer{Containers: containers, Pods: pods})
+	stream, err := streaming.NewServer(cfg.Streaming.Address, &streaming.Sessions{Containers: containers, Pods: pods})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 )
 
 func TestStreamTokensAreSingleUseAndExpire(t *testing.T) {
-	s, err := NewStreamServer("127.0.0.1:0", &Streamer{})
+	s, err := NewServer("127.0.0.1:0", &Sessions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"context"
@@ -21,15 +21,15 @@ import (
 	"github.com/pier-runtime/pier/shim"
 )
 
-// Streamer runs the sessions of the streaming server (exec, attach and
-// port-forward): it implements the streaming library's Runtime.
-type Streamer struct {
+// Sessions runs the sessions of the streaming server (exec, attach and
+// port-forward): it implements k8s.io/cri-streaming's Runtime.
+type Sessions struct {
 	Containers *container.Manager
 	Pods       *sandbox.Manager
 }
 
 // Exec runs cmd in a container with the client's stdio, a pty with tty.
-func (s *Streamer) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+func (s *Sessions) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
 	req := shim.ExecStreamRequest{ExecRequest: shim.ExecRequest{Args: cmd}, Tty: tty}
 	if tty && resize != nil {
 		// Clients send the terminal's size first: start the process with it.
@@ -159,7 +159,7 @@ func resizeLoop(resize <-chan remotecommandserver.TerminalSize, set func(w, h ui
 // input are two attachments to the shim, so that the end of the client's
 // input (which closes a stdin_once container's stdin) does not end the
 // output, which runs until the container exits or the client leaves.
-func (s *Streamer) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+func (s *Sessions) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
 	att, err := s.Containers.Attach(ctx, id, shim.AttachRequest{Stdout: out != nil, Stderr: errw != nil})
 	if err != nil {
 		return err
@@ -201,7 +201,7 @@ func (s *Streamer) Attach(ctx context.Context, id string, in io.Reader, out, err
 }
 
 // PortForward connects stream to a TCP port on the pod's loopback.
-func (s *Streamer) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+func (s *Sessions) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
 	pod, err := s.Pods.Get(podID)
 	if err != nil {

@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/gorilla/websocket"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/cri-streaming/pkg/streaming"
+	cristreaming "k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
 	"k8s.io/streaming/pkg/httpstream"
@@ -27,7 +27,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 )
 
-// StreamServer is pier's streaming server: k8s.io/cri-streaming's server,
+// Server is pier's streaming server: k8s.io/cri-streaming's server,
 // plus the two WebSocket variants that kubectl and client-go use today and
 // that library lacks:
 //
@@ -38,10 +38,10 @@ import (
 //
 // Every URL is single-use whatever the protocol: a request must find its
 // token here, and cri-streaming's own cache then also consumes it.
-type StreamServer struct {
-	streaming.Server
-	rt      streaming.Runtime
-	cfg     streaming.Config
+type Server struct {
+	cristreaming.Server
+	rt      cristreaming.Runtime
+	cfg     cristreaming.Config
 	lis     net.Listener
 	httpSrv *http.Server
 
@@ -69,31 +69,31 @@ const (
 	spdyTunnelPrefix = "SPDY/3.1+"
 )
 
-// NewStreamServer listens on addr (port 0: a free port, which the URLs
-// name) and returns the server, not serving yet: see Serve.
-func NewStreamServer(addr string, rt streaming.Runtime) (*StreamServer, error) {
+// NewServer listens on addr (port 0: a free port, which the URLs name)
+// and returns the server, not serving yet: see Serve.
+func NewServer(addr string, rt cristreaming.Runtime) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	cfg := streaming.DefaultConfig
+	cfg := cristreaming.DefaultConfig
 	cfg.Addr = lis.Addr().String()
 	cfg.BaseURL = &url.URL{Scheme: "http", Host: cfg.Addr}
-	srv, err := streaming.NewServer(cfg, rt)
+	srv, err := cristreaming.NewServer(cfg, rt)
 	if err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	s := &StreamServer{Server: srv, rt: rt, cfg: cfg, lis: lis, pending: make(map[string]*list.Element)}
+	s := &Server{Server: srv, rt: rt, cfg: cfg, lis: lis, pending: make(map[string]*list.Element)}
 	s.httpSrv = &http.Server{Handler: s, ReadHeaderTimeout: time.Minute}
 	return s, nil
 }
 
 // Addr is the address the server listens on.
-func (s *StreamServer) Addr() string { return s.lis.Addr().String() }
+func (s *Server) Addr() string { return s.lis.Addr().String() }
 
 // Serve serves until Stop.
-func (s *StreamServer) Serve() error {
+func (s *Server) Serve() error {
 	err := s.httpSrv.Serve(s.lis)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -101,9 +101,9 @@ func (s *StreamServer) Serve() error {
 	return err
 }
 
-// Start serves until Stop, as streaming.Server's Start does (stayUp must
-// be true), but through ServeHTTP.
-func (s *StreamServer) Start(stayUp bool) error {
+// Start serves until Stop, as cri-streaming's Server.Start does (stayUp
+// must be true), but through ServeHTTP.
+func (s *Server) Start(stayUp bool) error {
 	if !stayUp {
 		return errors.New("streaming server: stayUp=false is not supported")
 	}
@@ -111,10 +111,10 @@ func (s *StreamServer) Start(stayUp bool) error {
 }
 
 // Stop closes the listener and every connection.
-func (s *StreamServer) Stop() error { return s.httpSrv.Close() }
+func (s *Server) Stop() error { return s.httpSrv.Close() }
 
 // GetExec returns the URL of an exec session.
-func (s *StreamServer) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+func (s *Server) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	resp, err := s.Server.GetExec(req)
 	if err == nil {
 		s.remember(resp.GetUrl(), req)
@@ -123,7 +123,7 @@ func (s *StreamServer) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecRes
 }
 
 // GetAttach returns the URL of an attach session.
-func (s *StreamServer) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+func (s *Server) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
 	resp, err := s.Server.GetAttach(req)
 	if err == nil {
 		s.remember(resp.GetUrl(), req)
@@ -132,7 +132,7 @@ func (s *StreamServer) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.Att
 }
 
 // GetPortForward returns the URL of a port-forward session.
-func (s *StreamServer) GetPortForward(req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+func (s *Server) GetPortForward(req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
 	resp, err := s.Server.GetPortForward(req)
 	if err == nil {
 		s.remember(resp.GetUrl(), req)
@@ -140,7 +140,7 @@ func (s *StreamServer) GetPortForward(req *runtimeapi.PortForwardRequest) (*runt
 	return resp, err
 }
 
-func (s *StreamServer) remember(rawURL string, req any) {
+func (s *Server) remember(rawURL string, req any) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return
@@ -156,7 +156,7 @@ func (s *StreamServer) remember(rawURL string, req any) {
 }
 
 // consume returns and forgets the request a token stands for.
-func (s *StreamServer) consume(token string) (any, bool) {
+func (s *Server) consume(token string) (any, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(time.Now())
@@ -169,20 +169,20 @@ func (s *StreamServer) consume(token string) (any, bool) {
 }
 
 // expire drops the tokens that expired by now. The caller holds mu.
-func (s *StreamServer) expire(now time.Time) {
+func (s *Server) expire(now time.Time) {
 	for e := s.order.Front(); e != nil && now.After(e.Value.(*pendingStream).expires); e = s.order.Front() {
 		s.drop(e)
 	}
 }
 
-func (s *StreamServer) drop(e *list.Element) {
+func (s *Server) drop(e *list.Element) {
 	delete(s.pending, e.Value.(*pendingStream).token)
 	s.order.Remove(e)
 }
 
 // ServeHTTP serves a session: the variants cri-streaming lacks here, the
 // rest through it.
-func (s *StreamServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind, token := path.Split(r.URL.Path)
 	req, ok := s.consume(token)
 	if !ok {
@@ -211,7 +211,7 @@ func (s *StreamServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // WebSocket channel protocol: channels stdin, stdout, stderr, error (the
 // result, as a Kubernetes Status in JSON) and resize; a message is its
 // channel's number and the data.
-func (s *StreamServer) serveV5(w http.ResponseWriter, r *http.Request, id string, cmd []string, stdin, stdout, stderr, tty bool) {
+func (s *Server) serveV5(w http.ResponseWriter, r *http.Request, id string, cmd []string, stdin, stdout, stderr, tty bool) {
 	channel := func(on bool, t wsstream.ChannelType) wsstream.ChannelType {
 		if on {
 			return t
@@ -376,7 +376,7 @@ func execStatus(err error) streamStatus {
 // through a WebSocket. The request goes on to cri-streaming as the SPDY
 // upgrade it stands for; its "101 Switching Protocols" upgrades the
 // client's WebSocket instead, and its hijack gets the tunnel.
-func (s *StreamServer) serveTunnel(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	spdyReq := r.Clone(r.Context())
 	spdyReq.Header = r.Header.Clone()
 	for _, h := range []string{"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Protocol"} {
