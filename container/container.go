@@ -37,9 +37,11 @@ import (
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // Sentinel errors; the CRI layer maps them to gRPC codes.
@@ -231,12 +233,13 @@ func (m *Manager) load() error {
 				continue
 			}
 		}
-		if c.State == Running {
+		switch {
+		case c.State == Running, c.State == Unknown && c.ShimPid > 0:
 			m.reconnect(c)
-		} else if c.State == Created {
+		case c.State == Created:
 			// Its shim may have been started just before pierd stopped.
-			if client, err := shim.Connect(c.Socket); err == nil {
-				m.watch(c, client)
+			if client, st, err := connect(c.Socket, loadConnectTimeout); err == nil {
+				m.adopt(c, client, st)
 			}
 		}
 	}
@@ -263,29 +266,136 @@ func readRecord(dir string) (*Container, error) {
 	return &c, nil
 }
 
+// loadConnectTimeout bounds each connection to a shim at start-up, while
+// pierd holds its lock; one that does not answer in time is tried again in
+// the background (retry).
+const loadConnectTimeout = 2 * time.Second
+
+// connect connects to a shim and asks for its state.
+func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	client, err := shim.Connect(ctx, socket)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := client.State(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, st, nil
+}
+
 // reconnect finds a container's shim after a pierd restart, or learns how
-// the container ended.
+// the container ended. The caller holds mu.
 func (m *Manager) reconnect(c *Container) {
-	client, err := shim.Connect(c.Socket)
-	if err == nil {
-		var st *shim.State
-		if st, err = client.State(context.Background()); err == nil {
-			if st.Status == "running" && c.State == Created {
-				c.State, c.StartedAt = Running, st.StartedAt
-				m.save(c)
-			}
-			m.watch(c, client)
+	client, st, err := connect(c.Socket, loadConnectTimeout)
+	if err != nil {
+		m.unreachable(c, err)
+		return
+	}
+	m.adopt(c, client, st)
+}
+
+// adopt brings a container's record in line with what its shim reports
+// and follows it. The caller holds mu.
+func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
+	if c.State == Unknown {
+		klog.InfoS("Container's shim answers again", "id", c.ID, "status", st.Status)
+		c.State, c.Reason, c.Message = Created, "", ""
+	}
+	if c.State == Created && st.Status == protocol.StatusCreated && m.startedByRuntime(c) {
+		// pierd ran the runtime's start but stopped before it told the
+		// shim, or recorded it.
+		ctx, cancel := context.WithTimeout(context.Background(), loadConnectTimeout)
+		client.Started(ctx)
+		cancel()
+		st.Status, st.StartedAt = protocol.StatusRunning, time.Now()
+	}
+	if c.State == Created && !st.StartedAt.IsZero() {
+		c.State, c.StartedAt = Running, st.StartedAt
+	}
+	m.save(c)
+	m.watch(c, client)
+}
+
+// startedByRuntime asks the runtime whether a container its shim knows as
+// created has been started.
+func (m *Manager) startedByRuntime(c *Container) bool {
+	rt := m.opts.Runtimes[c.Handler]
+	if rt == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loadConnectTimeout)
+	defer cancel()
+	s, err := rt.State(ctx, c.ID)
+	return err == nil && s.Status == "running"
+}
+
+// shimAlive reports whether the container's shim process still runs.
+func shimAlive(c *Container) bool {
+	return c.ShimPid > 0 && proc.IsShim(c.ShimPid, c.ShimStart)
+}
+
+// unreachable records a container whose shim does not answer (err). A
+// shim that still runs (stopped, or too busy) is tried again in the
+// background until it answers or ends; the container is Unknown meanwhile,
+// and StopContainer stops it through the runtime. The caller holds mu.
+func (m *Manager) unreachable(c *Container, err error) {
+	if !shimAlive(c) {
+		m.shimGone(c, err)
+		return
+	}
+	if c.State != Unknown {
+		klog.InfoS("Container's shim does not answer; trying again in the background", "id", c.ID, "pid", c.ShimPid, "err", err)
+		c.State, c.Reason = Unknown, "ShimUnresponsive"
+		c.Message = fmt.Sprintf("pier-shim of this container (pid %d) does not answer: %v", c.ShimPid, err)
+		m.save(c)
+	}
+	delete(m.live, c.ID)
+	go m.retry(c)
+}
+
+// retryMax is the longest pause between two attempts to reach a shim.
+const retryMax = 30 * time.Second
+
+// retry tries to reach an unresponsive shim until it answers, ends, or
+// its container is removed.
+func (m *Manager) retry(c *Container) {
+	for delay := time.Second; ; delay = min(2*delay, retryMax) {
+		time.Sleep(delay)
+		m.mu.Lock()
+		current := m.containers[c.ID] == c && m.live[c.ID] == nil && c.State == Unknown
+		m.mu.Unlock()
+		if !current {
+			return
+		}
+		client, st, err := connect(c.Socket, 10*time.Second)
+		m.mu.Lock()
+		if m.containers[c.ID] != c || m.live[c.ID] != nil || c.State != Unknown {
+			m.mu.Unlock()
+			return
+		}
+		switch {
+		case err == nil:
+			m.adopt(c, client, st)
+		case !shimAlive(c):
+			m.shimGone(c, err)
+		}
+		done := err == nil || c.State != Unknown
+		m.mu.Unlock()
+		if done {
 			return
 		}
 	}
-	m.shimGone(c, err)
 }
 
-// shimGone records how a container whose shim cannot be reached (err)
-// ended: with the exit file the shim left, or, without one, as unknown. The
-// caller holds mu, or has the container to itself.
+// shimGone records how a container whose shim has ended (err) ended: with
+// the exit file the shim left, or, without one, as unknown. The caller
+// holds mu, or has the container to itself.
 func (m *Manager) shimGone(c *Container, err error) {
-	if exit, rerr := shim.ReadExit(m.shimDir(c.ID)); rerr == nil {
+	delete(m.live, c.ID)
+	if exit, rerr := protocol.ReadExit(m.shimDir(c.ID)); rerr == nil {
 		m.recordExit(c, exit)
 		return
 	}
@@ -336,11 +446,11 @@ func (m *Manager) follow(c *Container, l *live) {
 		exit, err := client.Wait(context.Background())
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if m.containers[c.ID] != c {
-			return // removed meanwhile
+		if m.containers[c.ID] != c || m.live[c.ID] != l {
+			return // removed, or followed anew, meanwhile
 		}
 		if err != nil {
-			m.shimGone(c, err)
+			m.unreachable(c, err)
 			return
 		}
 		m.recordExit(c, exit)
@@ -348,7 +458,7 @@ func (m *Manager) follow(c *Container, l *live) {
 }
 
 // recordExit marks a container exited with what its shim reported.
-func (m *Manager) recordExit(c *Container, e *shim.Exit) {
+func (m *Manager) recordExit(c *Container, e *protocol.Exit) {
 	c.State, c.ExitCode, c.FinishedAt = Exited, int32(e.Code), e.FinishedAt
 	switch {
 	case e.OOMKilled:

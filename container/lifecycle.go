@@ -24,9 +24,11 @@ import (
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/mountinfo"
 	"github.com/pier-runtime/pier/internal/privdir"
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // Create makes a container in a pod: its root file system, OCI bundle and
@@ -51,7 +53,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if pod.State != sandbox.Ready {
 		return nil, fmt.Errorf("%w: pod sandbox %s is stopped: containers cannot be created in it", ErrPodNotReady, pod.ID)
 	}
-	if pod.InitPid > 0 && !shim.IsShim(pod.InitPid, pod.InitStart) {
+	if pod.InitPid > 0 && !proc.IsShim(pod.InitPid, pod.InitStart) {
 		// Its PID namespace is gone, and the pid may be another process's.
 		return nil, fmt.Errorf("%w: the init process of pod sandbox %s (pid %d) has exited: remove the pod and run it again", ErrPodNotReady, pod.ID, pod.InitPid)
 	}
@@ -307,14 +309,19 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 			}
 		}
 	}
-	if client, err := shim.Connect(c.Socket); err == nil {
-		if err := client.Delete(ctx); err != nil {
-			klog.ErrorS(err, "Deleting the container through its shim", "id", c.ID)
-		}
-	}
-	// A shim that died leaves the container to the runtime: delete it there.
+	// Every process of the container first; then the shim, which records
+	// the init's exit and ends; then the runtime's state and cgroup.
 	if rt != nil {
 		rt.Kill(ctx, c.ID, syscall.SIGKILL, true)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	if client, err := shim.Connect(cctx, c.Socket); err == nil {
+		if err := client.Delete(cctx); err != nil {
+			klog.ErrorS(err, "Ending the container's shim", "id", c.ID)
+		}
+	}
+	cancel()
+	if rt != nil {
 		err := rt.Delete(ctx, c.ID, true)
 		if err != nil && !errors.Is(err, oci.ErrNotFound) {
 			klog.ErrorS(err, "Deleting the container's runtime state", "id", c.ID)
@@ -322,7 +329,7 @@ func (m *Manager) destroy(ctx context.Context, c *Container) {
 			os.RemoveAll(runtimeDir) // what a delete that failed half-way left
 		}
 	}
-	if c.ShimPid > 0 && shim.IsShim(c.ShimPid, c.ShimStart) {
+	if shimAlive(c) {
 		syscall.Kill(c.ShimPid, syscall.SIGKILL)
 	}
 	if c.Rootfs != "" {
@@ -365,8 +372,8 @@ func (m *Manager) client(id string) (*Container, *live, error) {
 func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *live) {
 	start := time.Now()
 	m.cgroupMu.RLock() // until the runtime's create has made the container's cgroups
-	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, shim.Config{
-		Version: shim.ProtocolVersion, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
+	client, pid, err := shim.Start(context.Background(), m.opts.ShimBinary, protocol.Config{
+		Version: protocol.Version, ID: c.ID, Bundle: m.bundle(c.ID), Runtime: *rt,
 		Dir: m.shimDir(c.ID), Socket: c.Socket, LogPath: c.LogPath, LogDir: logDir,
 		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
@@ -381,7 +388,7 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *liv
 	}
 	klog.V(2).InfoS("Container's shim ready", "id", c.ID, "duration", time.Since(start))
 	if m.containers[c.ID] == c {
-		c.ShimPid, c.ShimStart = pid, shim.StartTime(pid)
+		c.ShimPid, c.ShimStart = pid, proc.StartTime(pid)
 		m.save(c)
 	}
 	m.follow(c, l)
@@ -406,13 +413,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	err = l.err
 	startedAt := time.Now()
 	if err == nil {
-		if err = l.client.Start(ctx); err != nil {
-			// The runtime's init failed and exits: follow records its exit.
-			select {
-			case <-l.exited:
-			case <-time.After(5 * time.Second):
-			}
-		}
+		err = m.runtimeStart(ctx, c, l)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -437,6 +438,33 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	return m.save(c)
 }
 
+// runtimeStart runs the runtime's start and tells the shim. When the
+// start fails, the container's init is killed, and its exit recorded by
+// follow.
+func (m *Manager) runtimeStart(ctx context.Context, c *Container, l *live) error {
+	rt := m.opts.Runtimes[c.Handler]
+	if rt == nil {
+		return fmt.Errorf("%w: runtime handler %q is gone", ErrNotRunning, c.Handler)
+	}
+	if err := rt.Start(ctx, c.ID); err != nil {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if kerr := rt.Kill(kctx, c.ID, syscall.SIGKILL, true); kerr != nil {
+			klog.V(2).InfoS("Killing a container that failed to start", "id", c.ID, "err", kerr)
+		}
+		select {
+		case <-l.exited:
+		case <-time.After(5 * time.Second):
+		}
+		return err
+	}
+	if err := l.client.Started(ctx); err != nil {
+		// The container runs; the shim learns it at the next reconnect.
+		klog.ErrorS(err, "Telling the shim that its container started", "id", c.ID)
+	}
+	return nil
+}
+
 func stateName(s State) string { return strings.ToLower(strings.TrimPrefix(string(s), "CONTAINER_")) }
 
 // Stop sends the image's stop signal (or SIGTERM), waits up to timeout for
@@ -449,6 +477,9 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	if err != nil {
 		return err
+	}
+	if c.State == Unknown && l == nil {
+		return m.stopWithoutShim(ctx, c)
 	}
 	if l == nil || (c.State != Running && c.State != Created) {
 		return nil
@@ -468,7 +499,7 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 		grace := time.NewTimer(timeout)
 		defer grace.Stop()
 		sig := m.stopSignal(c)
-		if err := l.client.Kill(ctx, sig, false); err != nil {
+		if err := m.kill(ctx, c, sig, false); err != nil {
 			klog.V(2).InfoS("Stop signal not delivered", "id", c.ID, "signal", sig, "err", err)
 		}
 		select {
@@ -479,7 +510,7 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 			return ctx.Err()
 		}
 	}
-	if err := l.client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+	if err := m.kill(ctx, c, syscall.SIGKILL, true); err != nil {
 		klog.V(2).InfoS("SIGKILL not delivered", "id", c.ID, "err", err)
 	}
 	select {
@@ -490,6 +521,59 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// kill sends sig to the container's init, or to all its processes,
+// through the runtime.
+func (m *Manager) kill(ctx context.Context, c *Container, sig syscall.Signal, all bool) error {
+	rt := m.opts.Runtimes[c.Handler]
+	if rt == nil {
+		return fmt.Errorf("runtime handler %q is gone", c.Handler)
+	}
+	return rt.Kill(ctx, c.ID, sig, all)
+}
+
+// stopWithoutShim stops a container whose shim does not answer
+// (Unknown): it kills its processes through the runtime and waits until
+// the runtime reports them gone. A shim that still runs records the exit
+// once it answers again (retry); a container whose shim has ended without
+// an exit file is recorded exited with its status unknown.
+func (m *Manager) stopWithoutShim(ctx context.Context, c *Container) error {
+	rt := m.opts.Runtimes[c.Handler]
+	if rt == nil {
+		return fmt.Errorf("container %s: runtime handler %q is gone: cannot stop it", c.ID, c.Handler)
+	}
+	klog.InfoS("Stopping a container whose shim does not answer, through the runtime", "id", c.ID)
+	if err := rt.Kill(ctx, c.ID, syscall.SIGKILL, true); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		klog.V(2).InfoS("SIGKILL through the runtime", "id", c.ID, "err", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := rt.State(ctx, c.ID)
+		if errors.Is(err, oci.ErrNotFound) || err == nil && s.Status == "stopped" {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("container %s did not stop after SIGKILL through the runtime (%v)", c.ID, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.containers[c.ID] != nil && m.containers[c.ID].State == Unknown && !shimAlive(m.containers[c.ID]) {
+		cur := m.containers[c.ID]
+		if exit, err := protocol.ReadExit(m.shimDir(c.ID)); err == nil {
+			m.recordExit(cur, exit)
+		} else {
+			cur.State, cur.ExitCode, cur.FinishedAt = Exited, unknownExitCode, time.Now()
+			cur.Reason, cur.Message = "Unknown", "pier-shim of this container died; pier killed the container through the runtime; its exit status is unknown"
+			m.save(cur)
+		}
+	}
+	return nil
 }
 
 // stopSignal is the image's STOPSIGNAL, or SIGTERM.
@@ -537,8 +621,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// ExecResult is what ExecSync returns.
-type ExecResult = shim.ExecResult
+// ExecResult is how an ExecSync process ended and what it printed.
+type ExecResult struct {
+	ExitCode       int // exit status, or 128+signal
+	Stdout, Stderr []byte
+	TimedOut       bool // killed at the timeout
+}
 
 // ExecSync runs a command in a running container and waits for it.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
@@ -546,13 +634,25 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if err != nil {
 		return nil, err
 	}
-	if c.State != Running || l == nil {
+	if c.State != Running || l == nil || l.client == nil {
 		return nil, fmt.Errorf("%w: container %s is %s", ErrNotRunning, c.ID, stateName(c.State))
 	}
 	if len(cmd) == 0 {
 		return nil, fmt.Errorf("%w: no command to run", ErrInvalid)
 	}
-	return l.client.Exec(ctx, shim.ExecRequest{Args: cmd, UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGids, Timeout: timeout})
+	r, err := l.client.Exec(ctx, protocol.ExecRequest{Args: cmd, UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGids, Timeout: timeout})
+	if err != nil {
+		return nil, shimErr(c.ID, err)
+	}
+	return &ExecResult{ExitCode: r.ExitCode, Stdout: r.Stdout, Stderr: r.Stderr, TimedOut: r.TimedOut}, nil
+}
+
+// shimErr adds this package's sentinel error to a shim's.
+func shimErr(id string, err error) error {
+	if errors.Is(err, shim.ErrNotRunning) {
+		return fmt.Errorf("%w: container %s: %v", ErrNotRunning, id, err)
+	}
+	return err
 }
 
 // ReopenLog makes the shim reopen the container's log file.

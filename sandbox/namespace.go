@@ -72,7 +72,7 @@ func pinNamespaces(dir string, want map[string]bool, hostname string, sysctls ma
 
 // pinUserNamespaces pins to dir/<name> the user, network, IPC and UTS
 // namespaces of process pid, a pod init made in a user namespace of its
-// own (shim.PodInitOptions), and sets the hostname and sysctls inside
+// own (proc.PodInitOptions), and sets the hostname and sysctls inside
 // them from a thread that joins the network, IPC and UTS namespaces (host
 // root may: it owns every user namespace). It returns the pinned paths.
 func pinUserNamespaces(dir string, pid int, hostname string, sysctls map[string]string) (map[string]string, error) {

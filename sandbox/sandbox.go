@@ -30,7 +30,7 @@ import (
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/ids"
-	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/internal/proc"
 )
 
 // Sentinel errors; the CRI layer maps them to gRPC codes.
@@ -100,7 +100,7 @@ type Sandbox struct {
 	Namespaces map[string]string `json:"namespaces,omitempty"` // pinned paths, by "net", "ipc", "uts"
 	Shm        string            `json:"shm,omitempty"`        // the pod's /dev/shm
 	InitPid    int               `json:"initPid,omitempty"`    // pier-shim, PID 1 of the pod's PID namespace (PodPID)
-	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (shim.StartTime), against pid reuse
+	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (proc.StartTime), against pid reuse
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
 }
 
@@ -116,7 +116,7 @@ type Options struct {
 	// StartPodInit starts the init process of a pod whose containers share
 	// one PID namespace (pier-shim), or that has a user namespace of its
 	// own, and returns its pid.
-	StartPodInit func(podID string, opts shim.PodInitOptions) (int, error)
+	StartPodInit func(podID string, opts proc.PodInitOptions) (int, error)
 	// IDMapDirs are directories whose file systems the containers of pods
 	// with user namespaces of their own are mounted idmapped from (the
 	// image layers', the containers' state): UserNamespaces checks them.
@@ -201,7 +201,7 @@ func (m *Manager) load() error {
 			m.deleteFiles(&sb)
 			continue
 		}
-		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !shim.IsShim(sb.InitPid, sb.InitStart)) {
+		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !proc.IsShim(sb.InitPid, sb.InitStart)) {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
@@ -358,7 +358,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		}
 	}
 	if cfg.PodPID && !cfg.HostPID && sb.InitPid == 0 {
-		if err := m.startPodInit(sb, shim.PodInitOptions{}); err != nil {
+		if err := m.startPodInit(sb, proc.PodInitOptions{}); err != nil {
 			return sb, err
 		}
 	}
@@ -381,11 +381,11 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 }
 
 // startPodInit starts the pod's init process and records it.
-func (m *Manager) startPodInit(sb *Sandbox, opts shim.PodInitOptions) (err error) {
+func (m *Manager) startPodInit(sb *Sandbox, opts proc.PodInitOptions) (err error) {
 	if sb.InitPid, err = m.opts.StartPodInit(sb.ID, opts); err != nil {
 		return fmt.Errorf("start the pod's init process: %w", err)
 	}
-	sb.InitStart = shim.StartTime(sb.InitPid)
+	sb.InitStart = proc.StartTime(sb.InitPid)
 	// A pierd killed from here on must find the process to end it.
 	return m.save(sb)
 }
@@ -420,12 +420,12 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := unpinNamespaces(sb.Namespaces); err != nil {
 		errs = append(errs, err)
 	}
-	if sb.InitPid > 0 && shim.IsShim(sb.InitPid, sb.InitStart) {
+	if sb.InitPid > 0 && proc.IsShim(sb.InitPid, sb.InitStart) {
 		unix.Kill(sb.InitPid, unix.SIGKILL)
 	}
 	if sb.Creating {
 		// Its init may have started before its pid was recorded.
-		for _, pid := range shim.FindPodInits(sb.ID) {
+		for _, pid := range proc.FindPodInits(sb.ID) {
 			unix.Kill(pid, unix.SIGKILL)
 		}
 	}

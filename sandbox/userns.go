@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pier-runtime/pier/idmap"
-	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/internal/proc"
 )
 
 // UserNamespace is what a pod asks of user namespaces: the CRI's
@@ -109,13 +109,13 @@ func sysProcIDMaps(ms []IDMapping) []syscall.SysProcIDMap {
 // is ended once the namespaces are pinned.
 func (m *Manager) makeUserNamespaces(sb *Sandbox, dir string) error {
 	u := sb.Config.UserNamespace
-	if err := m.startPodInit(sb, shim.PodInitOptions{UIDMappings: sysProcIDMaps(u.UIDs), GIDMappings: sysProcIDMaps(u.GIDs)}); err != nil {
+	if err := m.startPodInit(sb, proc.PodInitOptions{UIDMappings: sysProcIDMaps(u.UIDs), GIDMappings: sysProcIDMaps(u.GIDs)}); err != nil {
 		return err
 	}
 	pid, start := sb.InitPid, sb.InitStart
 	if !sb.Config.PodPID {
 		defer func() {
-			if shim.IsShim(pid, start) {
+			if proc.IsShim(pid, start) {
 				unix.Kill(pid, unix.SIGKILL)
 			}
 			sb.InitPid, sb.InitStart = 0, 0
@@ -144,7 +144,7 @@ func (m *Manager) probeUserNamespaces() error {
 		return errors.New("pier cannot start pod init processes here")
 	}
 	maps := sysProcIDMaps(probeMapping)
-	pid, err := m.opts.StartPodInit("probe-user-namespaces", shim.PodInitOptions{UIDMappings: maps, GIDMappings: maps})
+	pid, err := m.opts.StartPodInit("probe-user-namespaces", proc.PodInitOptions{UIDMappings: maps, GIDMappings: maps})
 	if err != nil {
 		return err
 	}

@@ -5,14 +5,9 @@ import (
 	"errors"
 	"net"
 	"os"
-)
 
-// AttachRequest says which of the container's streams an attachment wants.
-type AttachRequest struct {
-	Stdin  bool `json:"stdin,omitempty"`
-	Stdout bool `json:"stdout,omitempty"`
-	Stderr bool `json:"stderr,omitempty"`
-}
+	"github.com/pier-runtime/pier/shim/protocol"
+)
 
 // Attachment is a connection to a running container's standard streams.
 // Its files are the caller's; Close closes them.
@@ -38,8 +33,8 @@ type Attachment struct {
 // chunk of output to every attachment without waiting: an attachment whose
 // pipe is full (64 KiB unread) loses that chunk. The output pipes reach
 // their end when the container's output does.
-func (c *Client) Attach(ctx context.Context, r AttachRequest) (*Attachment, error) {
-	sc, files, err := c.open(ctx, &request{Op: opAttach, Attach: &r}, nil)
+func (c *Client) Attach(ctx context.Context, r protocol.AttachRequest) (*Attachment, error) {
+	sc, files, err := c.open(ctx, &protocol.Request{Op: protocol.OpAttach, Attach: &r}, nil)
 	if err != nil {
 		return nil, err
 	}

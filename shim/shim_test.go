@@ -25,7 +25,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // Tests that run containers need root, runc and busybox. The test process
@@ -60,9 +62,18 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	// As the Makefile builds it.
-	if out, err := exec.Command("cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), "../cmd/pier-shim-monitor/monitor.c").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build pier-shim-monitor: %v\n%s", err, out)
+	// The Makefile builds the monitor; it must sit beside pier-shim.
+	monitor := os.Getenv("PIER_TEST_MONITOR") // e.g. bin/pier-shim-monitor-asan
+	if monitor == "" {
+		monitor = "bin/pier-shim-monitor"
+	}
+	if out, err := exec.Command("make", "-s", "-C", "..", monitor).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "make %s: %v\n%s", monitor, err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	if err := copyFile(filepath.Join("..", monitor), filepath.Join(dir, "pier-shim-monitor")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -92,7 +103,7 @@ func helperMain(file string) int {
 	}
 	var args struct {
 		Binary string
-		Config Config
+		Config protocol.Config
 	}
 	if err := json.Unmarshal(b, &args); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -116,7 +127,7 @@ type testContainer struct {
 	spec   *specs.Spec
 	bundle string
 	gate   string // bind-mounted at /gate in the container
-	cfg    Config
+	cfg    protocol.Config
 	rt     *oci.Runtime
 }
 
@@ -163,8 +174,8 @@ func newContainer(t testing.TB, args ...string) *testContainer {
 		gate:   filepath.Join(base, "gate"),
 		rt:     &oci.Runtime{Name: "runc", Path: runc, Root: filepath.Join(base, "runc")},
 	}
-	c.cfg = Config{
-		Version: ProtocolVersion,
+	c.cfg = protocol.Config{
+		Version: protocol.Version,
 		ID:      id,
 		Bundle:  c.bundle,
 		Runtime: *c.rt,
@@ -269,11 +280,25 @@ func (c *testContainer) start(t testing.TB) (*Client, int) {
 			t.Errorf("delete: %v", err)
 		}
 		waitGone(t, pid)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.rt.Delete(ctx, c.id, true); err != nil && !errors.Is(err, oci.ErrNotFound) {
+			t.Errorf("runtime delete: %v", err)
+		}
 		if _, err := os.Stat(c.cfg.Socket); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("socket %s left: %v", c.cfg.Socket, err)
 		}
 	})
 	return client, pid
+}
+
+// run starts the created container as pierd does: the runtime's start,
+// then the shim is told.
+func (c *testContainer) run(ctx context.Context, client *Client) error {
+	if err := c.rt.Start(ctx, c.id); err != nil {
+		return err
+	}
+	return client.Started(ctx)
 }
 
 // open lets a container that waits for /gate/go go on.
@@ -400,7 +425,7 @@ exit 3`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Status != StatusCreated || st.Pid <= 0 || st.ShimPid != shimPid || st.CreatedAt.Before(before) || !st.StartedAt.IsZero() || st.Exit != nil {
+	if st.Status != protocol.StatusCreated || st.Pid <= 0 || st.ShimPid != shimPid || st.CreatedAt.Before(before) || !st.StartedAt.IsZero() || st.Exit != nil {
 		t.Errorf("state after create %+v", st)
 	}
 	if rs, err := c.rt.State(ctx, c.id); err != nil || rs.Status != "created" || rs.Pid != st.Pid {
@@ -417,22 +442,22 @@ exit 3`)
 		t.Error("no cgroup")
 	}
 
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	if st, err = client.State(ctx); err != nil || st.Status != StatusRunning || st.StartedAt.IsZero() {
+	if st, err = client.State(ctx); err != nil || st.Status != protocol.StatusRunning || st.StartedAt.IsZero() {
 		t.Errorf("state after start %+v, %v", st, err)
 	}
-	if err := client.Start(ctx); err == nil {
+	if err := c.run(ctx, client); err == nil {
 		t.Error("a second start succeeded")
 	}
-	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := protocol.ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("exit file before the exit: %v", err)
 	}
 
 	// Several waiters at once.
 	type result struct {
-		exit *Exit
+		exit *protocol.Exit
 		err  error
 	}
 	waits := make(chan result, 3)
@@ -443,7 +468,7 @@ exit 3`)
 		}()
 	}
 	c.open(t)
-	var exit *Exit
+	var exit *protocol.Exit
 	for range 3 {
 		r := <-waits
 		if r.err != nil {
@@ -454,24 +479,24 @@ exit 3`)
 			t.Errorf("exit %+v", r.exit)
 		}
 	}
-	if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 3 || !fe.FinishedAt.Equal(exit.FinishedAt) {
+	if fe, err := protocol.ReadExit(c.cfg.Dir); err != nil || fe.Code != 3 || !fe.FinishedAt.Equal(exit.FinishedAt) {
 		t.Errorf("exit file %+v, %v; want %+v", fe, err, exit)
 	}
 	// Records are root's alone.
-	for _, f := range []string{exitFile, configFile} {
+	for _, f := range []string{protocol.ExitFile, protocol.ConfigFile} {
 		if fi, err := os.Stat(filepath.Join(c.cfg.Dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode().Perm(), err)
 		}
 	}
-	if st, err = client.State(ctx); err != nil || st.Status != StatusExited || st.Exit == nil || st.Exit.Code != 3 {
+	if st, err = client.State(ctx); err != nil || st.Status != protocol.StatusExited || st.Exit == nil || st.Exit.Code != 3 {
 		t.Errorf("state after exit %+v, %v", st, err)
 	}
 	// The shim stays until Delete and keeps answering.
 	if e, err := client.Wait(ctx); err != nil || e.Code != 3 {
 		t.Errorf("wait after the exit: %+v, %v", e, err)
 	}
-	if err := client.Kill(ctx, syscall.SIGTERM, false); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("kill after the exit: %v", err)
+	if err := c.rt.Kill(ctx, c.id, syscall.SIGTERM, false); err == nil {
+		t.Error("the runtime's kill after the exit succeeded")
 	}
 
 	// The log, in CRI format: the output is complete once the exit is known.
@@ -516,7 +541,7 @@ exit 3`)
 		t.Errorf("state of a deleted shim: %v", err)
 	}
 	// The exit file stays for pierd.
-	if _, err := ReadExit(c.cfg.Dir); err != nil {
+	if _, err := protocol.ReadExit(c.cfg.Dir); err != nil {
 		t.Errorf("exit file after delete: %v", err)
 	}
 }
@@ -555,7 +580,7 @@ func TestDeleteCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The init, killed before it ran, has exited; that is recorded too.
-	if e, err := ReadExit(c.cfg.Dir); err != nil || e.Signal != int(syscall.SIGKILL) || e.Code != 137 {
+	if e, err := protocol.ReadExit(c.cfg.Dir); err != nil || e.Signal != int(syscall.SIGKILL) || e.Code != 137 {
 		t.Errorf("exit %+v, %v", e, err)
 	}
 	if err := unix.Kill(st.Pid, 0); !errors.Is(err, unix.ESRCH) {
@@ -568,10 +593,10 @@ func TestKill(t *testing.T) {
 		c := newContainer(t, "sleep", "100")
 		client, _ := c.start(t)
 		ctx := ctxT(t)
-		if err := client.Start(ctx); err != nil {
+		if err := c.run(ctx, client); err != nil {
 			t.Fatal(err)
 		}
-		if err := client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+		if err := c.rt.Kill(ctx, c.id, syscall.SIGKILL, true); err != nil {
 			t.Fatal(err)
 		}
 		e, err := client.Wait(ctx)
@@ -589,21 +614,21 @@ func TestKill(t *testing.T) {
 		c.spec.Linux.Namespaces[0].Path = fmt.Sprintf("/proc/%d/ns/pid", podPid)
 		client, _ := c.start(t)
 		ctx := ctxT(t)
-		if err := client.Start(ctx); err != nil {
+		if err := c.run(ctx, client); err != nil {
 			t.Fatal(err)
 		}
 		st, _ := client.State(ctx)
 		if nspid := nsPids(st.Pid); len(nspid) != 2 || nspid[1] == 1 {
 			t.Errorf("container init NSpid %v, want a pid other than 1 in the pod's namespace", nspid)
 		}
-		if err := client.Kill(ctx, syscall.SIGTERM, false); err != nil {
+		if err := c.rt.Kill(ctx, c.id, syscall.SIGTERM, false); err != nil {
 			t.Fatal(err)
 		}
 		e, err := client.Wait(ctx)
 		if err != nil || e.Code != 143 || e.Signal != 15 {
 			t.Errorf("exit %+v, %v", e, err)
 		}
-		if fe, err := ReadExit(c.cfg.Dir); err != nil || fe.Code != 143 || fe.Signal != 15 {
+		if fe, err := protocol.ReadExit(c.cfg.Dir); err != nil || fe.Code != 143 || fe.Signal != 15 {
 			t.Errorf("exit file %+v, %v", fe, err)
 		}
 	})
@@ -612,12 +637,12 @@ func TestKill(t *testing.T) {
 // startPodInit starts a pod init; cleanup kills it and checks it is gone.
 func startPodInit(t testing.TB) int {
 	t.Helper()
-	return startPodInitWith(t, PodInitOptions{})
+	return startPodInitWith(t, proc.PodInitOptions{})
 }
 
-func startPodInitWith(t testing.TB, opts PodInitOptions) int {
+func startPodInitWith(t testing.TB, opts proc.PodInitOptions) int {
 	t.Helper()
-	pid, err := StartPodInit(shimBinary, "test-pod", opts)
+	pid, err := proc.StartPodInit(shimBinary, "test-pod", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,11 +695,11 @@ func TestStartPodInit(t *testing.T) {
 	if sid, _ := unix.Getsid(pid); sid != pid {
 		t.Errorf("session %d, want %d", sid, pid)
 	}
-	if start := StartTime(pid); !IsShim(pid, start) || !IsShim(pid, 0) || IsShim(pid, start+1) {
-		t.Errorf("IsShim of the pod init (started at %d) is wrong", start)
+	if start := proc.StartTime(pid); !proc.IsShim(pid, start) || !proc.IsShim(pid, 0) || proc.IsShim(pid, start+1) {
+		t.Errorf("proc.IsShim of the pod init (started at %d) is wrong", start)
 	}
-	if found := FindPodInits("test-pod"); !slices.Contains(found, pid) || len(FindPodInits("other-pod")) != 0 {
-		t.Errorf("FindPodInits found %v, want %d among them", found, pid)
+	if found := proc.FindPodInits("test-pod"); !slices.Contains(found, pid) || len(proc.FindPodInits("other-pod")) != 0 {
+		t.Errorf("proc.FindPodInits found %v, want %d among them", found, pid)
 	}
 	// It ignores SIGINT and SIGHUP.
 	unix.Kill(pid, unix.SIGINT)
@@ -689,11 +714,11 @@ func TestStartPodInit(t *testing.T) {
 	c.spec.Linux.Namespaces[0].Path = fmt.Sprintf("/proc/%d/ns/pid", pid)
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := client.State(ctx)
-	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+	if err := c.rt.Kill(ctx, c.id, syscall.SIGKILL, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.Wait(ctx); err != nil {
@@ -715,7 +740,7 @@ func TestStartPodInitUserNamespace(t *testing.T) {
 		t.Fatalf("the test wants the binary in a directory others cannot pass: %v %v", fi.Mode(), err)
 	}
 	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}}
-	pid := startPodInitWith(t, PodInitOptions{UIDMappings: m, GIDMappings: m})
+	pid := startPodInitWith(t, proc.PodInitOptions{UIDMappings: m, GIDMappings: m})
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if !bytes.Contains(status, []byte("Uid:\t300000\t300000\t300000\t300000\n")) || !bytes.Contains(status, []byte("Gid:\t300000\t300000\t300000\t300000\n")) {
 		t.Errorf("pod init's ids:\n%s", status)
@@ -821,16 +846,16 @@ func TestShimOutlivesParent(t *testing.T) {
 		t.Errorf("shim's parent %d, want the test %d", ppid, os.Getpid())
 	}
 
-	client, err := Connect(c.cfg.Socket)
+	client, err := Connect(ctxT(t), c.cfg.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
 	st, err := client.State(ctx)
-	if err != nil || st.Status != StatusCreated || st.ShimPid != shimPid {
+	if err != nil || st.Status != protocol.StatusCreated || st.ShimPid != shimPid {
 		t.Fatalf("state %+v, %v", st, err)
 	}
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	c.open(t)
@@ -839,7 +864,7 @@ func TestShimOutlivesParent(t *testing.T) {
 		t.Errorf("exit %+v, %v", e, err)
 	}
 	// Another client, as after another pierd restart.
-	client2, err := Connect(c.cfg.Socket)
+	client2, err := Connect(ctxT(t), c.cfg.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -855,14 +880,11 @@ func TestExec(t *testing.T) {
 	c := newContainer(t, "sleep", "100")
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if _, err := client.Exec(ctx, ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("exec in a created container: %v", err)
-	}
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 
-	r, err := client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", `echo "out $GREETING $(pwd) $(id -u):$(id -g)"; echo err >&2; exit 7`}, UID: 1000, GID: 1001})
+	r, err := client.Exec(ctx, protocol.ExecRequest{Args: []string{"sh", "-c", `echo "out $GREETING $(pwd) $(id -u):$(id -g)"; echo err >&2; exit 7`}, UID: 1000, GID: 1001})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -870,7 +892,7 @@ func TestExec(t *testing.T) {
 		t.Errorf("exec result %+v (stdout %q, stderr %q)", r, r.Stdout, r.Stderr)
 	}
 
-	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "echo $A; pwd"}, Env: []string{"PATH=/bin", "A=b"}, Cwd: "/proc"})
+	r, err = client.Exec(ctx, protocol.ExecRequest{Args: []string{"sh", "-c", "echo $A; pwd"}, Env: []string{"PATH=/bin", "A=b"}, Cwd: "/proc"})
 	if err != nil {
 		t.Fatalf("exec with env and cwd: %v", err)
 	}
@@ -888,7 +910,7 @@ func TestExec(t *testing.T) {
 	for i := range 8 {
 		go func() {
 			want := strconv.Itoa(i)
-			r, err := client.Exec(ctx, ExecRequest{Args: []string{"echo", want}})
+			r, err := client.Exec(ctx, protocol.ExecRequest{Args: []string{"echo", want}})
 			if err == nil && string(r.Stdout) != want+"\n" {
 				err = fmt.Errorf("exec %d printed %q", i, r.Stdout)
 			}
@@ -905,14 +927,14 @@ func TestExec(t *testing.T) {
 	}
 
 	// Output is capped at 16 MiB.
-	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "head -c 17000000 /dev/zero; echo done >&2"}})
-	if err != nil || len(r.Stdout) != maxExecOutput || string(r.Stderr) != "done\n" || r.ExitCode != 0 {
+	r, err = client.Exec(ctx, protocol.ExecRequest{Args: []string{"sh", "-c", "head -c 17000000 /dev/zero; echo done >&2"}})
+	if err != nil || len(r.Stdout) != protocol.MaxExecOutput || string(r.Stderr) != "done\n" || r.ExitCode != 0 {
 		t.Errorf("big exec: %d bytes, stderr %q, code %d, %v", len(r.Stdout), r.Stderr, r.ExitCode, err)
 	}
 
 	// A timeout kills the process and returns what it printed so far.
 	start := time.Now()
-	r, err = client.Exec(ctx, ExecRequest{Args: []string{"sh", "-c", "echo partial; exec sleep 30"}, Timeout: 300 * time.Millisecond})
+	r, err = client.Exec(ctx, protocol.ExecRequest{Args: []string{"sh", "-c", "echo partial; exec sleep 30"}, Timeout: 300 * time.Millisecond})
 	if err != nil || !r.TimedOut || string(r.Stdout) != "partial\n" || r.ExitCode != 137 {
 		t.Errorf("timed out exec %+v, %v", r, err)
 	}
@@ -920,7 +942,7 @@ func TestExec(t *testing.T) {
 		t.Errorf("timed out exec took %v", d)
 	}
 
-	_, err = client.Exec(ctx, ExecRequest{Args: []string{"nosuchcmd"}})
+	_, err = client.Exec(ctx, protocol.ExecRequest{Args: []string{"nosuchcmd"}})
 	if err == nil || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found in $PATH`) {
 		t.Errorf("exec of a missing command: %v", err)
 	}
@@ -930,13 +952,13 @@ func TestExec(t *testing.T) {
 		t.Errorf("wait returned early: %v", err)
 	default:
 	}
-	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+	if err := c.rt.Kill(ctx, c.id, syscall.SIGKILL, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-waited; err != nil {
 		t.Error(err)
 	}
-	if _, err := client.Exec(ctx, ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
+	if _, err := client.Exec(ctx, protocol.ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("exec after the exit: %v", err)
 	}
 	// No exec pid files are left.
@@ -950,7 +972,7 @@ func TestExec(t *testing.T) {
 func TestAnswersWhileFlooding(t *testing.T) {
 	c := newContainer(t, "yes")
 	client, _ := c.start(t)
-	if err := client.Start(ctxT(t)); err != nil {
+	if err := c.run(ctxT(t), client); err != nil {
 		t.Fatal(err)
 	}
 	waitForLog(t, c.cfg.LogPath)
@@ -961,7 +983,7 @@ func TestAnswersWhileFlooding(t *testing.T) {
 		if err != nil {
 			t.Fatalf("state while the container floods its log: %v", err)
 		}
-		if st.Status != StatusRunning {
+		if st.Status != protocol.StatusRunning {
 			t.Fatalf("status %q", st.Status)
 		}
 	}
@@ -982,7 +1004,7 @@ func startCounter(t *testing.T, name string) (*testContainer, *Client) {
 		t.Fatal(err)
 	}
 	client, _ := c.start(t)
-	if err := client.Start(ctxT(t)); err != nil {
+	if err := c.run(ctxT(t), client); err != nil {
 		t.Fatal(err)
 	}
 	waitForLog(t, c.cfg.LogPath)
@@ -1001,7 +1023,7 @@ func TestReopenLog(t *testing.T) {
 	}
 	waitForLog(t, c.cfg.LogPath)
 	// Entries go on where the old file stopped: together, one line each.
-	if err := client.Kill(ctx, syscall.SIGKILL, true); err != nil {
+	if err := c.rt.Kill(ctx, c.id, syscall.SIGKILL, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.Wait(ctx); err != nil {
@@ -1111,7 +1133,7 @@ func TestOOM(t *testing.T) {
 	c.spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	e, err := client.Wait(ctx)
@@ -1121,7 +1143,7 @@ func TestOOM(t *testing.T) {
 	if !e.OOMKilled || e.Code != 137 || e.Signal != 9 {
 		t.Errorf("exit %+v, want OOM killed", e)
 	}
-	if fe, err := ReadExit(c.cfg.Dir); err != nil || !fe.OOMKilled {
+	if fe, err := protocol.ReadExit(c.cfg.Dir); err != nil || !fe.OOMKilled {
 		t.Errorf("exit file %+v, %v", fe, err)
 	}
 }
@@ -1144,7 +1166,7 @@ func TestCommandNotFound(t *testing.T) {
 	if _, err := os.Stat(c.cfg.Socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left: %v", err)
 	}
-	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := protocol.ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("exit file: %v", err)
 	}
 	if shims := processesOf(c.cfg.Dir); len(shims) > 0 {
@@ -1177,7 +1199,7 @@ func TestShimKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	st, err := client.State(ctx)
@@ -1197,10 +1219,10 @@ func TestShimKilled(t *testing.T) {
 		t.Errorf("wait: %v, want ErrUnavailable", err)
 	}
 	waitGone(t, shimPid)
-	if _, err := ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := protocol.ReadExit(c.cfg.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("exit file: %v", err)
 	}
-	if _, err := Connect(c.cfg.Socket); !errors.Is(err, ErrUnavailable) {
+	if _, err := Connect(ctxT(t), c.cfg.Socket); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("connect: %v", err)
 	}
 	// The container runs on, orphaned: the test process inherited its init.
@@ -1246,7 +1268,7 @@ func TestSIGTERM(t *testing.T) {
 				t.Fatal(err)
 			}
 			if started {
-				if err := client.Start(ctx); err != nil {
+				if err := c.run(ctx, client); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -1254,7 +1276,7 @@ func TestSIGTERM(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waited := make(chan *Exit, 1)
+			waited := make(chan *protocol.Exit, 1)
 			go func() {
 				exit, _ := client.Wait(ctx)
 				waited <- exit
@@ -1269,7 +1291,7 @@ func TestSIGTERM(t *testing.T) {
 			if err := unix.Kill(st.Pid, 0); err == nil {
 				t.Errorf("container init %d survived its shim's SIGTERM", st.Pid)
 			}
-			exit, err := ReadExit(c.cfg.Dir)
+			exit, err := protocol.ReadExit(c.cfg.Dir)
 			if err != nil || exit.Signal != int(unix.SIGKILL) {
 				t.Errorf("exit file after SIGTERM: %+v, %v", exit, err)
 			}
@@ -1286,7 +1308,7 @@ func TestSIGTERM(t *testing.T) {
 func TestProtocol(t *testing.T) {
 	c := newContainer(t, "sleep", "100")
 	client, _ := c.start(t)
-	call := func(req string) response {
+	call := func(req string) protocol.Response {
 		t.Helper()
 		conn, err := net.Dial("unix", c.cfg.Socket)
 		if err != nil {
@@ -1296,22 +1318,22 @@ func TestProtocol(t *testing.T) {
 		if _, err := io.WriteString(conn, req+"\n"); err != nil {
 			t.Fatal(err)
 		}
-		var resp response
+		var resp protocol.Response
 		if err := json.NewDecoder(conn).Decode(&resp); err != nil {
 			t.Fatal(err)
 		}
 		return resp
 	}
-	if r := call(`{"v":2,"op":"state"}`); r.Code != codeVersion || !strings.Contains(r.Error, "protocol version 2 not supported") || r.V != ProtocolVersion {
+	if r := call(`{"v":2,"op":"state"}`); r.Code != protocol.CodeVersion || !strings.Contains(r.Error, "protocol version 2 not supported") || r.V != protocol.Version {
 		t.Errorf("version 2: %+v", r)
 	}
-	if r := call(`{"op":"state"}`); r.Code != codeVersion {
+	if r := call(`{"op":"state"}`); r.Code != protocol.CodeVersion {
 		t.Errorf("no version: %+v", r)
 	}
 	if r := call(`{"v":1,"op":"nope"}`); !strings.Contains(r.Error, `unknown operation "nope"`) {
 		t.Errorf("unknown op: %+v", r)
 	}
-	if r := call(`{"v":1,"op":"state"}`); r.Error != "" || r.State == nil || r.State.Status != StatusCreated {
+	if r := call(`{"v":1,"op":"state"}`); r.Error != "" || r.State == nil || r.State.Status != protocol.StatusCreated {
 		t.Errorf("state: %+v", r)
 	}
 	// A waiter that hangs up does not hold the shim.
@@ -1339,7 +1361,7 @@ func TestShimMemory(t *testing.T) {
 	for range n {
 		c := newContainer(t, "sleep", "1000")
 		client, pid := c.start(t)
-		if err := client.Start(ctxT(t)); err != nil {
+		if err := c.run(ctxT(t), client); err != nil {
 			t.Fatal(err)
 		}
 		pids = append(pids, pid)
@@ -1348,7 +1370,7 @@ func TestShimMemory(t *testing.T) {
 	// Steady state: a few exec probes and state calls have run.
 	for _, client := range clients {
 		for range 5 {
-			if _, err := client.Exec(ctxT(t), ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
+			if _, err := client.Exec(ctxT(t), protocol.ExecRequest{Args: []string{"echo", "hi"}}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := client.State(ctxT(t)); err != nil {
@@ -1506,53 +1528,13 @@ func TestCopyLog(t *testing.T) {
 	}
 }
 
-func TestReadOOMKills(t *testing.T) {
-	dir := t.TempDir()
-	v1 := filepath.Join(dir, "memory.oom_control")
-	os.WriteFile(v1, []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 0o644)
-	v2 := filepath.Join(dir, "memory.events")
-	os.WriteFile(v2, []byte("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n"), 0o644)
-	if n := readOOMKills(v1); n != 2 {
-		t.Errorf("v1: %d", n)
-	}
-	if n := readOOMKills(v2); n != 1 {
-		t.Errorf("v2: %d", n)
-	}
-	if n := readOOMKills(filepath.Join(dir, "nope")); n != -1 {
-		t.Errorf("missing: %d", n)
-	}
-	if n := readOOMKills(""); n != -1 {
-		t.Errorf("none: %d", n)
-	}
-	// This process's own memory cgroup has a counter (where there is one).
-	if f := oomCounterFile(os.Getpid(), ""); f != "" && readOOMKills(f) < 0 {
-		t.Errorf("counter file %s unreadable", f)
-	}
-}
-
-func TestReadExit(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := ReadExit(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("no file: %v", err)
-	}
-	os.WriteFile(filepath.Join(dir, exitFile), []byte(`{"v":1,"code":137,"signal":9,"oomKilled":true,"finishedAt":"2026-01-02T03:04:05.5Z"}`), 0o644)
-	e, err := ReadExit(dir)
-	if err != nil || e.Code != 137 || e.Signal != 9 || !e.OOMKilled || e.FinishedAt.Nanosecond() != 5e8 {
-		t.Errorf("exit %+v, %v", e, err)
-	}
-	os.WriteFile(filepath.Join(dir, exitFile), []byte(`{"v":2,"code":1}`), 0o644)
-	if _, err := ReadExit(dir); !errors.Is(err, ErrVersion) {
-		t.Errorf("version 2: %v", err)
-	}
-}
-
 func TestStartErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, _, err := Start(ctx, "/nonexistent/pier-shim", Config{}); err == nil {
+	if _, _, err := Start(ctx, "/nonexistent/pier-shim", protocol.Config{}); err == nil {
 		t.Error("empty config accepted")
 	}
 	dir := t.TempDir()
-	cfg := Config{ID: "x", Bundle: dir, Dir: filepath.Join(dir, "shim"), Socket: filepath.Join(dir, "s.sock")}
+	cfg := protocol.Config{ID: "x", Bundle: dir, Dir: filepath.Join(dir, "shim"), Socket: filepath.Join(dir, "s.sock")}
 	if _, _, err := Start(ctx, "/nonexistent/pier-shim", cfg); err == nil {
 		t.Error("missing binary")
 	}
@@ -1567,7 +1549,7 @@ func TestStartErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "config.json") {
 		t.Errorf("no bundle: %v", err)
 	}
-	if _, err := Connect(cfg.Socket); !errors.Is(err, ErrUnavailable) {
+	if _, err := Connect(ctxT(t), cfg.Socket); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("connect to nothing: %v", err)
 	}
 }
@@ -1589,7 +1571,7 @@ func readUntil(t testing.TB, f *os.File, want string) string {
 	return string(got)
 }
 
-func attach(t testing.TB, client *Client, r AttachRequest) *Attachment {
+func attach(t testing.TB, client *Client, r protocol.AttachRequest) *Attachment {
 	t.Helper()
 	a, err := client.Attach(ctxT(t), r)
 	if err != nil {
@@ -1614,11 +1596,11 @@ func TestAttach(t *testing.T) {
 	ctx := ctxT(t)
 	fds := monitorFdCount(t, client, shimPid)
 	// Before the start: nothing is lost.
-	a1 := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
-	if err := client.Start(ctx); err != nil {
+	a1 := attach(t, client, protocol.AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	a2 := attach(t, client, AttachRequest{Stdout: true})
+	a2 := attach(t, client, protocol.AttachRequest{Stdout: true})
 	if a1.Stdin != nil || a2.Stderr != nil || a2.Stdin != nil {
 		t.Errorf("files not asked for or not open: %+v %+v", a1, a2)
 	}
@@ -1642,13 +1624,13 @@ func TestAttach(t *testing.T) {
 	if out := readLog(t, c.cfg.LogPath)["stdout"]; len(out) < 3 || out[0].s != "line0" {
 		t.Errorf("log: %v", out)
 	}
-	if err := client.Kill(ctx, syscall.SIGKILL, false); err != nil {
+	if err := c.rt.Kill(ctx, c.id, syscall.SIGKILL, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Attach(ctx, AttachRequest{Stdout: true}); !errors.Is(err, ErrNotRunning) {
+	if _, err := client.Attach(ctx, protocol.AttachRequest{Stdout: true}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("attach after the exit: %v", err)
 	}
 }
@@ -1658,8 +1640,8 @@ func TestAttachSlow(t *testing.T) {
 	c := newContainer(t, "sh", "-c", "while :; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done")
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	slow := attach(t, client, AttachRequest{Stdout: true, Stderr: true})
-	if err := client.Start(ctx); err != nil {
+	slow := attach(t, client, protocol.AttachRequest{Stdout: true, Stderr: true})
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -1693,10 +1675,10 @@ func TestAttachStdin(t *testing.T) {
 	c.cfg.Stdin, c.cfg.StdinOnce = true, true
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	a := attach(t, client, protocol.AttachRequest{Stdin: true, Stdout: true, Stderr: true})
 	if a.Stdin == nil {
 		t.Fatal("no stdin")
 	}
@@ -1707,7 +1689,7 @@ func TestAttachStdin(t *testing.T) {
 		t.Errorf("read %q", got)
 	}
 	// Another attacher sees the output, without stdin once the first ends.
-	b := attach(t, client, AttachRequest{Stdout: true})
+	b := attach(t, client, protocol.AttachRequest{Stdout: true})
 	if _, err := a.Stdin.WriteString("again\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -1725,7 +1707,7 @@ func TestAttachStdin(t *testing.T) {
 	if e.Code != 0 {
 		t.Errorf("cat exited %+v", e)
 	}
-	if _, err := client.Attach(ctx, AttachRequest{Stdin: true}); !errors.Is(err, ErrNotRunning) {
+	if _, err := client.Attach(ctx, protocol.AttachRequest{Stdin: true}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("attach after the exit: %v", err)
 	}
 	if out := readLog(t, c.cfg.LogPath)["stdout"]; len(out) != 2 || out[0].s != "hello" || out[1].s != "again" {
@@ -1753,11 +1735,11 @@ func TestAttachTty(t *testing.T) {
 	c.cfg.Tty, c.cfg.Stdin = true, true
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	watcher := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
-	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	watcher := attach(t, client, protocol.AttachRequest{Stdin: true, Stdout: true, Stderr: true})
+	a := attach(t, client, protocol.AttachRequest{Stdin: true, Stdout: true, Stderr: true})
 	if a.Stdin == nil || a.Stderr != nil {
 		t.Fatalf("tty attachment %+v", a)
 	}
@@ -1797,10 +1779,10 @@ func TestAttachTtyStdinOnce(t *testing.T) {
 	c.cfg.Tty, c.cfg.Stdin, c.cfg.StdinOnce = true, true, true
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	a := attach(t, client, AttachRequest{Stdin: true, Stdout: true})
+	a := attach(t, client, protocol.AttachRequest{Stdin: true, Stdout: true})
 	a.Stdin.WriteString("ready\n")
 	readUntil(t, a.Stdout, "ready\r\nready\r\n") // the terminal's echo, then cat's
 	a.Close()
@@ -1808,7 +1790,7 @@ func TestAttachTtyStdinOnce(t *testing.T) {
 	if err != nil || e.Code != 0 {
 		t.Errorf("exit %+v, %v", e, err)
 	}
-	b, err := client.Attach(ctx, AttachRequest{Stdin: true})
+	b, err := client.Attach(ctx, protocol.AttachRequest{Stdin: true})
 	if err == nil {
 		b.Close()
 		t.Error("attached after the exit")
@@ -1820,10 +1802,7 @@ func TestExecStream(t *testing.T) {
 	client, shimPid := c.start(t)
 	ctx := ctxT(t)
 	fds := monitorFdCount(t, client, shimPid)
-	if _, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"true"}}}); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("exec in a created container: %v", err)
-	}
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	var pipes [6]*os.File // stdin r, w; stdout r, w; stderr r, w
@@ -1836,7 +1815,7 @@ func TestExecStream(t *testing.T) {
 		defer pipes[i+1].Close()
 	}
 	p, err := client.ExecStream(ctx, ExecStreamRequest{
-		ExecRequest: ExecRequest{Args: []string{"sh", "-c", "cat; echo err >&2; exit 5"}},
+		ExecRequest: protocol.ExecRequest{Args: []string{"sh", "-c", "cat; echo err >&2; exit 5"}},
 		Stdin:       pipes[0], Stdout: pipes[3], Stderr: pipes[5],
 	})
 	if err != nil {
@@ -1863,7 +1842,7 @@ func TestExecStream(t *testing.T) {
 	}
 
 	// Without files: /dev/null.
-	p, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sh", "-c", "cat; echo out; echo err >&2; exit 1"}}})
+	p, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: protocol.ExecRequest{Args: []string{"sh", "-c", "cat; echo out; echo err >&2; exit 1"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1871,7 +1850,7 @@ func TestExecStream(t *testing.T) {
 		t.Errorf("exit %d, %v", code, err)
 	}
 
-	_, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"nosuchcmd"}}})
+	_, err = client.ExecStream(ctx, ExecStreamRequest{ExecRequest: protocol.ExecRequest{Args: []string{"nosuchcmd"}}})
 	if err == nil || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found in $PATH`) {
 		t.Errorf("exec of a missing command: %v", err)
 	}
@@ -1919,11 +1898,11 @@ func TestExecStreamTty(t *testing.T) {
 	c := newContainer(t, "sleep", "100")
 	client, _ := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	p, err := client.ExecStream(ctx, ExecStreamRequest{
-		ExecRequest: ExecRequest{Args: []string{"sh", "-c", "stty size; read x; stty size; exit 2"}},
+		ExecRequest: protocol.ExecRequest{Args: []string{"sh", "-c", "stty size; read x; stty size; exit 2"}},
 		Tty:         true, Width: 100, Height: 30,
 	})
 	if err != nil {
@@ -1953,12 +1932,12 @@ func TestExecStreamGone(t *testing.T) {
 	c := newContainer(t, "sleep", "100")
 	client, shimPid := c.start(t)
 	ctx := ctxT(t)
-	if err := client.Start(ctx); err != nil {
+	if err := c.run(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	fds := fdCount(t, shimPid)
 	for _, tty := range []bool{false, true} {
-		p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sleep", "1000"}}, Tty: tty})
+		p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: protocol.ExecRequest{Args: []string{"sleep", "1000"}}, Tty: tty})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1972,7 +1951,7 @@ func TestExecStreamGone(t *testing.T) {
 		waitGone(t, p.Pid())
 	}
 
-	p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: ExecRequest{Args: []string{"sleep", "1000"}}})
+	p, err := client.ExecStream(ctx, ExecStreamRequest{ExecRequest: protocol.ExecRequest{Args: []string{"sleep", "1000"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1987,27 +1966,4 @@ func TestExecStreamGone(t *testing.T) {
 		t.Errorf("kill after wait: %v", err)
 	}
 	waitFds(t, shimPid, fds)
-}
-
-func TestStartTimeNamesOneProcess(t *testing.T) {
-	self := os.Getpid()
-	start := StartTime(self)
-	if start == 0 || StartTime(self) != start {
-		t.Fatalf("start time of this process: %d", start)
-	}
-	if StartTime(1<<30) != 0 {
-		t.Error("a start time for a pid that cannot exist")
-	}
-	cmd := exec.Command("sleep", "10")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if s := StartTime(cmd.Process.Pid); s < start {
-		t.Errorf("a child started at %d, before its parent (%d)", s, start)
-	}
-	// Not a shim, whatever its start time.
-	if IsShim(cmd.Process.Pid, 0) || IsShim(cmd.Process.Pid, StartTime(cmd.Process.Pid)) {
-		t.Error("sleep taken for a shim")
-	}
 }

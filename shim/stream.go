@@ -11,16 +11,13 @@ import (
 	"sync"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
-
-	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // ExecStreamRequest is a process to run in the container with its stdio
 // wired to the caller's files (the exec of CRI streaming).
 type ExecStreamRequest struct {
-	ExecRequest // Timeout is not used: Kill ends the process.
+	protocol.ExecRequest // Timeout is not used: Kill ends the process.
 
 	// Tty gives the process a terminal: Process.Pty is its master, of the
 	// size Width x Height when both are set.
@@ -54,7 +51,7 @@ func (c *Client) ExecStream(ctx context.Context, r ExecStreamRequest) (*Process,
 	if len(r.Args) == 0 {
 		return nil, errors.New("shim exec-stream: no command")
 	}
-	req := &request{Op: opExecStream, Exec: &r.ExecRequest, Tty: r.Tty, Width: r.Width, Height: r.Height}
+	req := &protocol.Request{Op: protocol.OpExecStream, Exec: &r.ExecRequest, Tty: r.Tty, Width: r.Width, Height: r.Height}
 	var files []*os.File
 	if !r.Tty {
 		for i, f := range []*os.File{r.Stdin, r.Stdout, r.Stderr} {
@@ -89,14 +86,14 @@ func (p *Process) Resize(width, height uint16) error {
 // to the shim.
 func (p *Process) Wait() (int, error) {
 	p.once.Do(func() {
-		var resp response
+		var resp protocol.Response
 		err := p.sc.dec.Decode(&resp)
 		p.sc.conn.Close()
 		switch {
 		case err != nil:
 			p.err = fmt.Errorf("shim exec-stream: connection closed before the exit (%v): %w", err, ErrUnavailable)
 		case resp.Error != "":
-			p.err = &remoteError{msg: resp.Error, code: resp.Code}
+			p.err = &protocol.RemoteError{Msg: resp.Error, Code: resp.Code}
 		case resp.Exec == nil:
 			p.err = errors.New("shim exec-stream: empty answer")
 		default:
@@ -120,14 +117,14 @@ func (p *Process) Kill() error {
 type streamConn struct {
 	conn  *net.UnixConn
 	dec   *json.Decoder
-	first *response
+	first *protocol.Response
 }
 
 // open sends req with files (named in req.Fds) on a new connection and
 // reads the first answer and the files passed with it (non-blocking, for
 // the caller's poller). The connection stays open; ctx bounds only this.
-func (c *Client) open(ctx context.Context, req *request, files []*os.File) (*streamConn, map[string]*os.File, error) {
-	req.V = ProtocolVersion
+func (c *Client) open(ctx context.Context, req *protocol.Request, files []*os.File) (*streamConn, map[string]*os.File, error) {
+	req.V = protocol.Version
 	conn, err := c.dial(ctx, req.Op)
 	if err != nil {
 		return nil, nil, err
@@ -137,10 +134,10 @@ func (c *Client) open(ctx context.Context, req *request, files []*os.File) (*str
 	for i, f := range files {
 		fds[i] = int(f.Fd())
 	}
-	err = writeMsg(conn, req, fds)
+	err = protocol.WriteMsg(conn, req, fds)
 	runtime.KeepAlive(files)
-	fc := &fdConn{UnixConn: conn}
-	sc := &streamConn{conn: conn, dec: json.NewDecoder(fc), first: &response{}}
+	fc := &protocol.FdConn{UnixConn: conn}
+	sc := &streamConn{conn: conn, dec: json.NewDecoder(fc), first: &protocol.Response{}}
 	if err == nil {
 		err = sc.dec.Decode(sc.first)
 	}
@@ -150,12 +147,12 @@ func (c *Client) open(ctx context.Context, req *request, files []*os.File) (*str
 	var got map[string]*os.File
 	if err == nil {
 		conn.SetDeadline(time.Time{})
-		got, err = fc.files(sc.first.Fds, true)
+		got, err = fc.Files(sc.first.Fds, true)
 		if err != nil {
 			err = fmt.Errorf("shim %s %s: %w", c.socket, req.Op, err)
 		}
 	} else {
-		closeFds(fc.fds)
+		protocol.CloseFds(fc.Fds)
 		err = c.connErr(ctx, req.Op, err)
 	}
 	if err == nil {
@@ -169,83 +166,4 @@ func (c *Client) open(ctx context.Context, req *request, files []*os.File) (*str
 		return nil, nil, err
 	}
 	return sc, got, nil
-}
-
-// execStream serves an exec-stream request: it starts the process with the
-// files passed (or a terminal), answers with its pid (and the pty master),
-// then waits for it and sends its exit. When the client hangs up first, it
-// kills the process.
-func (s *server) execStream(conn *net.UnixConn, req *request, files map[string]*os.File) *response {
-	if req.Exec == nil || len(req.Exec.Args) == 0 {
-		return errResponse(errors.New("pier-shim: exec-stream: no command"))
-	}
-	if err := s.checkRunning(); err != nil {
-		return errResponse(err)
-	}
-	p, err := s.execProcess(req.Exec)
-	if err != nil {
-		return errResponse(err)
-	}
-	ctx, cancel := closedContext(conn)
-	defer cancel()
-	var opts oci.ExecOpts
-	var console *consoleSocket
-	if req.Tty {
-		p.Terminal = true
-		if req.Width > 0 && req.Height > 0 {
-			p.ConsoleSize = &specs.Box{Width: uint(req.Width), Height: uint(req.Height)}
-		}
-		if console, err = newConsoleSocket(s.cfg.Dir); err != nil {
-			return errResponse(err)
-		}
-		defer console.close() // again: harmless
-		opts.ConsoleSocket = console.path()
-	} else {
-		opts.IO = oci.IO{Stdin: files["stdin"], Stdout: files["stdout"], Stderr: files["stderr"]}
-		if opts.Stderr == nil {
-			// Not the driver's temporary file: the process would fill it.
-			null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-			if err != nil {
-				return errResponse(err)
-			}
-			defer null.Close()
-			opts.Stderr = null
-		}
-	}
-	pid, exited, err := s.runExec(ctx, p, opts)
-	// The process has its own: the client sees its output end with it.
-	for _, f := range files {
-		f.Close()
-	}
-	if err != nil {
-		return errResponse(err)
-	}
-	var fds []int
-	var names []string
-	if console != nil {
-		master, err := console.receive()
-		console.close()
-		if err != nil {
-			s.reap.kill(pid, unix.SIGKILL)
-			<-exited
-			return errResponse(err)
-		}
-		fds, names = []int{master}, []string{"pty"}
-	}
-	err = writeMsg(conn, &response{V: ProtocolVersion, Pid: pid, Fds: names}, fds)
-	closeFds(fds)
-	if err != nil {
-		cancel()
-	}
-	var ws unix.WaitStatus
-	select {
-	case ws = <-exited:
-	case <-ctx.Done():
-		s.reap.kill(pid, unix.SIGKILL)
-		ws = <-exited
-	}
-	if err == nil {
-		writeMsg(conn, &response{V: ProtocolVersion, Exec: &ExecResult{ExitCode: exitCode(ws)}}, nil)
-	}
-	return nil
 }

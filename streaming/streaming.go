@@ -18,7 +18,6 @@ import (
 
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/sandbox"
-	"github.com/pier-runtime/pier/shim"
 )
 
 // Sessions runs the sessions of the streaming server (exec, attach and
@@ -30,7 +29,7 @@ type Sessions struct {
 
 // Exec runs cmd in a container with the client's stdio, a pty with tty.
 func (s *Sessions) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	req := shim.ExecStreamRequest{ExecRequest: shim.ExecRequest{Args: cmd}, Tty: tty}
+	req := container.ExecStreamRequest{Args: cmd, Tty: tty}
 	if tty && resize != nil {
 		// Clients send the terminal's size first: start the process with it.
 		select {
@@ -160,13 +159,13 @@ func resizeLoop(resize <-chan remotecommandserver.TerminalSize, set func(w, h ui
 // input (which closes a stdin_once container's stdin) does not end the
 // output, which runs until the container exits or the client leaves.
 func (s *Sessions) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	att, err := s.Containers.Attach(ctx, id, shim.AttachRequest{Stdout: out != nil, Stderr: errw != nil})
+	att, err := s.Containers.Attach(ctx, id, container.AttachRequest{Stdout: out != nil, Stderr: errw != nil})
 	if err != nil {
 		return err
 	}
 	defer att.Close()
 	if in != nil {
-		input, err := s.Containers.Attach(ctx, id, shim.AttachRequest{Stdin: true})
+		input, err := s.Containers.Attach(ctx, id, container.AttachRequest{Stdin: true})
 		if err != nil {
 			return err
 		}

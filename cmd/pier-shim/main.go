@@ -1,11 +1,12 @@
-// Command pier-shim is pier's per-container shim and the init process of
-// pods that share one PID namespace. pierd starts it; see package shim.
+// Command pier-shim is pier's per-container shim, and the init process of
+// pods that share one PID namespace. pierd starts it; see package
+// shim/server.
 package main
 
 import (
 	"os"
 
-	"github.com/pier-runtime/pier/shim"
+	"github.com/pier-runtime/pier/shim/server"
 )
 
-func main() { shim.Main(os.Args) }
+func main() { server.Main(os.Args) }

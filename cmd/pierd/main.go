@@ -28,8 +28,8 @@ import (
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/privdir"
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/sandbox"
-	"github.com/pier-runtime/pier/shim"
 	"github.com/pier-runtime/pier/streaming"
 )
 
@@ -133,8 +133,8 @@ func serve(cfg *Config) error {
 		State:   filepath.Join(cfg.State, "pods"),
 		CNI:     network,
 		Cgroups: cgroups,
-		StartPodInit: func(podID string, opts shim.PodInitOptions) (int, error) {
-			return shim.StartPodInit(shimBinary, podID, opts)
+		StartPodInit: func(podID string, opts proc.PodInitOptions) (int, error) {
+			return proc.StartPodInit(shimBinary, podID, opts)
 		},
 		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
 	})

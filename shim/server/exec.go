@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"bytes"
@@ -17,11 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
-
-// maxExecOutput is the most of each of an exec'd process's standard output
-// and error that the shim keeps.
-const maxExecOutput = 16 << 20
 
 // execDrain is how long the shim reads an exec'd process's output after it
 // has exited: processes it left behind may hold its pipes.
@@ -32,7 +29,7 @@ var execSeq atomic.Uint64
 // exec runs req in the container (the runtime's exec --detach), waits for
 // it as its subreaper, and returns its exit code and output. On timeout,
 // or when ctx is done (the client went away), the process is killed.
-func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
+func (s *server) exec(ctx context.Context, req *protocol.ExecRequest) (*protocol.ExecResult, error) {
 	if err := s.checkRunning(); err != nil {
 		return nil, err
 	}
@@ -63,7 +60,7 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 		return nil, err
 	}
 
-	res := &ExecResult{}
+	res := &protocol.ExecResult{}
 	var timeout <-chan time.Time
 	if req.Timeout > 0 {
 		t := time.NewTimer(req.Timeout)
@@ -87,13 +84,12 @@ func (s *server) exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 	return res, nil
 }
 
-// checkRunning fails with ErrNotRunning unless the container runs.
+// checkRunning fails with ErrNotRunning once the container has exited. A
+// created container is pierd's to refuse (a monitor of an older pier may
+// not know that pierd has started it).
 func (s *server) checkRunning() error {
-	switch s.status {
-	case StatusExited:
+	if s.status == protocol.StatusExited {
 		return errExited
-	case StatusCreated:
-		return fmt.Errorf("pier-shim: the container is not started: %w", ErrNotRunning)
 	}
 	return nil
 }
@@ -130,7 +126,7 @@ func exitCode(ws unix.WaitStatus) int {
 // execProcess is the container's process (config.json of the bundle) with
 // the request's command, user, and environment and working directory when
 // given.
-func (s *server) execProcess(req *ExecRequest) (*specs.Process, error) {
+func (s *server) execProcess(req *protocol.ExecRequest) (*specs.Process, error) {
 	b, err := os.ReadFile(filepath.Join(s.cfg.Bundle, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("pier-shim: exec: %w", err)
@@ -158,7 +154,7 @@ func (s *server) execProcess(req *ExecRequest) (*specs.Process, error) {
 }
 
 // capture reads one output of an exec'd process, keeping the first
-// maxExecOutput bytes.
+// protocol.MaxExecOutput bytes.
 type capture struct {
 	r    *os.File
 	buf  bytes.Buffer
@@ -171,7 +167,7 @@ func newCapture(r *os.File) *capture {
 
 func (c *capture) run() {
 	defer close(c.done)
-	if _, err := c.buf.ReadFrom(io.LimitReader(c.r, maxExecOutput)); err == nil {
+	if _, err := c.buf.ReadFrom(io.LimitReader(c.r, protocol.MaxExecOutput)); err == nil {
 		io.Copy(io.Discard, c.r) // beyond the limit
 	}
 }

@@ -1,4 +1,16 @@
-package shim
+// Package server is the Go part of pier-shim, the per-container shim (its
+// main is cmd/pier-shim). "pier-shim serve <dir>" runs the OCI runtime's
+// create for the container described by <dir>/shim.json, answers pierd's
+// handshake and execs pier-shim-monitor (C) in its place for the
+// container's life, handing it the control socket's listener, the
+// container's output pipes or pty master, its stdin and its log. "pier-shim
+// exec <dir> <status>" is run by the monitor for each exec and exec-stream
+// request, which it hands over unread on fd 3: it runs the runtime's exec
+// as the processes' subreaper and answers on the connection. The wire
+// format is package protocol's.
+//
+// The binary is small on purpose: no gRPC, no klog, one P, a small heap.
+package server
 
 import (
 	"context"
@@ -20,6 +32,7 @@ import (
 
 	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // handshakeFd is the pipe Start hands the shim for its one handshake
@@ -53,7 +66,7 @@ func logf(format string, args ...any) {
 // server is the Go side of a container's shim: the create, in "serve"
 // mode, before the shim becomes the monitor; one exec, in "exec" mode.
 type server struct {
-	cfg  Config
+	cfg  protocol.Config
 	rt   *oci.Runtime
 	reap *reaper
 
@@ -92,7 +105,7 @@ func serve(dir string) int {
 	if err == nil {
 		err = s.create()
 	}
-	msg := handshake{V: ProtocolVersion}
+	msg := protocol.Handshake{V: protocol.Version}
 	if err != nil {
 		msg.Error = err.Error()
 	} else {
@@ -175,7 +188,7 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		"log-dir=" + logDir, "log-name=" + logName,
 		"pid=" + strconv.Itoa(s.pid), fmt.Sprintf("created=%d.%09d", s.created.Unix(), s.created.Nanosecond()),
 		"oom=" + s.oomFile, "oom-base=" + strconv.FormatInt(s.oomBase, 10),
-		"helper=" + exe, "runtime-name=" + s.rt.Name, "runtime=" + s.rt.Binary(), "runtime-root=" + s.rt.Root,
+		"helper=" + exe, "runtime-name=" + s.rt.Name, "runtime=" + s.rt.Binary(), "runtime-root=" + s.rt.Root, // TEMPORARY until the new monitor lands
 		"runtime-systemd-cgroup=" + flag(s.rt.SystemdCgroup),
 		"tty=" + flag(s.cfg.Tty), "stdin-once=" + flag(s.cfg.StdinOnce), "pty-stdin=" + flag(s.cfg.Tty && s.cfg.Stdin),
 		"listen-fd=" + strconv.Itoa(fds[0]), "log-fd=" + strconv.Itoa(fds[1]), "stdin-fd=" + strconv.Itoa(fds[2]),
@@ -244,19 +257,11 @@ func serveExec(dir, status string) int {
 }
 
 func newServer(dir string) (*server, error) {
-	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	cfg, err := protocol.ReadConfig(dir)
 	if err != nil {
 		return nil, fmt.Errorf("pier-shim: %w", err)
 	}
-	var cfg Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("pier-shim: %s: %w", filepath.Join(dir, configFile), err)
-	}
-	if cfg.Version != ProtocolVersion {
-		return nil, fmt.Errorf("pier-shim: %s has version %d, this shim speaks version %d", filepath.Join(dir, configFile), cfg.Version, ProtocolVersion)
-	}
-	cfg.Dir = dir
-	return &server{cfg: cfg, rt: &cfg.Runtime, pty: -1, stdin: -1}, nil
+	return &server{cfg: *cfg, rt: &cfg.Runtime, pty: -1, stdin: -1}, nil
 }
 
 // create opens the log and the control socket, becomes the subreaper and
@@ -264,7 +269,7 @@ func newServer(dir string) (*server, error) {
 // failure it leaves nothing: no runtime state, no socket.
 func (s *server) create() (err error) {
 	ctx := context.Background()
-	os.Remove(filepath.Join(s.cfg.Dir, exitFile))
+	os.Remove(filepath.Join(s.cfg.Dir, protocol.ExitFile))
 	// Only the cgroup: decoding a whole spec costs the shim a few hundred
 	// KiB of type caches for good.
 	var spec struct {
@@ -318,7 +323,7 @@ func (s *server) create() (err error) {
 				f.Close()
 			}
 		}
-		closeFds([]int{s.stdin})
+		protocol.CloseFds([]int{s.stdin})
 		s.stdin = -1
 	}
 	if s.cfg.Tty {
@@ -450,29 +455,29 @@ func readPidFile(path string) (int, error) {
 func (s *server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var req request
-	fc := &fdConn{UnixConn: conn}
-	if err := json.NewDecoder(io.LimitReader(fc, 1<<20)).Decode(&req); err != nil {
-		closeFds(fc.fds)
+	var req protocol.Request
+	fc := &protocol.FdConn{UnixConn: conn}
+	if err := json.NewDecoder(io.LimitReader(fc, protocol.MaxRequest)).Decode(&req); err != nil {
+		protocol.CloseFds(fc.Fds)
 		return
 	}
 	conn.SetReadDeadline(time.Time{})
-	files, err := fc.files(req.Fds, false)
+	files, err := fc.Files(req.Fds, false)
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
-	var resp *response
+	var resp *protocol.Response
 	if err != nil {
-		resp = errResponse(fmt.Errorf("pier-shim: %w", err))
+		resp = protocol.ErrorResponse(fmt.Errorf("pier-shim: %w", err))
 	} else {
 		resp = s.dispatch(conn, &req, files)
 	}
 	if resp == nil {
 		return // the client went away
 	}
-	resp.V = ProtocolVersion
+	resp.V = protocol.Version
 	conn.SetWriteDeadline(time.Now().Add(time.Minute))
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		logf("%s: answer: %v", req.Op, err)
@@ -481,38 +486,26 @@ func (s *server) handle(conn *net.UnixConn) {
 
 // dispatch answers a request, or returns nil when it has answered itself or
 // the client went away. files were passed with the request.
-func (s *server) dispatch(conn *net.UnixConn, req *request, files map[string]*os.File) *response {
-	if req.V != ProtocolVersion {
-		return &response{Code: codeVersion, Error: fmt.Sprintf("pier-shim: protocol version %d not supported, this shim speaks version %d", req.V, ProtocolVersion)}
+func (s *server) dispatch(conn *net.UnixConn, req *protocol.Request, files map[string]*os.File) *protocol.Response {
+	if req.V != protocol.Version {
+		return &protocol.Response{Code: protocol.CodeVersion, Error: fmt.Sprintf("pier-shim: protocol version %d not supported, this shim speaks version %d", req.V, protocol.Version)}
 	}
 	switch req.Op {
-	case opExec:
+	case protocol.OpExec:
 		if req.Exec == nil || len(req.Exec.Args) == 0 {
-			return errResponse(errors.New("pier-shim: exec: no command"))
+			return protocol.ErrorResponse(errors.New("pier-shim: exec: no command"))
 		}
 		ctx, cancel := closedContext(conn)
 		defer cancel()
 		res, err := s.exec(ctx, req.Exec)
 		if err != nil {
-			return errResponse(err)
+			return protocol.ErrorResponse(err)
 		}
-		return &response{Exec: res}
-	case opExecStream:
+		return &protocol.Response{Exec: res}
+	case protocol.OpExecStream:
 		return s.execStream(conn, req, files)
 	}
-	return errResponse(fmt.Errorf("pier-shim exec: operation %q is the monitor's", req.Op))
-}
-
-// errResponse is the answer that reports err.
-func errResponse(err error) *response {
-	resp := &response{V: ProtocolVersion, Error: err.Error()}
-	switch {
-	case errors.Is(err, oci.ErrNotFound):
-		resp.Code = codeNotFound
-	case errors.Is(err, ErrNotRunning):
-		resp.Code = codeNotRunning
-	}
-	return resp
+	return protocol.ErrorResponse(fmt.Errorf("pier-shim exec: operation %q is the monitor's", req.Op))
 }
 
 // closedContext is done when the client closes its end of conn (it sends
@@ -527,4 +520,4 @@ func closedContext(conn *net.UnixConn) (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-var errExited = fmt.Errorf("pier-shim: the container has exited: %w", ErrNotRunning)
+var errExited = fmt.Errorf("pier-shim: the container has exited: %w", protocol.ErrNotRunning)
