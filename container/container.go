@@ -233,14 +233,8 @@ func (m *Manager) load() error {
 				continue
 			}
 		}
-		switch {
-		case c.State == Running, c.State == Unknown && c.ShimPid > 0:
+		if c.State == Running || c.State == Created || c.State == Unknown && c.ShimPid > 0 {
 			m.reconnect(c)
-		case c.State == Created:
-			// Its shim may have been started just before pierd stopped.
-			if client, st, err := connect(c.Socket, loadConnectTimeout); err == nil {
-				m.adopt(c, client, st)
-			}
 		}
 	}
 	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live))
@@ -357,7 +351,7 @@ func (m *Manager) unreachable(c *Container, err error) {
 }
 
 // retryMax is the longest pause between two attempts to reach a shim.
-const retryMax = 30 * time.Second
+const retryMax = 10 * time.Second
 
 // retry tries to reach an unresponsive shim until it answers, ends, or
 // its container is removed.

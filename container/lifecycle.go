@@ -402,8 +402,11 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if c.State != Created || l == nil {
+	if c.State != Created {
 		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
+	}
+	if l == nil {
+		return fmt.Errorf("%w: container %s has no shim", ErrNotRunning, c.ID)
 	}
 	select {
 	case <-l.ready:
