@@ -216,6 +216,12 @@ func TestExecSync(t *testing.T) {
 	if _, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: "nosuch", Cmd: []string{"true"}}); status.Code(err) != codes.NotFound {
 		t.Fatalf("exec in an unknown container: %v", err)
 	}
+	createdCfg := containerConfig("created", "sleep", "1000")
+	createdCfg.Image.Image = reg.Ref(userImg)
+	created := createContainer(t, p, podID, pod, createdCfg)
+	if _, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: created, Cmd: []string{"true"}}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("exec in a created container: %v", err)
+	}
 }
 
 func TestPodSharedPIDNamespace(t *testing.T) {

@@ -994,6 +994,51 @@ func TestAnswersWhileFlooding(t *testing.T) {
 	}
 }
 
+// TestAnswersWhileTheRuntimeRuns: the monitor runs no runtime command, so
+// it answers and drains the container's output while a slow runtime's
+// start or kill runs (the monitor of an older pier ran them itself and
+// answered nothing for as long, up to a minute).
+func TestAnswersWhileTheRuntimeRuns(t *testing.T) {
+	c := newContainer(t, "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.01; done")
+	slow := filepath.Join(t.TempDir(), "slow-runc")
+	script := "#!/bin/sh\nfor a; do case $a in start|kill) sleep 2;; esac; done\nexec " + c.rt.Path + " \"$@\"\n"
+	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.rt.Path = slow
+	c.cfg.Runtime = *c.rt
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	check := func(what string, op func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- op() }()
+		time.Sleep(200 * time.Millisecond) // the runtime sleeps
+		for range 5 {
+			begin := time.Now()
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err := client.State(qctx)
+			cancel()
+			if err != nil || time.Since(begin) > 500*time.Millisecond {
+				t.Errorf("state while the runtime's %s runs: %v after %v", what, err, time.Since(begin))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	check("start", func() error { return c.run(ctx, client) })
+	before := logSize(t, c.cfg.LogPath)
+	check("kill", func() error { return c.rt.Kill(ctx, c.id, syscall.SIGKILL, true) })
+	if after := logSize(t, c.cfg.LogPath); after <= before {
+		t.Errorf("the log did not grow while the runtime's kill ran: %d, then %d bytes", before, after)
+	}
+	if e, err := client.Wait(ctx); err != nil || e.Signal != 9 {
+		t.Errorf("exit %+v, %v", e, err)
+	}
+}
+
 // startCounter starts a container that logs line0, line1, ... every 20 ms
 // to name in its log directory, and waits for its first line.
 func startCounter(t *testing.T, name string) (*testContainer, *Client) {
