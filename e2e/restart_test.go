@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -329,16 +328,11 @@ func TestNodeReboot(t *testing.T) {
 // child.
 func containerPid(t *testing.T, p *testenv.Pierd, id string) int {
 	t.Helper()
-	resp, err := p.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info struct{ ShimPid int }
-	json.Unmarshal([]byte(resp.Info["info"]), &info)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", info.ShimPid, info.ShimPid))
+	shim := shimPid(t, p, id)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", shim, shim))
 	var pid int
 	if _, serr := fmt.Sscan(string(b), &pid); err != nil || serr != nil {
-		t.Fatalf("container %s: no child of its shim %d: %v %v", id, info.ShimPid, err, serr)
+		t.Fatalf("container %s: no child of its shim %d: %v %v", id, shim, err, serr)
 	}
 	return pid
 }
