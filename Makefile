@@ -5,12 +5,15 @@ GO        ?= go
 PREFIX    ?= /usr/local
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-# Debian packages pier and its tests use.
-DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev
+# Debian packages pier uses (and builds with: libjsmn-dev is the monitor's
+# JSON tokenizer, a header), and those its tests use besides (clang with
+# libFuzzer, libclang-rt-14-dev, for the monitor's fuzz targets).
+DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev
+TEST_DEBS := clang libclang-rt-14-dev
 CRI_TOOLS := v1.37.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps FORCE
+.PHONY: cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log FORCE
 
 all: build
 
@@ -21,20 +24,73 @@ bin/pierd: FORCE
 
 # The shim is static and lean: one runs per container. pier-shim (Go) runs
 # the create, then execs pier-shim-monitor (C), which stays for the
-# container's life; see cmd/pier-shim-monitor/monitor.c.
+# container's life; see cmd/pier-shim-monitor/monitor.h.
 bin/pier-shim: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/pier-shim
 
-CC     ?= cc
-CFLAGS ?= -O2 -Wall -Wextra -Wno-unused-result
-bin/pier-shim-monitor: cmd/pier-shim-monitor/monitor.c
-	$(CC) $(CFLAGS) -o $@ $<
+# The monitor, and its variants for the tests (cmd/pier-shim-monitor's
+# monitor_test.go builds them through make): with AddressSanitizer and
+# UBSan; with fault injection (test/fault.c fails the calls PIER_FAULT
+# names; a delete waits 1 s there, not 10); the C unit tests; the libFuzzer
+# targets of the request parser and the log line splitter (clang). Each is
+# written to a temporary file and renamed: tests build them concurrently.
+# Every warning is an error in the monitor's files, whatever CFLAGS says.
+CC       ?= cc
+CFLAGS   ?= -O2 -Wall -Wextra
+FUZZ_CC  ?= clang
+MON      := cmd/pier-shim-monitor
+MON_SRC  := $(addprefix $(MON)/,main.c control.c exit.c output.c podinit.c util.c request.c split.c)
+MON_HDR  := $(wildcard $(MON)/*.h)
+MON_WARN := -Wall -Wextra -Werror
+MON_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+MON_WRAP := malloc calloc realloc epoll_ctl close_range kill fsync rename sendmsg
+comma    := ,
+FUZZ_SECONDS ?= 60
 
-# deps installs the Debian packages and Go tools (crictl) that are missing.
-deps:
-	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+
+bin/pier-shim-monitor-asan: $(MON_SRC) $(MON_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(MON_SAN) $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+
+bin/pier-shim-monitor-fault: $(MON_SRC) $(MON_HDR) $(MON)/test/fault.c
+	@mkdir -p $(@D)
+	$(CC) $(MON_SAN) $(MON_WARN) -DDELETE_WAIT_MS=1000 $(addprefix -Wl$(comma)--wrap=,$(MON_WRAP)) -o $@.$$$$.tmp $(MON_SRC) $(MON)/test/fault.c && mv -f $@.$$$$.tmp $@
+
+bin/pier-shim-monitor-unit: $(filter-out %/main.c,$(MON_SRC)) $(MON_HDR) $(MON)/test/unit.c
+	@mkdir -p $(@D)
+	$(CC) $(MON_SAN) $(MON_WARN) -o $@.$$$$.tmp $(filter-out %/main.c,$(MON_SRC)) $(MON)/test/unit.c && mv -f $@.$$$$.tmp $@
+
+bin/fuzz-request: $(MON)/test/fuzz_request.c $(MON)/request.c $(MON)/request.h $(MON)/protocol.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(MON_WARN) -o $@.$$$$.tmp $(filter %.c,$^) && mv -f $@.$$$$.tmp $@
+
+bin/fuzz-log: $(MON)/test/fuzz_log.c $(MON)/split.c $(MON)/split.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(MON_WARN) -o $@.$$$$.tmp $(filter %.c,$^) && mv -f $@.$$$$.tmp $@
+
+# fuzz runs each fuzz target for FUZZ_SECONDS; fuzz-request and fuzz-log one.
+# New inputs go to bin/fuzz-corpus, crashes to bin/fuzz-crash-*; the seeds
+# are in cmd/pier-shim-monitor/test/corpus.
+fuzz: fuzz-request fuzz-log
+
+fuzz-request fuzz-log: fuzz-%: bin/fuzz-%
+	@mkdir -p bin/fuzz-corpus/$*
+	./bin/fuzz-$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=bin/fuzz-crash-$*- bin/fuzz-corpus/$* $(MON)/test/corpus/$*
+
+# deps installs the Debian packages and Go tools (crictl) that are missing;
+# test-deps those only the tests use.
+install-debs = @missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update && apt-get install -y $$missing; fi
+
+deps:
+	$(call install-debs,$(DEBS))
 	@crictl --version 2>/dev/null | grep -q $(CRI_TOOLS) || GOBIN=/usr/local/bin $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRI_TOOLS)
+
+test-deps:
+	$(call install-debs,$(TEST_DEBS))
 
 # cni-config installs pier's default pod network where the node has none.
 cni-config:
@@ -44,7 +100,7 @@ cni-config:
 run: deps build cni-config
 	./bin/pierd -v 2
 
-test: deps lint
+test: deps test-deps lint
 	$(GO) test -count=1 -timeout 40m ./...
 
 unit:
