@@ -34,13 +34,15 @@ bin/pier-shim: FORCE
 # names; a delete waits 1 s there, not 10); the C unit tests; the libFuzzer
 # targets of the request parser and the log line splitter (clang). Each is
 # written to a temporary file and renamed: tests build them concurrently.
-# Every warning is an error in the monitor's files, whatever CFLAGS says.
+# Every warning is an error in the monitor's files, whatever CFLAGS says;
+# _FORTIFY_SOURCE, which Debian's gcc does not set, makes glibc mark the
+# results of write() and the like that must not be ignored (it needs -O).
 CC       ?= cc
 CFLAGS   ?= -O2 -Wall -Wextra
 FUZZ_CC  ?= clang
 MON      := cmd/pier-shim-monitor
 MON_SRC  := $(addprefix $(MON)/,main.c control.c exit.c output.c podinit.c util.c request.c split.c)
-MON_HDR  := $(wildcard $(MON)/*.h)
+MON_HDR  := $(wildcard $(MON)/*.h) Makefile
 MON_WARN := -Wall -Wextra -Werror
 MON_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 MON_WRAP := malloc calloc realloc epoll_ctl close_range kill fsync rename sendmsg
@@ -49,7 +51,7 @@ FUZZ_SECONDS ?= 60
 
 bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
 
 bin/pier-shim-monitor-asan: $(MON_SRC) $(MON_HDR)
 	@mkdir -p $(@D)
@@ -63,11 +65,11 @@ bin/pier-shim-monitor-unit: $(filter-out %/main.c,$(MON_SRC)) $(MON_HDR) $(MON)/
 	@mkdir -p $(@D)
 	$(CC) $(MON_SAN) $(MON_WARN) -o $@.$$$$.tmp $(filter-out %/main.c,$(MON_SRC)) $(MON)/test/unit.c && mv -f $@.$$$$.tmp $@
 
-bin/fuzz-request: $(MON)/test/fuzz_request.c $(MON)/request.c $(MON)/request.h $(MON)/protocol.h
+bin/fuzz-request: $(MON)/test/fuzz_request.c $(MON)/request.c $(MON)/request.h $(MON)/protocol.h Makefile
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(MON_WARN) -o $@.$$$$.tmp $(filter %.c,$^) && mv -f $@.$$$$.tmp $@
 
-bin/fuzz-log: $(MON)/test/fuzz_log.c $(MON)/split.c $(MON)/split.h
+bin/fuzz-log: $(MON)/test/fuzz_log.c $(MON)/split.c $(MON)/split.h Makefile
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined $(MON_WARN) -o $@.$$$$.tmp $(filter %.c,$^) && mv -f $@.$$$$.tmp $@
 

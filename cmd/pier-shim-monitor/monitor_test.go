@@ -451,14 +451,14 @@ func (m *mon) call(req string) *answer {
 	c := m.dial()
 	defer c.Close()
 	if _, err := c.Write([]byte(req + "\n")); err != nil {
-		m.t.Fatalf("%s: %v", req, err)
+		m.t.Fatalf("%.100s: %v", req, err)
 	}
 	a, err := read(m.t, c, 10*time.Second)
 	if err != nil {
-		m.t.Fatalf("%s: %v", req, err)
+		m.t.Fatalf("%.100s: %v", req, err)
 	}
 	if a.V != 1 {
-		m.t.Fatalf("%s: answer of version %d: %s", req, a.V, a.raw)
+		m.t.Fatalf("%.100s: answer of version %d: %s", req, a.V, a.raw)
 	}
 	return a
 }
@@ -472,7 +472,7 @@ func (m *mon) open(req string) *answer {
 	}
 	a, err := read(m.t, c, 10*time.Second)
 	if err != nil {
-		m.t.Fatalf("%s: %v", req, err)
+		m.t.Fatalf("%.100s: %v", req, err)
 	}
 	return a
 }
@@ -489,7 +489,7 @@ func (m *mon) state() *stateT {
 func (m *mon) ok(req string) {
 	m.t.Helper()
 	if a := m.call(req); a.Error != "" || a.raw != `{"v":1}`+"\n" {
-		m.t.Fatalf("%s: %s", req, a.raw)
+		m.t.Fatalf("%.100s: %s", req, a.raw)
 	}
 }
 
@@ -1048,14 +1048,17 @@ func TestPodInit(t *testing.T) {
 // With allocations failing, the exit record and answers stay whole: they
 // are built in fixed buffers.
 func TestFaultAllocation(t *testing.T) {
-	m := start(t, bins.fault, opts{init: "exit 7", env: []string{"PIER_FAULT=realloc:*,malloc:*"}})
-	a := m.call(`{"v":1,"op":"wait"}`)
-	if a.Exit == nil || a.Exit.Code != 7 {
-		t.Fatalf("wait: %s", a.raw)
-	}
-	text, _ := m.readExit()
-	if want := `{"v":1,"code":7,"finishedAt":"` + a.Exit.FinishedAt + `"}` + "\n"; text != want {
+	m := start(t, bins.fault, opts{init: "exit 7", noHello: true, env: []string{"PIER_FAULT=realloc:*,malloc:*"}})
+	waitFor(t, "exit.json", func() bool {
+		_, err := os.Stat(filepath.Join(m.dir, "exit.json"))
+		return err == nil
+	})
+	text, e := m.readExit()
+	if want := `{"v":1,"code":7,"finishedAt":"` + e.FinishedAt + `"}` + "\n"; text != want {
 		t.Fatalf("exit.json %q, want %q", text, want)
+	}
+	if a := m.call(`{"v":1,"op":"wait"}`); a.Exit == nil || *a.Exit != *e {
+		t.Fatalf("wait: %s", a.raw)
 	}
 	if st := m.state(); st.Exit == nil || st.Exit.Code != 7 {
 		t.Fatalf("state %+v", st)
@@ -1109,7 +1112,7 @@ func TestFaultEpollConnection(t *testing.T) {
 		defer c.Close()
 		time.Sleep(200 * time.Millisecond) // the request comes after the accept
 		c.Write([]byte(`{"v":1,"op":"hello"}` + "\n"))
-		if a, err := read(t, c, 3*time.Second); err == nil || os.IsTimeout(err) {
+		if a, err := read(t, c, 3*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("the connection is not dropped: %+v %v", a, err)
 		}
 		if !strings.Contains(m.shimLog(), "epoll_ctl(add, connection)") {
@@ -1125,7 +1128,7 @@ func TestFaultEpollConnection(t *testing.T) {
 		c := m.dial()
 		defer c.Close()
 		c.Write([]byte(`{"v":1,"op":"wait"}` + "\n"))
-		if a, err := read(t, c, 3*time.Second); err == nil || os.IsTimeout(err) {
+		if a, err := read(t, c, 3*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("the connection is not dropped: %+v %v", a, err)
 		}
 		if !strings.Contains(m.shimLog(), "epoll_ctl(mod, connection)") {
@@ -1186,7 +1189,7 @@ func TestFaultSend(t *testing.T) {
 	c := m.dial()
 	defer c.Close()
 	c.Write([]byte(`{"v":1,"op":"hello"}` + "\n"))
-	if a, err := read(t, c, 3*time.Second); err == nil || os.IsTimeout(err) {
+	if a, err := read(t, c, 3*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("answered: %+v %v", a, err)
 	}
 	if a := m.call(`{"v":1,"op":"hello"}`); a.Pid != m.pid {

@@ -184,9 +184,10 @@ func (p *Pierd) Crictl(args ...string) (string, error) {
 }
 
 // BuildPier builds pierd, pier-shim and pier-shim-monitor from the
-// repository at root into dir, as make does (pier-shim static), and
-// returns pierd's path. With race, pierd and pier-shim have the race
-// detector (pier-shim then with cgo).
+// repository at root into dir, as make does (pier-shim static; the
+// monitor by make itself, bin/pier-shim-monitor, copied), and returns
+// pierd's path. With race, pierd and pier-shim have the race detector
+// (pier-shim then with cgo).
 func BuildPier(root, dir string, race bool) (string, error) {
 	pierd := filepath.Join(dir, "pierd")
 	var flags []string
@@ -200,7 +201,8 @@ func BuildPier(root, dir string, race bool) (string, error) {
 	}{
 		{append(append([]string{"go", "build", "-o", pierd}, flags...), filepath.Join(root, "cmd/pierd")), ""},
 		{append(append([]string{"go", "build", "-o", filepath.Join(dir, "pier-shim")}, flags...), filepath.Join(root, "cmd/pier-shim")), cgo},
-		{[]string{"cc", "-O2", "-o", filepath.Join(dir, "pier-shim-monitor"), filepath.Join(root, "cmd/pier-shim-monitor/monitor.c")}, ""},
+		{[]string{"make", "-s", "-C", root, "bin/pier-shim-monitor"}, ""},
+		{[]string{"cp", filepath.Join(root, "bin/pier-shim-monitor"), filepath.Join(dir, "pier-shim-monitor")}, ""},
 	} {
 		cmd := exec.Command(b.args[0], b.args[1:]...)
 		if b.env != "" {
