@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
@@ -423,21 +424,9 @@ static int take_line(struct conn *c, char *buf, size_t len) {
 	return got == (ssize_t)len ? 0 : -1;
 }
 
-/* on_request reads a connection's request when its line is complete. It
- * peeks first: an exec request (and the descriptors that come with it) is
- * left for the helper, whatever its length, once its op is known. */
-static void on_request(struct monitor *m, struct conn *c, uint32_t events) {
-	char *buf = m->req;
-	ssize_t n = recv(c->fd, buf, REQ_MAX, MSG_PEEK);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		drop_conn(m, c); /* gone before its request */
-		return;
-	}
-	buf[n] = 0;
-	struct request req;
-	int r = parse_request(buf, n, &req);
+/* serve answers the request peeked into buf (n bytes, parsed: r); full:
+ * the peek filled the largest buffer it may have. */
+static void serve(struct monitor *m, struct conn *c, uint32_t events, char *buf, int full, int r, struct request req) {
 	if (r == REQ_ERROR && !req.prefix_only) {
 		answer_err(c->fd, NULL, "pier-shim: bad request: %s", req.err);
 		drop_conn(m, c);
@@ -453,7 +442,7 @@ static void on_request(struct monitor *m, struct conn *c, uint32_t events) {
 		return;
 	}
 	if (r != REQ_COMPLETE) {
-		if (r == REQ_ERROR || req.prefix_only || n >= REQ_MAX) {
+		if (r == REQ_ERROR || req.prefix_only || full) {
 			answer_err(c->fd, NULL, "pier-shim: request too large (%s): at most %d bytes, %d values", req.have_op ? req.op : "no op", REQ_MAX, REQ_TOKENS);
 			drop_conn(m, c);
 		} else if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -494,6 +483,45 @@ static void on_request(struct monitor *m, struct conn *c, uint32_t events) {
 		answer_err(c->fd, NULL, "pier-shim: unknown operation \"%s\"", op);
 	}
 	drop_conn(m, c);
+}
+
+/* on_request reads a connection's request when its line is complete. It
+ * peeks first: an exec request (and the descriptors that come with it) is
+ * left for the helper, whatever its length, once its op is known. The peek
+ * takes REQ_PEEK bytes, then for a longer request of the monitor's own (in
+ * practice none) REQ_MAX in a buffer mapped for the time of the request,
+ * so that it leaves nothing resident behind. */
+static void on_request(struct monitor *m, struct conn *c, uint32_t events) {
+	char *buf = m->req, *big = NULL;
+	size_t cap = REQ_PEEK;
+	struct request req;
+	ssize_t n;
+	int r, full = 0;
+	for (;;) {
+		n = recv(c->fd, buf, cap, MSG_PEEK);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			goto out;
+		if (n <= 0) {
+			drop_conn(m, c); /* gone before its request */
+			goto out;
+		}
+		buf[n] = 0;
+		r = parse_request(buf, n, &req);
+		full = (size_t)n == cap;
+		if (r != REQ_PARTIAL || req.prefix_only || !full || cap == REQ_MAX || (req.have_op && is_delegated(req.op)))
+			break;
+		big = mmap(NULL, REQ_MAX + 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (big == MAP_FAILED) {
+			shimlog("a buffer for a request: %s", strerror(errno));
+			big = NULL;
+			break; /* answered: too large */
+		}
+		buf = big, cap = REQ_MAX;
+	}
+	serve(m, c, events, buf, full, r, req);
+out:
+	if (big && munmap(big, REQ_MAX + 1) < 0)
+		shimlog("unmap a request's buffer: %s", strerror(errno));
 }
 
 void on_accept(struct monitor *m) {

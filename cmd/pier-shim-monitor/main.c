@@ -252,7 +252,7 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < 2; i++) {
 		struct output *o = &m->outs[i];
 		o->m = m, o->fd = -1, o->name = i ? FD_STDERR : FD_STDOUT;
-		o->split.buf = o->buf;
+		o->split.buf = m->out_buf[i];
 	}
 	if (parse_args(m, argc, argv) < 0) {
 		fprintf(stderr, "pier-shim-monitor: incomplete command line\n");

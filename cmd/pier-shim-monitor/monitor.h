@@ -22,7 +22,7 @@
  *
  * It is C, not Go, because one runs per container for the container's
  * whole life: a Go process idles at about 1.5 MiB of proportional set size,
- * this one at about 0.1 MiB. It is single-threaded: one epoll loop, and
+ * this one at about 0.2 MiB. It is single-threaded: one epoll loop, and
  * no call in it waits (but for an answer to a client whose socket buffer
  * is full, at most a few seconds).
  *
@@ -69,6 +69,7 @@
 #include "split.h"
 
 #define REQ_MAX (64 << 10) /* the longest request the monitor reads itself */
+#define REQ_PEEK 4096      /* peeked first: a longer one gets a buffer of REQ_MAX for its time */
 #define MAX_FDS 4          /* descriptors passed with one message, at most */
 #define ANSWER_MAX 8192    /* the longest answer */
 #define LOG_DRAIN_MS 2000  /* how long an exit waits for the output's end */
@@ -104,8 +105,7 @@ struct output {
 	struct monitor *m;
 	int fd; /* -1 when there is none, or once it has ended */
 	const char *name;
-	struct splitter split;
-	char buf[SPLIT_CAP];
+	struct splitter split; /* its buffer: monitor.out_buf[i] */
 };
 
 /* epoll tags: a descriptor's kind; connections have their pointer. */
@@ -117,7 +117,6 @@ struct monitor {
 	const char *id, *dir, *sock_path, *log_path, *oom_file, *helper;
 	/* The log, log_path, is opened as log_name beneath log_dir (open_log). */
 	const char *log_dir, *log_name;
-	char log_dir_buf[PATH_BUF];
 	int init_pid, tty, stdin_once, pty_stdin;
 	long oom_base;
 	struct timespec created_at;
@@ -154,7 +153,11 @@ struct monitor {
 	struct rlimit nofile_inherited; /* the limit the monitor started with */
 	int nofile_raised;
 
-	char req[REQ_MAX + 1]; /* a request, peeked */
+	/* The buffers last, apart from the fields above: their pages are
+	 * resident only once used. */
+	char req[REQ_PEEK + 1];           /* a request, peeked */
+	char out_buf[2][SPLIT_CAP];       /* the outputs' lines */
+	char log_dir_buf[PATH_BUF];       /* log_dir, from log= alone */
 };
 
 /* ---- util.c ---- */

@@ -880,6 +880,8 @@ func TestBadRequests(t *testing.T) {
 			{`{"v":1,"op":"hello","x":"\ud800"}`, `^\{"v":1,"pid":\d+\}$`},
 			{`{"v":1,"op":"\ud800"}`, `bad request: \\"op\\" is not a valid string`},
 			{`{"v":1,"op":"hello",}`, `bad request: malformed JSON`},
+			// longer than the first peek, but no more than REQ_MAX
+			{`{"v":1,"op":"hello","pad":"` + strings.Repeat("x", 60000) + `"}`, `^\{"v":1,"pid":\d+\}$`},
 			// too large for the monitor to read itself
 			{`{"v":1,"op":"state","pad":"` + strings.Repeat("x", 70000) + `"}`, `^\{"v":1,"error":"pier-shim: request too large \(state\): at most 65536 bytes, 128 values"\}$`},
 			{`{"v":1,"op":"state","pad":[` + strings.Repeat("1,", 200) + `1]}`, `request too large \(state\)`},
@@ -1041,6 +1043,45 @@ func TestPodInit(t *testing.T) {
 			t.Fatalf("sanitizer reports: %v", r)
 		}
 	})
+}
+
+// An idle monitor stays lean: one runs per container for its whole life.
+func TestIdleMemory(t *testing.T) {
+	m := start(t, bins.plain, opts{stdin: true})
+	// Some work first: requests, an attachment.
+	m.state()
+	a := m.open(`{"v":1,"op":"attach","attach":{"stdin":true,"stdout":true,"stderr":true}}`)
+	for _, f := range a.files {
+		f.Close()
+	}
+	a.conn.Close()
+	m.call(`{"v":1,"op":"hello"}`)
+	if os.Getenv("PIER_TEST_MONITOR") == "" { // an older one drops it
+		m.call(`{"v":1,"op":"hello","pad":"` + strings.Repeat("x", 60000) + `"}`)
+	}
+	time.Sleep(100 * time.Millisecond)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", m.pid))
+	if err != nil {
+		t.Skip(err)
+	}
+	var pss, rss int
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "Pss:" {
+			pss, _ = strconv.Atoi(f[1])
+		}
+		if len(f) == 3 && f[0] == "Rss:" {
+			rss, _ = strconv.Atoi(f[1])
+		}
+	}
+	t.Logf("idle monitor: Pss %d KiB, Rss %d KiB", pss, rss)
+	if os.Getenv("PIER_TEST_SMAPS") != "" {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", m.pid))
+		t.Logf("%s", b)
+	}
+	if pss == 0 || pss > 512 {
+		t.Fatalf("Pss %d KiB", pss)
+	}
 }
 
 // ---- faults that no client can cause ----
