@@ -8,8 +8,8 @@
  * pipe, the CRI log). From then on this program is the container's shim: it
  * reaps the container's init, copies its output to the CRI log and to
  * attachers, writes exit.json, and serves the control protocol of package
- * shim (version 1, see shim/shim.go; the names both sides agree on are in
- * protocol.h, generated from the Go side).
+ * shim (version 1, see shim/protocol; the names and values both sides agree
+ * on are in protocol.h, generated from that package, and fields.h).
  *
  * It supervises only: it runs no OCI runtime command. Go owns them all:
  * pierd runs the runtime's start, kill, delete and state, and tells the
@@ -64,6 +64,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "fields.h"
 #include "protocol.h"
 #include "request.h"
 #include "split.h"

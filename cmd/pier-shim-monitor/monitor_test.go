@@ -8,7 +8,7 @@
 // the same with AddressSanitizer and UBSan, which every scenario runs too
 // (a sanitizer report fails the test), the fault injection build, the C
 // unit tests and, where clang is installed, the fuzz targets.
-// PIER_TEST_MONITOR (and PIER_TEST_MONITOR_FAULT) run the scenarios with
+// PIER_MONITOR_TEST_BIN (and PIER_MONITOR_TEST_FAULT_BIN) run the scenarios with
 // another build instead, e.g. an older monitor.
 package monitor_test
 
@@ -52,10 +52,10 @@ func TestMain(m *testing.M) {
 		return a
 	}
 	bins.plain, bins.asan, bins.fault, bins.unit = abs(targets[0]), abs(targets[1]), abs(targets[2]), abs(targets[3])
-	if b := os.Getenv("PIER_TEST_MONITOR"); b != "" {
+	if b := os.Getenv("PIER_MONITOR_TEST_BIN"); b != "" {
 		bins.plain, bins.asan = b, b
 	}
-	if b := os.Getenv("PIER_TEST_MONITOR_FAULT"); b != "" {
+	if b := os.Getenv("PIER_MONITOR_TEST_FAULT_BIN"); b != "" {
 		bins.fault = b
 	}
 	code := m.Run()
@@ -1056,7 +1056,7 @@ func TestIdleMemory(t *testing.T) {
 	}
 	a.conn.Close()
 	m.call(`{"v":1,"op":"hello"}`)
-	if os.Getenv("PIER_TEST_MONITOR") == "" { // an older one drops it
+	if os.Getenv("PIER_MONITOR_TEST_BIN") == "" { // an older one drops it
 		m.call(`{"v":1,"op":"hello","pad":"` + strings.Repeat("x", 60000) + `"}`)
 	}
 	time.Sleep(100 * time.Millisecond)
