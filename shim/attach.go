@@ -39,11 +39,11 @@ func (c *Client) Attach(ctx context.Context, r protocol.AttachRequest) (*Attachm
 		return nil, err
 	}
 	return &Attachment{
-		Stdin:  files["stdin"],
-		Stdout: files["stdout"],
-		Stderr: files["stderr"],
+		Stdin:  files[protocol.FdStdin],
+		Stdout: files[protocol.FdStdout],
+		Stderr: files[protocol.FdStderr],
 		conn:   sc.conn,
-		pty:    files["pty"],
+		pty:    files[protocol.FdPty],
 	}, nil
 }
 

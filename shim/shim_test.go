@@ -524,6 +524,13 @@ exit 3`)
 		t.Fatal(err)
 	}
 	waitGone(t, shimPid)
+	// The runtime's state is pierd's to delete, once the shim has ended.
+	if _, err := c.rt.State(ctx, c.id); err != nil {
+		t.Errorf("runtime state after the shim's delete: %v", err)
+	}
+	if err := c.rt.Delete(ctx, c.id, false); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.rt.State(ctx, c.id); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("runtime state after delete: %v", err)
 	}
@@ -872,6 +879,9 @@ func TestShimOutlivesParent(t *testing.T) {
 		t.Errorf("state %+v, %v", st, err)
 	}
 	if err := client2.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rt.Delete(ctx, c.id, false); err != nil {
 		t.Fatal(err)
 	}
 }

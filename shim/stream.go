@@ -57,7 +57,7 @@ func (c *Client) ExecStream(ctx context.Context, r ExecStreamRequest) (*Process,
 		for i, f := range []*os.File{r.Stdin, r.Stdout, r.Stderr} {
 			if f != nil {
 				files = append(files, f)
-				req.Fds = append(req.Fds, [...]string{"stdin", "stdout", "stderr"}[i])
+				req.Fds = append(req.Fds, [...]string{protocol.FdStdin, protocol.FdStdout, protocol.FdStderr}[i])
 			}
 		}
 	}
@@ -65,7 +65,7 @@ func (c *Client) ExecStream(ctx context.Context, r ExecStreamRequest) (*Process,
 	if err != nil {
 		return nil, err
 	}
-	return &Process{pid: sc.first.Pid, pty: got["pty"], sc: sc}, nil
+	return &Process{pid: sc.first.Pid, pty: got[protocol.FdPty], sc: sc}, nil
 }
 
 // Pid is the process's pid, as the shim sees it.

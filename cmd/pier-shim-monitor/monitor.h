@@ -9,7 +9,7 @@
  * reaps the container's init, copies its output to the CRI log and to
  * attachers, writes exit.json, and serves the control protocol of package
  * shim (version 1, see shim/protocol; the names and values both sides agree
- * on are in protocol.h, generated from that package, and fields.h).
+ * on are in protocol.h, generated from that package).
  *
  * It supervises only: it runs no OCI runtime command. Go owns them all:
  * pierd runs the runtime's start, kill, delete and state, and tells the
@@ -64,7 +64,6 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "fields.h"
 #include "protocol.h"
 #include "request.h"
 #include "split.h"

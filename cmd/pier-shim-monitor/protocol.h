@@ -1,4 +1,6 @@
 /* Generated from shim/protocol by go generate; DO NOT EDIT. */
+#ifndef PIER_PROTOCOL_H
+#define PIER_PROTOCOL_H
 #define PROTO_VERSION 1
 #define OP_HELLO "hello"
 #define OP_STATE "state"
@@ -18,3 +20,28 @@
 #define STATUS_CREATED "created"
 #define STATUS_RUNNING "running"
 #define STATUS_EXITED "exited"
+#define FIELD_V "v"
+#define FIELD_OP "op"
+#define FIELD_ERROR "error"
+#define FIELD_CODE "code"
+#define FIELD_PID "pid"
+#define FIELD_STATE "state"
+#define FIELD_EXIT "exit"
+#define FIELD_FDS "fds"
+#define FIELD_ATTACH "attach"
+#define FIELD_STDIN "stdin"
+#define FIELD_STDOUT "stdout"
+#define FIELD_STDERR "stderr"
+#define FIELD_STATUS "status"
+#define FIELD_SHIM_PID "shimPid"
+#define FIELD_CREATED_AT "createdAt"
+#define FIELD_STARTED_AT "startedAt"
+#define FIELD_EXIT_CODE "code"
+#define FIELD_SIGNAL "signal"
+#define FIELD_OOM_KILLED "oomKilled"
+#define FIELD_FINISHED_AT "finishedAt"
+#define FD_PTY "pty"
+#define FD_STDIN "stdin"
+#define FD_STDOUT "stdout"
+#define FD_STDERR "stderr"
+#endif

@@ -21,7 +21,7 @@
 #define JSMN_PARENT_LINKS
 #include <jsmn.h>
 
-#include "fields.h"
+#include "protocol.h"
 #include "protocol.h"
 #include "request.h"
 

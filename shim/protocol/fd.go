@@ -12,6 +12,14 @@ import (
 // File descriptors travel with a message on the control socket
 // (SCM_RIGHTS); the message's "fds" field names them in order.
 
+// Names of the descriptors passed with a message.
+const (
+	FdPty    = "pty"
+	FdStdin  = "stdin"
+	FdStdout = "stdout"
+	FdStderr = "stderr"
+)
+
 // MaxFds is the most file descriptors one message carries; the kernel
 // closes any beyond.
 const MaxFds = 4

@@ -188,8 +188,7 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		"log-dir=" + logDir, "log-name=" + logName,
 		"pid=" + strconv.Itoa(s.pid), fmt.Sprintf("created=%d.%09d", s.created.Unix(), s.created.Nanosecond()),
 		"oom=" + s.oomFile, "oom-base=" + strconv.FormatInt(s.oomBase, 10),
-		"helper=" + exe, "runtime-name=" + s.rt.Name, "runtime=" + s.rt.Binary(), "runtime-root=" + s.rt.Root, // TEMPORARY until the new monitor lands
-		"runtime-systemd-cgroup=" + flag(s.rt.SystemdCgroup),
+		"helper=" + exe,
 		"tty=" + flag(s.cfg.Tty), "stdin-once=" + flag(s.cfg.StdinOnce), "pty-stdin=" + flag(s.cfg.Tty && s.cfg.Stdin),
 		"listen-fd=" + strconv.Itoa(fds[0]), "log-fd=" + strconv.Itoa(fds[1]), "stdin-fd=" + strconv.Itoa(fds[2]),
 		"stdout-fd=" + strconv.Itoa(fds[3]), "stderr-fd=" + strconv.Itoa(fds[4]), "pty-fd=" + strconv.Itoa(fds[5]),

@@ -42,7 +42,7 @@ func (s *server) execStream(conn *net.UnixConn, req *protocol.Request, files map
 		defer console.close() // again: harmless
 		opts.ConsoleSocket = console.path()
 	} else {
-		opts.IO = oci.IO{Stdin: files["stdin"], Stdout: files["stdout"], Stderr: files["stderr"]}
+		opts.IO = oci.IO{Stdin: files[protocol.FdStdin], Stdout: files[protocol.FdStdout], Stderr: files[protocol.FdStderr]}
 		if opts.Stderr == nil {
 			// Not the driver's temporary file: the process would fill it.
 			null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -71,7 +71,7 @@ func (s *server) execStream(conn *net.UnixConn, req *protocol.Request, files map
 			<-exited
 			return protocol.ErrorResponse(err)
 		}
-		fds, names = []int{master}, []string{"pty"}
+		fds, names = []int{master}, []string{protocol.FdPty}
 	}
 	err = protocol.WriteMsg(conn, &protocol.Response{V: protocol.Version, Pid: pid, Fds: names}, fds)
 	protocol.CloseFds(fds)
