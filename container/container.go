@@ -91,7 +91,7 @@ type Container struct {
 	Handler    string    `json:"handler"`
 	Socket     string    `json:"socket"`
 	ShimPid    int       `json:"shimPid"`
-	ShimStart  uint64    `json:"shimStart,omitempty"` // the shim's start time (shim.StartTime), against pid reuse
+	ShimStart  uint64    `json:"shimStart,omitempty"` // the shim's start time (proc.StartTime), against pid reuse
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
@@ -107,10 +107,11 @@ func (c *Container) CRIConfig() *runtimeapi.ContainerConfig { return c.config }
 
 // live is what pierd holds for a container whose shim runs or starts.
 type live struct {
-	ready  chan struct{} // closed once the shim answered its handshake (or failed)
-	err    error         // why the shim could not create the container
-	client *shim.Client
-	exited chan struct{} // closed once the exit is recorded
+	starting bool          // a StartContainer runs (under Manager.mu)
+	ready    chan struct{} // closed once the shim answered its handshake (or failed)
+	err      error         // why the shim could not create the container
+	client   *shim.Client
+	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
 }
 
 func newLive() *live { return &live{ready: make(chan struct{}), exited: make(chan struct{})} }
@@ -281,49 +282,59 @@ func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.Stat
 }
 
 // reconnect finds a container's shim after a pierd restart, or learns how
-// the container ended. The caller holds mu.
+// the container ended. The caller holds mu (pierd is not serving yet).
 func (m *Manager) reconnect(c *Container) {
 	client, st, err := connect(c.Socket, loadConnectTimeout)
 	if err != nil {
 		m.unreachable(c, err)
 		return
 	}
-	m.adopt(c, client, st)
+	m.adopt(c, client, m.settle(c.ID, c.Handler, c.State, client, st))
+}
+
+// settle returns the shim's state, after telling a shim that knows its
+// container as created but whose runtime has started it: pierd ran the
+// runtime's start and stopped before it told the shim (or the shim is of
+// an older pier, which never hears of starts it did not run). It runs
+// commands: the caller does not hold mu.
+func (m *Manager) settle(id, handler string, state State, client *shim.Client, st *protocol.State) *protocol.State {
+	rt := m.opts.Runtimes[handler]
+	if st.Status != protocol.StatusCreated || state == Running || rt == nil {
+		return st
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loadConnectTimeout)
+	defer cancel()
+	if s, err := rt.State(ctx, id); err != nil || s.Status != "running" {
+		return st
+	}
+	client.Started(ctx)
+	settled := *st
+	settled.Status, settled.StartedAt = protocol.StatusRunning, time.Now()
+	return &settled
 }
 
 // adopt brings a container's record in line with what its shim reports
 // and follows it. The caller holds mu.
 func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
+	if c.ShimPid == 0 && st.ShimPid > 0 {
+		// pierd stopped between the shim's handshake and its record.
+		c.ShimPid, c.ShimStart = st.ShimPid, proc.StartTime(st.ShimPid)
+	}
 	if c.State == Unknown {
 		klog.InfoS("Container's shim answers again", "id", c.ID, "status", st.Status)
 		c.State, c.Reason, c.Message = Created, "", ""
-	}
-	if c.State == Created && st.Status == protocol.StatusCreated && m.startedByRuntime(c) {
-		// pierd ran the runtime's start but stopped before it told the
-		// shim, or recorded it.
-		ctx, cancel := context.WithTimeout(context.Background(), loadConnectTimeout)
-		client.Started(ctx)
-		cancel()
-		st.Status, st.StartedAt = protocol.StatusRunning, time.Now()
+		if !c.StartedAt.IsZero() {
+			c.State = Running
+		}
 	}
 	if c.State == Created && !st.StartedAt.IsZero() {
-		c.State, c.StartedAt = Running, st.StartedAt
+		c.State = Running
+		if c.StartedAt.IsZero() {
+			c.StartedAt = st.StartedAt
+		}
 	}
 	m.save(c)
 	m.watch(c, client)
-}
-
-// startedByRuntime asks the runtime whether a container its shim knows as
-// created has been started.
-func (m *Manager) startedByRuntime(c *Container) bool {
-	rt := m.opts.Runtimes[c.Handler]
-	if rt == nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), loadConnectTimeout)
-	defer cancel()
-	s, err := rt.State(ctx, c.ID)
-	return err == nil && s.Status == "running"
 }
 
 // shimAlive reports whether the container's shim process still runs.
@@ -364,19 +375,27 @@ func (m *Manager) retry(c *Container) {
 		if !current {
 			return
 		}
+		m.mu.Lock()
+		handler, state := c.Handler, c.State
+		m.mu.Unlock()
 		client, st, err := connect(c.Socket, 10*time.Second)
+		if err == nil {
+			st = m.settle(c.ID, handler, state, client, st)
+		}
 		m.mu.Lock()
 		if m.containers[c.ID] != c || m.live[c.ID] != nil || c.State != Unknown {
 			m.mu.Unlock()
 			return
 		}
+		done := true
 		switch {
 		case err == nil:
 			m.adopt(c, client, st)
 		case !shimAlive(c):
 			m.shimGone(c, err)
+		default:
+			done = false
 		}
-		done := err == nil || c.State != Unknown
 		m.mu.Unlock()
 		if done {
 			return

@@ -408,9 +408,19 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if l == nil {
 		return fmt.Errorf("%w: container %s has no shim", ErrNotRunning, c.ID)
 	}
+	m.mu.Lock()
+	if l.starting {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: container %s is being started by another request", ErrNotRunning, c.ID)
+	}
+	l.starting = true
+	m.mu.Unlock()
 	select {
 	case <-l.ready:
 	case <-ctx.Done():
+		m.mu.Lock()
+		l.starting = false
+		m.mu.Unlock()
 		return ctx.Err()
 	}
 	err = l.err
@@ -461,7 +471,9 @@ func (m *Manager) runtimeStart(ctx context.Context, c *Container, l *live) error
 		}
 		return err
 	}
-	if err := l.client.Started(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := l.client.Started(sctx); err != nil {
 		// The container runs; the shim learns it at the next reconnect.
 		klog.ErrorS(err, "Telling the shim that its container started", "id", c.ID)
 	}
@@ -472,7 +484,8 @@ func stateName(s State) string { return strings.ToLower(strings.TrimPrefix(strin
 
 // Stop sends the image's stop signal (or SIGTERM), waits up to timeout for
 // the container to exit, then kills it. Stopping a container that is not
-// running, or unknown, is not an error.
+// running, or unknown, is not an error; one whose shim does not answer is
+// stopped through the runtime, and an error says when that fails.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, l, err := m.client(id)
 	if errors.Is(err, ErrNotFound) {
@@ -507,7 +520,7 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 		}
 		select {
 		case <-l.exited:
-			return nil
+			return m.stopped(ctx, c.ID)
 		case <-grace.C:
 		case <-ctx.Done():
 			return ctx.Err()
@@ -518,12 +531,35 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	select {
 	case <-l.exited:
-		return nil
+		return m.stopped(ctx, c.ID)
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("container %s did not exit after SIGKILL", c.ID)
+		// The processes may be gone and the shim hung: then it is lost.
+		m.mu.Lock()
+		if cur := m.containers[c.ID]; cur != nil && m.live[c.ID] == l {
+			m.unreachable(cur, errors.New("it reports no exit 30 s after SIGKILL"))
+		}
+		m.mu.Unlock()
+		return m.stopped(ctx, c.ID)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// stopped is Stop's end once the container's shim has recorded its exit,
+// or has been lost: a container left Unknown is stopped through the
+// runtime.
+func (m *Manager) stopped(ctx context.Context, id string) error {
+	m.mu.Lock()
+	c := m.containers[id]
+	var cur *Container
+	if c != nil && c.State == Unknown && m.live[id] == nil {
+		cur = c.copy()
+	}
+	m.mu.Unlock()
+	if cur == nil {
+		return nil
+	}
+	return m.stopWithoutShim(ctx, cur)
 }
 
 // kill sends sig to the container's init, or to all its processes,

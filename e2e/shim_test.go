@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/e2e/testenv"
@@ -89,8 +91,77 @@ func TestShimUnresponsiveAtRestart(t *testing.T) {
 	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	if alive(shim) {
-		t.Error("the shim outlives RemoveContainer")
+	if !ended(shim, 5*time.Second) {
+		t.Error("the shim outlives RemoveContainer by 5 s")
+	}
+}
+
+// TestShimDiesDuringStop: a shim killed while StopContainer waits out the
+// grace period must not make Stop report success with the container
+// still running: pierd stops it through the runtime.
+func TestShimDiesDuringStop(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "shimdies")
+	id := startContainer(t, p, podID, pod, containerConfig("stubborn", "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"))
+	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	shim, init := shimPid(t, p, id), containerPid(t, p, id)
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 20})
+		stopped <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // Stop waits out the grace period
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("StopContainer: %v", err)
+		}
+		if !ended(init, 5*time.Second) {
+			t.Fatalf("StopContainer returned, and the container's init %d still runs", init)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("StopContainer did not return 15 s after the shim died")
+	}
+	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConcurrentStart: two StartContainer calls at once start the
+// container once; the other is refused, and the container runs on.
+func TestConcurrentStart(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "twostarts")
+	for i := range 5 {
+		id := createContainer(t, p, podID, pod, containerConfig("twice"+string(rune('a'+i)), "sleep", "1000"))
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := p.Runtime.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: id})
+				errs <- err
+			}()
+		}
+		failed := 0
+		for range 2 {
+			if err := <-errs; err != nil {
+				failed++
+				if status.Code(err) != codes.FailedPrecondition {
+					t.Errorf("the other start: %v, want FailedPrecondition", err)
+				}
+			}
+		}
+		if failed != 1 {
+			t.Errorf("round %d: %d of 2 starts failed, want 1", i, failed)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if st := containerStatus(t, p, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("round %d: after two starts the container is %v %q %q", i, st.State, st.Reason, st.Message)
+		}
 	}
 }
 
@@ -199,12 +270,22 @@ func TestUpgradeFromMonitorThatRanTheRuntime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if alive(oldShim) {
-		t.Error("the old shim outlives RemoveContainer")
+	if !ended(oldShim, 5*time.Second) {
+		t.Error("the old shim outlives RemoveContainer by 5 s")
 	}
 	if out, _ := exec.Command("pgrep", "-f", "id="+created).Output(); len(out) > 0 {
 		t.Errorf("a shim of the removed container runs: %s", out)
 	}
+}
+
+// ended waits up to d for process pid to end (it answers, then exits).
+func ended(pid int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); alive(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // copyExecutable puts a copy of src at dst by renaming a temporary file
