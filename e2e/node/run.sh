@@ -100,7 +100,7 @@ cp "$here/vm/node-test.sh" "$run/"
 mkdir -p "$run/fakebin"
 cp "$here/vm/prebuilt" "$run/fakebin/prebuilt"
 ln -s prebuilt "$run/fakebin/go"
-ln -s prebuilt "$run/fakebin/cc"
+ln -s prebuilt "$run/fakebin/make"
 go build -o "$run/bin/registry" ./e2e/node/registry
 tests=${PIER_E2E_NODE_TESTS:-}
 if [ -z "$tests" ] && [ -d e2e/kubelet ]; then
