@@ -142,8 +142,10 @@ lint:
 	$(GO) vet ./...
 
 install: build cni-config
-	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
-	install -D -m 0755 bin/pier-shim $(DESTDIR)$(PREFIX)/bin/pier-shim
+	# The monitor first: a pier-shim starting while this runs must find a
+	# monitor that understands it (each install is a rename).
 	install -D -m 0755 bin/pier-shim-monitor $(DESTDIR)$(PREFIX)/bin/pier-shim-monitor
+	install -D -m 0755 bin/pier-shim $(DESTDIR)$(PREFIX)/bin/pier-shim
+	install -D -m 0755 bin/pierd $(DESTDIR)$(PREFIX)/bin/pierd
 	install -D -m 0644 deploy/pier.service $(DESTDIR)/etc/systemd/system/pier.service
 	@if [ ! -f $(DESTDIR)/etc/pier/config.toml ]; then install -d $(DESTDIR)/etc/pier && ./bin/pierd config default > $(DESTDIR)/etc/pier/config.toml; fi

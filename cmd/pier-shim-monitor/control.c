@@ -479,6 +479,10 @@ static void serve(struct monitor *m, struct conn *c, uint32_t events, char *buf,
 	} else if (!strcmp(op, OP_ATTACH)) {
 		op_attach(m, c, &req);
 		return;
+	} else if (!strcmp(op, "start") || !strcmp(op, "kill")) {
+		/* What monitors before this one did: a pierd of that version still
+		 * runs after an upgrade. */
+		answer_err(c->fd, NULL, "pier-shim: unknown operation \"%s\": pierd runs the runtime's %s itself since the monitor stopped running runtime commands; restart pierd after upgrading pier", op, op);
 	} else {
 		answer_err(c->fd, NULL, "pier-shim: unknown operation \"%s\"", op);
 	}
@@ -499,7 +503,9 @@ static void on_request(struct monitor *m, struct conn *c, uint32_t events) {
 	int r, full = 0;
 	for (;;) {
 		n = recv(c->fd, buf, cap, MSG_PEEK);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		if (n < 0 && errno == EINTR)
+			continue; /* edge-triggered: the edge would be lost */
+		if (n < 0 && errno == EAGAIN)
 			goto out;
 		if (n <= 0) {
 			drop_conn(m, c); /* gone before its request */

@@ -22,7 +22,6 @@
 #include <jsmn.h>
 
 #include "protocol.h"
-#include "protocol.h"
 #include "request.h"
 
 static int fail(struct request *r, const char *fmt, ...) {
