@@ -23,11 +23,11 @@
  * It is C, not Go, because one runs per container for the container's
  * whole life: a Go process idles at about 1.5 MiB of proportional set size,
  * this one at about 0.2 MiB. It is single-threaded: one epoll loop, and
- * no call in it waits (but for an answer to a client whose socket buffer
- * is full, at most a few seconds).
+ * no call in it waits for another process (but for an answer to a client
+ * whose socket buffer is full: at most 10 s).
  *
  * It is also the init process of pods whose containers share one PID
- * namespace (shim.StartPodInit): PID 1 of that namespace, reaping orphans.
+ * namespace (proc.StartPodInit): PID 1 of that namespace, reaping orphans.
  *
  * SIGTERM (systemd's at shutdown, or an operator's) kills the container,
  * records its exit and ends the monitor (a pod init: ends it, and with it
