@@ -199,9 +199,12 @@ func serve(cfg *Config) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	sd := newSystemd(socket) // Type=notify: see notify.go
+	go sd.run(ctx)
 	go func() {
 		<-ctx.Done()
 		klog.InfoS("Shutting down")
+		sd.stopping()
 		t := time.AfterFunc(10*time.Second, server.Stop)
 		server.GracefulStop()
 		t.Stop()
