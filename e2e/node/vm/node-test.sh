@@ -204,6 +204,26 @@ status() {
 	result INFO "status/$1" "$t" "$(jq -c '([.status.conditions[] | {(.type): .status}] | add) + (with_entries(select(.key | startswith("handler."))) | map_values(.[0:40]))' "$R/info-$1.json")"
 }
 
+# unit_check DRIVER: the installed pier.service is a Type=notify service that
+# systemd holds active and running (so pierd sent READY=1, with its status
+# line), with its watchdog, and still Delegate=yes, KillMode=process.
+unit_check() {
+	local t show want k bad=""
+	t=$(now)
+	show=$(systemctl show pier -p Type -p NotifyAccess -p ActiveState -p SubState -p StatusText -p WatchdogUSec -p Delegate -p KillMode)
+	for want in Type=notify NotifyAccess=main ActiveState=active SubState=running Delegate=yes KillMode=process; do
+		grep -qx "$want" <<<"$show" || bad="$bad $want"
+	done
+	k=$(sed -n 's/^WatchdogUSec=//p' <<<"$show")
+	case "$k" in 0 | "" | infinity) bad="$bad WatchdogUSec>0" ;; esac
+	grep -q '^StatusText=serving CRI on unix:///run/pier/pier.sock$' <<<"$show" || bad="$bad StatusText"
+	if [ -z "$bad" ]; then
+		result PASS "unit/$1" "$t" "$(tr '\n' ' ' <<<"$show")"
+	else
+		result FAIL "unit/$1" "$t" "want$bad; got $(tr '\n' ' ' <<<"$show")"
+	fi
+}
+
 # testbins DRIVER RUNTIME [ARGS...]: each test binary in /e2e/bin (NAME.test,
 # of the package whose files are in /e2e/src/NAME) with pier's systemd unit
 # stopped: the tests start their own pierd (PIER_CGROUP_DRIVER names the
@@ -351,6 +371,7 @@ suite)
 			continue
 		fi
 		status "$drv"
+		unit_check "$drv"
 		for h in runc crun; do
 			smoke "$drv" "$h"
 		done
