@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -57,8 +58,52 @@ func gids(u container.User) []int64 {
 	return out
 }
 
-func containerVerboseInfo(c *container.Container) (map[string]string, error) {
-	b, err := json.Marshal(c)
+// initPidTimeout bounds the wait for a container's shim to report its
+// init's pid in a verbose ContainerStatus; a shim that does not answer in
+// time leaves the pid out.
+const initPidTimeout = time.Second
+
+// containerVerboseInfo is a verbose ContainerStatus's "info": the
+// container's record with, as containerd has them (crictl inspect shows
+// them), "sandboxID", "pid" (the init's host pid, for nsenter -t; absent
+// when the container does not run or its shim does not answer in time) and
+// "runtimeSpec" (the OCI spec the runtime got; absent once the bundle is
+// gone).
+func (s *RuntimeService) containerVerboseInfo(ctx context.Context, c *container.Container) (map[string]string, error) {
+	info, err := recordFields(c)
+	if err != nil {
+		return nil, err
+	}
+	info["sandboxID"], _ = json.Marshal(c.PodID)
+	pctx, cancel := context.WithTimeout(ctx, initPidTimeout)
+	pid := s.opts.Containers.InitPid(pctx, c.ID)
+	cancel()
+	if pid > 0 {
+		info["pid"], _ = json.Marshal(pid)
+	}
+	if spec, err := s.opts.Containers.Spec(c.ID); err == nil && json.Valid(spec) {
+		info["runtimeSpec"] = spec
+	}
+	return infoMap(info)
+}
+
+// recordFields is a record's JSON fields, to add to.
+func recordFields(record any) (map[string]json.RawMessage, error) {
+	b, err := json.Marshal(record)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	return fields, nil
+}
+
+// infoMap is the verbose info map: everything under "info", one JSON
+// object, as crictl expects it.
+func infoMap(fields map[string]json.RawMessage) (map[string]string, error) {
+	b, err := json.Marshal(fields)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ func (s *RuntimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c)}
 	if req.GetVerbose() {
-		if resp.Info, err = containerVerboseInfo(c); err != nil {
+		if resp.Info, err = s.containerVerboseInfo(ctx, c); err != nil {
 			return nil, err
 		}
 	}

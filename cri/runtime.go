@@ -39,10 +39,17 @@ type RuntimeOptions struct {
 	Confine        *confine.Node // the confinement the node can apply
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
-	Stream         streaming.Server           // serves exec, attach and port-forward sessions
-	Network        interface{ Ready() error } // the CNI configuration
-	Handlers       []Handler                  // runtime handlers, probed at start-up
+	Stream         streaming.Server // serves exec, attach and port-forward sessions
+	Network        Network          // the CNI configuration
+	Handlers       []Handler        // runtime handlers, probed at start-up
 	DefaultHandler string
+}
+
+// Network is what the runtime service asks of the pods' network.
+type Network interface {
+	Ready() error // nil, or what the configuration lacks
+	// CachedResult is the CNI result of a pod's attachment, nil if none.
+	CachedResult(podID string) (json.RawMessage, error)
 }
 
 // Handler is a runtime handler (an OCI runtime) and, if it cannot run

@@ -2,11 +2,15 @@ package cri
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -109,10 +113,37 @@ func podStatus(sb *sandbox.Sandbox) *runtimeapi.PodSandboxStatus {
 	return st
 }
 
-func podVerboseInfo(sb *sandbox.Sandbox) (map[string]string, error) {
-	b, err := json.Marshal(sb)
+// podVerboseInfo is a verbose PodSandboxStatus's "info": the pod's record,
+// where "namespaces" names the file of each namespace its containers join
+// (the pinned net, ipc, uts and user namespaces, and the pid namespace of
+// the pod's init where its containers share one), for nsenter --net= etc.;
+// and "cniResult", the CNI result of its network attachment (interfaces,
+// IPs, routes, DNS), as containerd shows it. There is no "pid", as
+// containerd's pause process has: pier runs no pause process, and the pod
+// init ("initPid") sits in network, IPC and UTS namespaces of its own, so
+// nsenter -t on it would enter the wrong ones.
+func (s *RuntimeService) podVerboseInfo(sb *sandbox.Sandbox) (map[string]string, error) {
+	info, err := recordFields(sb)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"info": string(b)}, nil
+	ns := maps.Clone(sb.Namespaces)
+	if sb.Config.PodPID && !sb.Config.HostPID && sb.InitPid > 0 && proc.IsShim(sb.InitPid, sb.InitStart) {
+		if ns == nil {
+			ns = map[string]string{}
+		}
+		ns["pid"] = fmt.Sprintf("/proc/%d/ns/pid", sb.InitPid)
+	}
+	if ns != nil {
+		info["namespaces"], _ = json.Marshal(ns)
+	}
+	if s.opts.Network != nil && !sb.Config.HostNetwork {
+		res, err := s.opts.Network.CachedResult(sb.ID)
+		if err != nil {
+			klog.V(2).InfoS("Pod's CNI result", "id", sb.ID, "err", err)
+		} else if res != nil {
+			info["cniResult"] = res
+		}
+	}
+	return infoMap(info)
 }

@@ -14,7 +14,7 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(sb)}
 	if req.GetVerbose() {
-		if resp.Info, err = podVerboseInfo(sb); err != nil {
+		if resp.Info, err = s.podVerboseInfo(sb); err != nil {
 			return nil, err
 		}
 	}
