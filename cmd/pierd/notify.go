@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -103,7 +104,7 @@ func (s *systemd) run(ctx context.Context) {
 				return
 			}
 			klog.InfoS("systemd watchdog: pierd is not healthy, no WATCHDOG=1", "err", err)
-			s.notify("STATUS=unhealthy: " + err.Error())
+			s.notify("STATUS=unhealthy: " + strings.ReplaceAll(err.Error(), "\n", " "))
 			next = healthRetry
 			continue
 		}
