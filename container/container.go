@@ -124,7 +124,7 @@ type Options struct {
 	ShimBinary string // path of pier-shim
 	Images     *image.Store
 	Pods       *sandbox.Manager
-	Runtimes   map[string]*oci.Runtime // by handler name
+	Runtimes   map[string]*oci.Runtime // by handler name; SetRuntimes replaces them
 	Cgroups    *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
@@ -141,6 +141,10 @@ type Manager struct {
 	// empty (write): a create must not find the parent gone between its
 	// mkdir of the parent and of its own cgroup.
 	cgroupMu sync.RWMutex
+
+	// rtMu guards opts.Runtimes and retired.
+	rtMu    sync.RWMutex
+	retired map[string]*oci.Runtime // handlers removed by SetRuntimes, for the containers they run
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -298,7 +302,7 @@ func (m *Manager) reconnect(c *Container) {
 // an older pier, which never hears of starts it did not run). It runs
 // commands: the caller does not hold mu.
 func (m *Manager) settle(id, handler string, state State, client *shim.Client, st *protocol.State) *protocol.State {
-	rt := m.opts.Runtimes[handler]
+	rt := m.runtime(handler)
 	if st.Status != protocol.StatusCreated || state == Running || rt == nil {
 		return st
 	}
@@ -556,4 +560,42 @@ func (m *Manager) InPod(podID string) []string {
 		}
 	}
 	return ids
+}
+
+// SetRuntimes replaces the runtime handlers offered to new containers.
+// A container keeps running on its handler when that handler is removed:
+// pier stops and removes it through the runtime it had.
+func (m *Manager) SetRuntimes(runtimes map[string]*oci.Runtime) {
+	m.rtMu.Lock()
+	defer m.rtMu.Unlock()
+	if m.retired == nil {
+		m.retired = map[string]*oci.Runtime{}
+	}
+	for name, rt := range m.opts.Runtimes {
+		if _, ok := runtimes[name]; !ok {
+			m.retired[name] = rt
+		}
+	}
+	for name := range runtimes {
+		delete(m.retired, name)
+	}
+	m.opts.Runtimes = runtimes
+}
+
+// offered is the runtime of a handler new containers may use, or nil.
+func (m *Manager) offered(handler string) *oci.Runtime {
+	m.rtMu.RLock()
+	defer m.rtMu.RUnlock()
+	return m.opts.Runtimes[handler]
+}
+
+// runtime is the runtime of an existing container's handler, or nil: an
+// offered one, else one SetRuntimes removed.
+func (m *Manager) runtime(handler string) *oci.Runtime {
+	m.rtMu.RLock()
+	defer m.rtMu.RUnlock()
+	if rt := m.opts.Runtimes[handler]; rt != nil {
+		return rt
+	}
+	return m.retired[handler]
 }
