@@ -100,6 +100,9 @@ type Container struct {
 	Config []byte `json:"config"`
 
 	config *runtimeapi.ContainerConfig
+	// rt is the runtime the container was created (or, after a restart of
+	// pierd, loaded) with: a reload changes it for new containers only.
+	rt *oci.Runtime
 }
 
 // CRIConfig is the container's CRI config.
@@ -142,9 +145,7 @@ type Manager struct {
 	// mkdir of the parent and of its own cgroup.
 	cgroupMu sync.RWMutex
 
-	// rtMu guards opts.Runtimes and retired.
-	rtMu    sync.RWMutex
-	retired map[string]*oci.Runtime // handlers removed by SetRuntimes, for the containers they run
+	rtMu sync.RWMutex // guards opts.Runtimes (SetRuntimes)
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -227,6 +228,7 @@ func (m *Manager) load() error {
 				}
 			}
 		}
+		c.rt = m.offered(c.Handler)
 		m.containers[c.ID] = c
 		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
 			m.names[nameOf(c.config, pod)] = c.ID
@@ -293,7 +295,7 @@ func (m *Manager) reconnect(c *Container) {
 		m.unreachable(c, err)
 		return
 	}
-	m.adopt(c, client, m.settle(c.ID, c.Handler, c.State, client, st))
+	m.adopt(c, client, m.settle(c.ID, m.runtimeOf(c), c.State, client, st))
 }
 
 // settle returns the shim's state, after telling a shim that knows its
@@ -301,8 +303,7 @@ func (m *Manager) reconnect(c *Container) {
 // runtime's start and stopped before it told the shim (or the shim is of
 // an older pier, which never hears of starts it did not run). It runs
 // commands: the caller does not hold mu.
-func (m *Manager) settle(id, handler string, state State, client *shim.Client, st *protocol.State) *protocol.State {
-	rt := m.runtime(handler)
+func (m *Manager) settle(id string, rt *oci.Runtime, state State, client *shim.Client, st *protocol.State) *protocol.State {
 	if st.Status != protocol.StatusCreated || state == Running || rt == nil {
 		return st
 	}
@@ -380,11 +381,11 @@ func (m *Manager) retry(c *Container) {
 			return
 		}
 		m.mu.Lock()
-		handler, state := c.Handler, c.State
+		state := c.State
 		m.mu.Unlock()
 		client, st, err := connect(c.Socket, 10*time.Second)
 		if err == nil {
-			st = m.settle(c.ID, handler, state, client, st)
+			st = m.settle(c.ID, m.runtimeOf(c), state, client, st)
 		}
 		m.mu.Lock()
 		if m.containers[c.ID] != c || m.live[c.ID] != nil || c.State != Unknown {
@@ -563,22 +564,11 @@ func (m *Manager) InPod(podID string) []string {
 }
 
 // SetRuntimes replaces the runtime handlers offered to new containers.
-// A container keeps running on its handler when that handler is removed:
-// pier stops and removes it through the runtime it had.
+// The containers that exist keep the runtime they were created with, also
+// when their handler is removed or changed.
 func (m *Manager) SetRuntimes(runtimes map[string]*oci.Runtime) {
 	m.rtMu.Lock()
 	defer m.rtMu.Unlock()
-	if m.retired == nil {
-		m.retired = map[string]*oci.Runtime{}
-	}
-	for name, rt := range m.opts.Runtimes {
-		if _, ok := runtimes[name]; !ok {
-			m.retired[name] = rt
-		}
-	}
-	for name := range runtimes {
-		delete(m.retired, name)
-	}
 	m.opts.Runtimes = runtimes
 }
 
@@ -589,13 +579,12 @@ func (m *Manager) offered(handler string) *oci.Runtime {
 	return m.opts.Runtimes[handler]
 }
 
-// runtime is the runtime of an existing container's handler, or nil: an
-// offered one, else one SetRuntimes removed.
-func (m *Manager) runtime(handler string) *oci.Runtime {
-	m.rtMu.RLock()
-	defer m.rtMu.RUnlock()
-	if rt := m.opts.Runtimes[handler]; rt != nil {
-		return rt
+// runtimeOf is the runtime of an existing container, or nil: the one it
+// was created with, else (its handler could not run when pierd started)
+// its handler's now.
+func (m *Manager) runtimeOf(c *Container) *oci.Runtime {
+	if c.rt != nil {
+		return c.rt
 	}
-	return m.retired[handler]
+	return m.offered(c.Handler)
 }

@@ -107,7 +107,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	c = &Container{
 		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
 		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
-		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg,
+		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg, rt: rt,
 	}
 	cg := m.opts.Cgroups.Container(pod.Config.CgroupParent, id)
 	c.Cgroup = cg.Dir
@@ -292,7 +292,7 @@ func (m *Manager) mountRootfs(c *Container, pod *sandbox.Sandbox) error {
 // destroy removes everything of a container: its shim and runtime state,
 // root file system, directories and image hold. It is safe to call again.
 func (m *Manager) destroy(ctx context.Context, c *Container) {
-	rt := m.runtime(c.Handler)
+	rt := m.runtimeOf(c)
 	runtimeDir := ""
 	if rt != nil && rt.Root != "" {
 		runtimeDir = filepath.Join(rt.Root, c.ID)
@@ -455,7 +455,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 // start fails, the container's init is killed, and its exit recorded by
 // follow.
 func (m *Manager) runtimeStart(ctx context.Context, c *Container, l *live) error {
-	rt := m.runtime(c.Handler)
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("%w: runtime handler %q is gone", ErrNotRunning, c.Handler)
 	}
@@ -565,7 +565,7 @@ func (m *Manager) stopped(ctx context.Context, id string) error {
 // kill sends sig to the container's init, or to all its processes,
 // through the runtime.
 func (m *Manager) kill(ctx context.Context, c *Container, sig syscall.Signal, all bool) error {
-	rt := m.runtime(c.Handler)
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("runtime handler %q is gone", c.Handler)
 	}
@@ -578,7 +578,7 @@ func (m *Manager) kill(ctx context.Context, c *Container, sig syscall.Signal, al
 // once it answers again (retry); a container whose shim has ended without
 // an exit file is recorded exited with its status unknown.
 func (m *Manager) stopWithoutShim(ctx context.Context, c *Container) error {
-	rt := m.runtime(c.Handler)
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("container %s: runtime handler %q is gone: cannot stop it", c.ID, c.Handler)
 	}
