@@ -189,20 +189,33 @@ func (r *reloader) apply(cfg *Config) []string {
 		applied = append(applied, "log_verbosity")
 		klog.InfoS("Log verbosity changed", "from", old.LogVerbosity, "to", cfg.LogVerbosity)
 	}
-	if !reflect.DeepEqual(old.Runtimes, cfg.Runtimes) || old.DefaultRuntime != cfg.DefaultRuntime {
-		keep := map[string]cri.Handler{}
-		for _, h := range r.handlers {
-			if oc, ok := old.Runtimes[h.Name]; ok && h.Err == nil && reflect.DeepEqual(oc, cfg.Runtimes[h.Name]) {
-				keep[h.Name] = h // unchanged and usable; the others are probed (again)
-			}
+	changed := !reflect.DeepEqual(old.Runtimes, cfg.Runtimes) || old.DefaultRuntime != cfg.DefaultRuntime
+	keep := map[string]cri.Handler{}
+	for _, h := range r.handlers {
+		if oc, ok := old.Runtimes[h.Name]; ok && h.Err == nil && reflect.DeepEqual(oc, cfg.Runtimes[h.Name]) {
+			keep[h.Name] = h // unchanged and usable; the others are probed (again)
 		}
+	}
+	if changed || len(keep) < len(cfg.Runtimes) {
 		handlers, runtimes := probeSome(cfg, r.systemdCgroup, keep)
-		r.containers.SetRuntimes(runtimes)
-		r.runtime.SetHandlers(handlers, cfg.DefaultRuntime)
-		r.handlers = handlers
+		usable := func(hs []cri.Handler) (names []string) {
+			for _, h := range hs {
+				if h.Err == nil {
+					names = append(names, h.Name)
+				}
+			}
+			return names
+		}
+		if changed || !slices.Equal(usable(handlers), usable(r.handlers)) {
+			r.containers.SetRuntimes(runtimes)
+			r.runtime.SetHandlers(handlers, cfg.DefaultRuntime)
+			r.handlers = handlers
+			applied = append(applied, "runtimes")
+			klog.InfoS("Runtime handlers reloaded: they apply to new containers; existing ones keep the runtime they were created with", "usable", usable(handlers), "default", cfg.DefaultRuntime)
+		}
 		for _, name := range slices.Sorted(maps.Keys(old.Runtimes)) {
 			if _, ok := cfg.Runtimes[name]; !ok {
-				klog.InfoS("Runtime handler removed: no new containers use it; its running containers keep running", "handler", name)
+				klog.InfoS("Runtime handler removed: no new containers use it; its containers keep running", "handler", name)
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(cfg.Runtimes)) {
@@ -213,7 +226,6 @@ func (r *reloader) apply(cfg *Config) []string {
 		if old.DefaultRuntime != cfg.DefaultRuntime {
 			klog.InfoS("Default runtime handler changed", "from", old.DefaultRuntime, "to", cfg.DefaultRuntime)
 		}
-		applied = append(applied, "runtimes")
 	}
 	r.running = cfg
 	return applied

@@ -185,7 +185,7 @@ func (f *fakeRuntime) SetHandlers(h []cri.Handler, def string) { f.handlers, f.d
 
 func TestReloadAppliesWhatIsSafe(t *testing.T) {
 	state := t.TempDir() // the probes' work directories
-	path := configDir(t, map[string]string{"config.toml": "root = \"/srv/pier\"\nstate = \"" + state + "\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n"})
+	path := configDir(t, map[string]string{"config.toml": "root = \"/srv/pier\"\nstate = \"" + state + "\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n[runtimes.crun]\npath = \"/nonexistent/crun\"\n"})
 	dropIn := filepath.Join(filepath.Dir(path), "config.d", "50-ops.toml")
 	os.MkdirAll(filepath.Dir(dropIn), 0o755)
 	started, err := loadConfig(path, true)
@@ -200,9 +200,10 @@ func TestReloadAppliesWhatIsSafe(t *testing.T) {
 		handlers: []cri.Handler{runc, {Name: "crun", Err: os.ErrNotExist}}}
 
 	// Nothing changed: nothing applied, nothing to restart (the --listen
-	// flag still wins over the file).
+	// flag still wins over the file); crun, unusable, is probed again, in
+	// vain.
 	applied, restart, err := r.reload()
-	if err != nil || len(applied) != 0 || len(restart) != 0 || images.calls != 0 {
+	if err != nil || len(applied) != 0 || len(restart) != 0 || images.calls != 0 || runtime.handlers != nil {
 		t.Fatalf("unchanged: applied %v restart %v err %v calls %d", applied, restart, err, images.calls)
 	}
 
