@@ -152,7 +152,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	}
 	if len(resp.RuntimeHandlers) == 0 {
 		runtime.Status, runtime.Reason = false, "NoRuntimeHandler"
-		runtime.Message = "no runtime handler can run containers on this node (" + strings.Join(unusable, "; ") + "); fix the handler, then restart pierd"
+		runtime.Message = "no runtime handler can run containers on this node (" + strings.Join(unusable, "; ") + "); fix the handler, then reload pierd (SIGHUP) or restart it"
 	}
 	if req.GetVerbose() {
 		info := s.opts.Cgroups.Info()
