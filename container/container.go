@@ -100,6 +100,9 @@ type Container struct {
 	Config []byte `json:"config"`
 
 	config *runtimeapi.ContainerConfig
+	// rt is the runtime the container was created (or, after a restart of
+	// pierd, loaded) with: a reload changes it for new containers only.
+	rt *oci.Runtime
 }
 
 // CRIConfig is the container's CRI config.
@@ -124,7 +127,7 @@ type Options struct {
 	ShimBinary string // path of pier-shim
 	Images     *image.Store
 	Pods       *sandbox.Manager
-	Runtimes   map[string]*oci.Runtime // by handler name
+	Runtimes   map[string]*oci.Runtime // by handler name; SetRuntimes replaces them
 	Cgroups    *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
@@ -141,6 +144,8 @@ type Manager struct {
 	// empty (write): a create must not find the parent gone between its
 	// mkdir of the parent and of its own cgroup.
 	cgroupMu sync.RWMutex
+
+	rtMu sync.RWMutex // guards opts.Runtimes (SetRuntimes)
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -223,6 +228,7 @@ func (m *Manager) load() error {
 				}
 			}
 		}
+		c.rt = m.offered(c.Handler)
 		m.containers[c.ID] = c
 		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
 			m.names[nameOf(c.config, pod)] = c.ID
@@ -289,7 +295,7 @@ func (m *Manager) reconnect(c *Container) {
 		m.unreachable(c, err)
 		return
 	}
-	m.adopt(c, client, m.settle(c.ID, c.Handler, c.State, client, st))
+	m.adopt(c, client, m.settle(c.ID, m.runtimeOf(c), c.State, client, st))
 }
 
 // settle returns the shim's state, after telling a shim that knows its
@@ -297,8 +303,7 @@ func (m *Manager) reconnect(c *Container) {
 // runtime's start and stopped before it told the shim (or the shim is of
 // an older pier, which never hears of starts it did not run). It runs
 // commands: the caller does not hold mu.
-func (m *Manager) settle(id, handler string, state State, client *shim.Client, st *protocol.State) *protocol.State {
-	rt := m.opts.Runtimes[handler]
+func (m *Manager) settle(id string, rt *oci.Runtime, state State, client *shim.Client, st *protocol.State) *protocol.State {
 	if st.Status != protocol.StatusCreated || state == Running || rt == nil {
 		return st
 	}
@@ -376,11 +381,11 @@ func (m *Manager) retry(c *Container) {
 			return
 		}
 		m.mu.Lock()
-		handler, state := c.Handler, c.State
+		state := c.State
 		m.mu.Unlock()
 		client, st, err := connect(c.Socket, 10*time.Second)
 		if err == nil {
-			st = m.settle(c.ID, handler, state, client, st)
+			st = m.settle(c.ID, m.runtimeOf(c), state, client, st)
 		}
 		m.mu.Lock()
 		if m.containers[c.ID] != c || m.live[c.ID] != nil || c.State != Unknown {
@@ -556,4 +561,30 @@ func (m *Manager) InPod(podID string) []string {
 		}
 	}
 	return ids
+}
+
+// SetRuntimes replaces the runtime handlers offered to new containers.
+// The containers that exist keep the runtime they were created with, also
+// when their handler is removed or changed.
+func (m *Manager) SetRuntimes(runtimes map[string]*oci.Runtime) {
+	m.rtMu.Lock()
+	defer m.rtMu.Unlock()
+	m.opts.Runtimes = runtimes
+}
+
+// offered is the runtime of a handler new containers may use, or nil.
+func (m *Manager) offered(handler string) *oci.Runtime {
+	m.rtMu.RLock()
+	defer m.rtMu.RUnlock()
+	return m.opts.Runtimes[handler]
+}
+
+// runtimeOf is the runtime of an existing container, or nil: the one it
+// was created with, else (its handler could not run when pierd started)
+// its handler's now.
+func (m *Manager) runtimeOf(c *Container) *oci.Runtime {
+	if c.rt != nil {
+		return c.rt
+	}
+	return m.offered(c.Handler)
 }

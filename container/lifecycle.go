@@ -57,7 +57,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		// Its PID namespace is gone, and the pid may be another process's.
 		return nil, fmt.Errorf("%w: the init process of pod sandbox %s (pid %d) has exited: remove the pod and run it again", ErrPodNotReady, pod.ID, pod.InitPid)
 	}
-	rt := m.opts.Runtimes[pod.Config.RuntimeHandler]
+	rt := m.offered(pod.Config.RuntimeHandler)
 	if rt == nil {
 		return nil, fmt.Errorf("%w: pod sandbox %s has runtime handler %q, which pier does not offer", ErrPodNotReady, pod.ID, pod.Config.RuntimeHandler)
 	}
@@ -75,7 +75,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	m.names[name] = id
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, id, pod, img.ID, imageRef(img.RepoDigests, img.ID), cfg)
+	c, err := m.create(ctx, id, pod, rt, img.ID, imageRef(img.RepoDigests, img.ID), cfg)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -98,7 +98,7 @@ func imageRef(digests []string, id string) string {
 	return id
 }
 
-func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, imageID, ref string, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
+func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, rt *oci.Runtime, imageID, ref string, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
 	start := time.Now()
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -107,7 +107,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	c = &Container{
 		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
 		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
-		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg,
+		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg, rt: rt,
 	}
 	cg := m.opts.Cgroups.Container(pod.Config.CgroupParent, id)
 	c.Cgroup = cg.Dir
@@ -153,7 +153,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, i
 	spec, notes, err := Spec(SpecInput{
 		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
 		CgroupsPath: cg.Runtime, Cgroups: m.opts.Cgroups, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
-		Confine: m.opts.Confine, Runtime: m.opts.Runtimes[c.Handler],
+		Confine: m.opts.Confine, Runtime: rt,
 	})
 	if err != nil && !errors.Is(err, confine.ErrUnsupported) {
 		err = fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -292,7 +292,7 @@ func (m *Manager) mountRootfs(c *Container, pod *sandbox.Sandbox) error {
 // destroy removes everything of a container: its shim and runtime state,
 // root file system, directories and image hold. It is safe to call again.
 func (m *Manager) destroy(ctx context.Context, c *Container) {
-	rt := m.opts.Runtimes[c.Handler]
+	rt := m.runtimeOf(c)
 	runtimeDir := ""
 	if rt != nil && rt.Root != "" {
 		runtimeDir = filepath.Join(rt.Root, c.ID)
@@ -455,7 +455,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 // start fails, the container's init is killed, and its exit recorded by
 // follow.
 func (m *Manager) runtimeStart(ctx context.Context, c *Container, l *live) error {
-	rt := m.opts.Runtimes[c.Handler]
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("%w: runtime handler %q is gone", ErrNotRunning, c.Handler)
 	}
@@ -565,7 +565,7 @@ func (m *Manager) stopped(ctx context.Context, id string) error {
 // kill sends sig to the container's init, or to all its processes,
 // through the runtime.
 func (m *Manager) kill(ctx context.Context, c *Container, sig syscall.Signal, all bool) error {
-	rt := m.opts.Runtimes[c.Handler]
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("runtime handler %q is gone", c.Handler)
 	}
@@ -578,7 +578,7 @@ func (m *Manager) kill(ctx context.Context, c *Container, sig syscall.Signal, al
 // once it answers again (retry); a container whose shim has ended without
 // an exit file is recorded exited with its status unknown.
 func (m *Manager) stopWithoutShim(ctx context.Context, c *Container) error {
-	rt := m.opts.Runtimes[c.Handler]
+	rt := m.runtimeOf(c)
 	if rt == nil {
 		return fmt.Errorf("container %s: runtime handler %q is gone: cannot stop it", c.ID, c.Handler)
 	}

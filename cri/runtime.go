@@ -30,6 +30,23 @@ type RuntimeService struct {
 
 	mu      sync.Mutex
 	podCIDR string
+
+	// hmu guards opts.Handlers and opts.DefaultHandler (SetHandlers).
+	hmu sync.RWMutex
+}
+
+// SetHandlers replaces the runtime handlers offered and the default one.
+func (s *RuntimeService) SetHandlers(handlers []Handler, defaultHandler string) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.opts.Handlers, s.opts.DefaultHandler = handlers, defaultHandler
+}
+
+// handlers returns the runtime handlers and the default one.
+func (s *RuntimeService) handlers() ([]Handler, string) {
+	s.hmu.RLock()
+	defer s.hmu.RUnlock()
+	return s.opts.Handlers, s.opts.DefaultHandler
 }
 
 // RuntimeOptions are what the runtime service is built from.
@@ -75,10 +92,11 @@ func NewRuntimeService(opts RuntimeOptions) *RuntimeService {
 // handler resolves a requested runtime handler ("" is the default): an
 // unknown one is InvalidArgument, one that cannot run here FailedPrecondition.
 func (s *RuntimeService) handler(name string) (string, error) {
+	handlers, def := s.handlers()
 	if name == "" {
-		name = s.opts.DefaultHandler
+		name = def
 	}
-	for _, h := range s.opts.Handlers {
+	for _, h := range handlers {
 		if h.Name == name {
 			if h.Err != nil {
 				return "", status.Errorf(codes.FailedPrecondition, "runtime handler %q cannot run containers on this node: %v", name, h.Err)
@@ -91,7 +109,8 @@ func (s *RuntimeService) handler(name string) (string, error) {
 
 func (s *RuntimeService) handlerNames() []string {
 	var names []string
-	for _, h := range s.opts.Handlers {
+	handlers, _ := s.handlers()
+	for _, h := range handlers {
 		names = append(names, h.Name)
 	}
 	return names
@@ -124,13 +143,14 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	}
 	var unusable []string
 	userns := s.opts.Pods.UserNamespaces()
-	for _, h := range s.opts.Handlers {
+	handlers, def := s.handlers()
+	for _, h := range handlers {
 		if h.Err != nil {
 			unusable = append(unusable, h.Name+": "+h.Err.Error())
 			continue
 		}
 		names := []string{h.Name}
-		if h.Name == s.opts.DefaultHandler {
+		if h.Name == def {
 			names = append(names, "") // the default handler, as kubelet names it
 		}
 		for _, n := range names {
@@ -139,14 +159,14 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	}
 	if len(resp.RuntimeHandlers) == 0 {
 		runtime.Status, runtime.Reason = false, "NoRuntimeHandler"
-		runtime.Message = "no runtime handler can run containers on this node (" + strings.Join(unusable, "; ") + "); fix the handler, then restart pierd"
+		runtime.Message = "no runtime handler can run containers on this node (" + strings.Join(unusable, "; ") + "); fix the handler, then reload pierd (SIGHUP) or restart it"
 	}
 	if req.GetVerbose() {
 		info := s.opts.Cgroups.Info()
 		if s.opts.Confine != nil {
 			maps.Copy(info, s.opts.Confine.Info())
 		}
-		for _, h := range s.opts.Handlers {
+		for _, h := range handlers {
 			if h.Err != nil {
 				info["handler."+h.Name] = "unusable: " + h.Err.Error()
 			} else {

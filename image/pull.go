@@ -29,8 +29,9 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error
 		return nil, err
 	}
 	var errs []error
-	for _, ep := range s.reg.endpoints(reference.Domain(named)) {
-		img, err := s.pullFrom(ctx, ep, named, auth)
+	regs := s.reg.Load() // one pull, one configuration
+	for _, ep := range regs.endpoints(reference.Domain(named)) {
+		img, err := s.pullFrom(ctx, regs, ep, named, auth)
 		if err == nil {
 			return img, nil
 		}
@@ -61,7 +62,7 @@ func (m *multiError) Error() string {
 }
 
 // pullFrom pulls named from one endpoint.
-func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth) (*Image, error) {
+func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, named reference.Named, auth *Auth) (*Image, error) {
 	start := time.Now()
 	refStr := named.String()
 	reg, err := ep.registry()
@@ -75,7 +76,7 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	} else if t, ok := named.(reference.Tagged); ok {
 		target = repo.Tag(t.Tag())
 	}
-	authenticator, err := s.reg.authenticator(ep, repo, auth)
+	authenticator, err := regs.authenticator(ep, repo, auth)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", ep.host, err)
 	}
@@ -83,7 +84,7 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	opts := []remote.Option{
 		remote.WithContext(gctx),
 		remote.WithAuth(authenticator),
-		remote.WithTransport(s.reg.transport(ep)),
+		remote.WithTransport(regs.transport(ep)),
 		remote.WithUserAgent(UserAgent),
 		remote.WithJobs(s.opts.MaxConcurrentDownloads),
 	}

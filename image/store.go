@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -103,11 +104,11 @@ type imageRecord struct {
 type Store struct {
 	root     string
 	opts     Options
-	reg      *registries
+	reg      atomic.Pointer[registries] // replaced by Reconfigure
 	platform Platform
-	pinned   map[string]bool
 
 	mu       sync.Mutex
+	pinned   map[string]bool          // by normalized reference or ID; replaced by Reconfigure
 	images   map[string]*Image        // by ID
 	layers   map[string]*layerRecord  // by chain ID
 	inflight map[string]*unpackResult // layers being unpacked, by chain ID
@@ -130,25 +131,22 @@ func New(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	pinned, err := pinnedSet(opts.Pinned)
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{
 		root:     opts.Root,
 		opts:     opts,
-		reg:      reg,
 		platform: opts.Platform,
-		pinned:   map[string]bool{},
+		pinned:   pinned,
 		images:   map[string]*Image{},
 		layers:   map[string]*layerRecord{},
 		inflight: map[string]*unpackResult{},
 		leases:   map[string]int{},
 		holds:    map[string][]string{},
 	}
-	for _, p := range opts.Pinned {
-		named, err := normalize(p)
-		if err != nil {
-			return nil, fmt.Errorf("pinned image: %w", err)
-		}
-		s.pinned[named.String()] = true
-	}
+	s.reg.Store(reg)
 	// Layers hold what images ship, setuid-root files and device nodes
 	// included: no other user may reach them (overlayfs reaches the lower
 	// directories with the credentials of whoever mounted it, root).
@@ -168,6 +166,47 @@ func New(opts Options) (*Store, error) {
 	}
 	klog.InfoS("Image store loaded", "root", s.root, "images", len(s.images), "layers", len(s.layers), "platform", s.platform)
 	return s, nil
+}
+
+func pinnedSet(refs []string) (map[string]bool, error) {
+	pinned := map[string]bool{}
+	for _, p := range refs {
+		named, err := normalize(p)
+		if err != nil {
+			return nil, fmt.Errorf("pinned image: %w", err)
+		}
+		pinned[named.String()] = true
+	}
+	return pinned, nil
+}
+
+// CheckConfig reports what New or Reconfigure would refuse in registries
+// and pinned images.
+func CheckConfig(registries map[string]RegistryConfig, pinned []string) error {
+	if _, err := newRegistries(registries, nil); err != nil {
+		return err
+	}
+	_, err := pinnedSet(pinned)
+	return err
+}
+
+// Reconfigure replaces the registry settings and the pinned images, for
+// pulls that start after it; a pull under way keeps the settings it began
+// with. On error nothing changes.
+func (s *Store) Reconfigure(registries map[string]RegistryConfig, pinned []string) error {
+	reg, err := newRegistries(registries, s.opts.Keychain)
+	if err != nil {
+		return err
+	}
+	set, err := pinnedSet(pinned)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reg.Store(reg)
+	s.pinned = set
+	return nil
 }
 
 func (s *Store) layersDir() string { return filepath.Join(s.root, "layers") }

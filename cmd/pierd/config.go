@@ -4,7 +4,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +25,7 @@ type Config struct {
 	Root           string                          `toml:"root"`
 	State          string                          `toml:"state"`
 	Listen         string                          `toml:"listen"`
+	LogVerbosity   int                             `toml:"log_verbosity"`
 	CgroupDriver   string                          `toml:"cgroup_driver"`
 	DefaultRuntime string                          `toml:"default_runtime"`
 	ShimBinary     string                          `toml:"shim_binary"`
@@ -30,6 +35,16 @@ type Config struct {
 	Image          ImageConfig                     `toml:"image"`
 	Security       SecurityConfig                  `toml:"security"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
+
+	// origin names, by key path, the file (or flag) that set each key
+	// (mergeConfig); files lists the files read, in order.
+	origin map[string]string
+	files  []string
+	// path and named are loadConfig's arguments, flags the command-line
+	// flags given (noteFlags), for reloads.
+	path  string
+	named bool
+	flags map[string]bool
 }
 
 // RuntimeConfig is a [runtimes.<handler>] table.
@@ -68,53 +83,67 @@ func (d *duration) UnmarshalText(b []byte) (err error) {
 	return err
 }
 
-// loadConfig reads the defaults, then path on top of them. A missing file
-// is fine unless the user named it.
+// loadConfig reads the defaults, then path on top of them, then the
+// drop-ins of its config.d directory (mergeConfig). A missing file is fine
+// unless the user named it; a missing config.d is fine.
 func loadConfig(path string, named bool) (*Config, error) {
-	var c Config
-	if _, err := toml.Decode(defaultConfig, &c); err != nil {
-		return nil, fmt.Errorf("built-in default config: %w", err)
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && !named {
-		return &c, nil
-	}
-	if err != nil {
+	files := []string{path}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !named {
+		files = nil
+	} else if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	md, err := toml.Decode(string(data), &c)
+	dropIns, err := dropInFiles(filepath.Join(filepath.Dir(path), "config.d"))
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
-	if keys := md.Undecoded(); len(keys) > 0 {
-		names := make([]string, len(keys))
-		for i, k := range keys {
-			names[i] = k.String()
-		}
-		return nil, fmt.Errorf("config %s: unknown keys %s (see `pierd config default`)", path, strings.Join(names, ", "))
+	c, err := mergeConfig(append(files, dropIns...))
+	if err != nil {
+		return nil, err
 	}
-	return &c, c.validate()
+	c.path, c.named = path, named
+	return c, c.validate()
 }
 
+// validate checks the values of c; an error names the key and the file
+// that set it.
 func (c *Config) validate() error {
 	switch c.CgroupDriver {
 	case "", "systemd", "cgroupfs":
 	default:
-		return fmt.Errorf("cgroup_driver %q: want \"systemd\", \"cgroupfs\" or \"\"", c.CgroupDriver)
+		return c.keyError(toml.Key{"cgroup_driver"}, "%q: want \"systemd\", \"cgroupfs\" or \"\"", c.CgroupDriver)
 	}
 	if !strings.HasPrefix(c.Listen, "unix://") {
-		return fmt.Errorf("listen %q: want unix:///path/to.sock", c.Listen)
+		return c.keyError(toml.Key{"listen"}, "%q: want unix:///path/to.sock", c.Listen)
 	}
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
-		return fmt.Errorf("default_runtime %q has no [runtimes.%s] table", c.DefaultRuntime, c.DefaultRuntime)
+		return c.keyError(toml.Key{"default_runtime"}, "%q has no [runtimes.%s] table", c.DefaultRuntime, toml.Key{c.DefaultRuntime})
 	}
-	for name, r := range c.Runtimes {
-		if r.Path == "" {
-			return fmt.Errorf("[runtimes.%s] needs a path", name)
+	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
+		if c.Runtimes[name].Path == "" {
+			return c.keyError(toml.Key{"runtimes", name, "path"}, "runtime handler %s needs a path", name)
 		}
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
-		return fmt.Errorf("image.max_concurrent_downloads must be at least 1")
+		return c.keyError(toml.Key{"image", "max_concurrent_downloads"}, "%d: must be at least 1", c.Image.MaxConcurrentDownloads)
+	}
+	switch c.Security.SeccompDefault {
+	case "", "unconfined", "runtime/default":
+	default:
+		return c.keyError(toml.Key{"security", "seccomp_default"}, "%q: want \"unconfined\" or \"runtime/default\"", c.Security.SeccompDefault)
+	}
+	if _, _, err := net.SplitHostPort(c.Streaming.Address); err != nil {
+		return c.keyError(toml.Key{"streaming", "address"}, "%q: want host:port", c.Streaming.Address)
+	}
+	for _, host := range slices.Sorted(maps.Keys(c.Registries)) {
+		if err := image.CheckConfig(map[string]image.RegistryConfig{host: c.Registries[host]}, nil); err != nil {
+			return c.keyError(toml.Key{"registries", host, "mirrors"}, "%v", err)
+		}
+	}
+	for i, ref := range c.Image.PinnedImages {
+		if err := image.CheckConfig(nil, []string{ref}); err != nil {
+			return c.keyError(toml.Key{"image", "pinned_images"}, "entry %d: %v", i, err)
+		}
 	}
 	return nil
 }

@@ -19,6 +19,12 @@ import (
 // (with the systemd cgroup driver, through systemd),
 // and the runtimes of the usable ones.
 func probeHandlers(cfg *Config, systemdCgroup bool) ([]cri.Handler, map[string]*oci.Runtime) {
+	return probeSome(cfg, systemdCgroup, nil)
+}
+
+// probeSome is probeHandlers, but a handler found in keep is kept as it is
+// rather than probed again.
+func probeSome(cfg *Config, systemdCgroup bool, keep map[string]cri.Handler) ([]cri.Handler, map[string]*oci.Runtime) {
 	names := make([]string, 0, len(cfg.Runtimes))
 	for name := range cfg.Runtimes {
 		names = append(names, name)
@@ -28,6 +34,10 @@ func probeHandlers(cfg *Config, systemdCgroup bool) ([]cri.Handler, map[string]*
 	runtimes := make([]*oci.Runtime, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
+		if h, ok := keep[name]; ok {
+			handlers[i], runtimes[i] = h, h.Runtime
+			continue
+		}
 		wg.Go(func() {
 			start := time.Now()
 			rt := &oci.Runtime{Name: name, Path: cfg.Runtimes[name].Path, Root: filepath.Join(cfg.State, "runtime", name), SystemdCgroup: systemdCgroup,

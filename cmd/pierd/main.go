@@ -51,7 +51,7 @@ func run(args []string) error {
 	state := fs.String("state", "", "volatile state directory (overrides the config's state)")
 	listen := fs.String("listen", "", "CRI socket, unix:///path (overrides the config's listen)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd version\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd config check [--config path]\n       pierd version\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -59,6 +59,9 @@ func run(args []string) error {
 			return nil
 		}
 		return err
+	}
+	if a := fs.Args(); len(a) >= 2 && a[0] == "config" && a[1] == "check" {
+		return configCheck(fs, a[2:])
 	}
 	switch strings.Join(fs.Args(), " ") {
 	case "":
@@ -86,6 +89,7 @@ func run(args []string) error {
 			*o.field = o.flag
 		}
 	}
+	noteFlags(fs, cfg)
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -174,21 +178,23 @@ func serve(cfg *Config) error {
 	}()
 	defer stream.Stop()
 	klog.InfoS("Streaming server listening", "address", stream.Addr())
+	runtimeService := cri.NewRuntimeService(cri.RuntimeOptions{
+		Version:        version,
+		Cgroups:        cgroups,
+		Confine:        confinement,
+		Pods:           pods,
+		Containers:     containers,
+		Stream:         stream,
+		Network:        network,
+		Handlers:       handlers,
+		DefaultHandler: cfg.DefaultRuntime,
+	})
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
 	cri.Register(server,
-		cri.NewRuntimeService(cri.RuntimeOptions{
-			Version:        version,
-			Cgroups:        cgroups,
-			Confine:        confinement,
-			Pods:           pods,
-			Containers:     containers,
-			Stream:         stream,
-			Network:        network,
-			Handlers:       handlers,
-			DefaultHandler: cfg.DefaultRuntime,
-		}),
+		runtimeService,
 		cri.NewImageService(images))
+	reloadOnSIGHUP(cfg, cgroups.Driver == cgroup.Systemd, images, containers, runtimeService, handlers)
 
 	socket := strings.TrimPrefix(cfg.Listen, "unix://")
 	lis, err := listenUnix(socket)
