@@ -13,22 +13,22 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// fakeRuntime answers the health check's calls; with stuck set,
+// fakeCRI answers the health check's calls; with stuck set,
 // ListContainers hangs as a CRI call on a wedged lock would.
-type fakeRuntime struct {
+type fakeCRI struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	stuck atomic.Bool
 }
 
-func (f *fakeRuntime) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+func (f *fakeCRI) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
 	return &runtimeapi.VersionResponse{RuntimeName: "fake"}, nil
 }
 
-func (f *fakeRuntime) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+func (f *fakeCRI) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	return &runtimeapi.ListPodSandboxResponse{}, nil
 }
 
-func (f *fakeRuntime) ListContainers(ctx context.Context, _ *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+func (f *fakeCRI) ListContainers(ctx context.Context, _ *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	for f.stuck.Load() {
 		select {
 		case <-ctx.Done():
@@ -119,7 +119,7 @@ func TestSystemdNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &fakeRuntime{}
+	fake := &fakeCRI{}
 	server := grpc.NewServer()
 	runtimeapi.RegisterRuntimeServiceServer(server, fake)
 	go server.Serve(lis)
