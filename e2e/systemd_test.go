@@ -100,6 +100,20 @@ func TestSystemdNotify(t *testing.T) {
 		t.Errorf("WATCHDOG=1 %s apart, want about 1s (half of WATCHDOG_USEC)", d)
 	}
 
+	// Under systemd pierd has NOTIFY_SOCKET; the runtime must not get it
+	// (runc's start then waits for a notification socket of the
+	// container's that its create never made).
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "notify")
+	id := startContainer(t, p, podID, pod, containerConfig("sleeper", "sleep", "1000"))
+	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	if _, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RemovePods(); err != nil {
+		t.Fatal(err)
+	}
+
 	if err := p.Stop(); err != nil {
 		t.Fatalf("stop pierd: %v", err)
 	}

@@ -654,3 +654,10 @@ func TestProbeOnNodev(t *testing.T) {
 	}
 	checkClean(t, r, workDir, "")
 }
+
+func TestRuntimeEnvDropsSystemdVariables(t *testing.T) {
+	got := runtimeEnv([]string{"PATH=/bin", "NOTIFY_SOCKET=/run/systemd/notify", "WATCHDOG_USEC=1", "WATCHDOG_PID=2", "LISTEN_FDS=1", "TMPDIR=/tmp"})
+	if want := []string{"PATH=/bin", "TMPDIR=/tmp"}; !slices.Equal(got, want) {
+		t.Errorf("runtime environment %q, want %q", got, want)
+	}
+}

@@ -240,6 +240,7 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 	full = append(full, args...)
 
 	cmd := exec.CommandContext(ctx, r.Binary(), full...)
+	cmd.Env = runtimeEnv(os.Environ())
 	// Its own process group: a terminal's signals do not reach it, and a
 	// cancelled context kills whatever it started that is still in the group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -296,6 +297,24 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 	e := &Error{Runtime: r.Name, Op: op, ID: id, Msg: msg, Err: runErr}
 	e.notFound = id != "" && op != "create" && isNotFound(msg, id)
 	return nil, e
+}
+
+// runtimeEnv is the environment a runtime command gets: the caller's,
+// without what systemd hands its service. runc and crun forward the
+// notifications of a container (systemd in a container) when they find
+// NOTIFY_SOCKET: with pierd's, "runc start" looks for a forwarding socket
+// its create never made (pier-shim runs create without it) and fails.
+func runtimeEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "NOTIFY_SOCKET", strings.HasPrefix(k, "WATCHDOG_"), strings.HasPrefix(k, "LISTEN_"):
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // lastMessage picks the runtime's own error message: the last error-level
