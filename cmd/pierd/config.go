@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/metrics"
 )
 
 //go:embed default.toml
@@ -30,6 +31,7 @@ type Config struct {
 	Image          ImageConfig                     `toml:"image"`
 	Security       SecurityConfig                  `toml:"security"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
+	Metrics        metrics.Config                  `toml:"metrics"`
 }
 
 // RuntimeConfig is a [runtimes.<handler>] table.
@@ -115,6 +117,9 @@ func (c *Config) validate() error {
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
 		return fmt.Errorf("image.max_concurrent_downloads must be at least 1")
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		return err
 	}
 	return nil
 }

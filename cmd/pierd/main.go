@@ -101,6 +101,7 @@ func serve(cfg *Config) error {
 			return err
 		}
 	}
+	obs := newObservers(cfg.Metrics)
 	images, err := image.New(image.Options{
 		Root:                   cfg.Root,
 		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
@@ -108,6 +109,7 @@ func serve(cfg *Config) error {
 		Registries:             cfg.Registries,
 		Pinned:                 cfg.Image.PinnedImages,
 		Keychain:               authn.DefaultKeychain,
+		OnPull:                 obs.pull,
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)
@@ -158,10 +160,16 @@ func serve(cfg *Config) error {
 		Cgroups:     cgroups,
 		OOMScoreAdj: ownOOMScoreAdj(),
 		Confine:     confinement,
+		OnExit:      obs.exit,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
 	}
+	stopMetrics, err := obs.serve(containers, pods)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	stream, err := streaming.NewServer(cfg.Streaming.Address, &streaming.Sessions{Containers: containers, Pods: pods})
 	if err != nil {
@@ -175,7 +183,7 @@ func serve(cfg *Config) error {
 	defer stream.Stop()
 	klog.InfoS("Streaming server listening", "address", stream.Addr())
 
-	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
+	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)))
 	cri.Register(server,
 		cri.NewRuntimeService(cri.RuntimeOptions{
 			Version:        version,
