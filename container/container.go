@@ -133,6 +133,11 @@ type Options struct {
 	OOMScoreAdj int
 	// Confine is the confinement (seccomp, AppArmor) the node can apply.
 	Confine *confine.Node
+	// OnExit, if set, is told the reason ("OOMKilled", "Completed",
+	// "Error", ...) of each exit recorded from a container's shim (package
+	// metrics counts OOM kills). It runs under the manager's lock: it must
+	// be quick and must not call the manager.
+	OnExit func(reason string)
 }
 
 // Manager runs the node's containers.
@@ -490,6 +495,9 @@ func (m *Manager) recordExit(c *Container, e *protocol.Exit) {
 		klog.ErrorS(err, "Recording a container's exit", "id", c.ID)
 	}
 	klog.V(2).InfoS("Container exited", "id", c.ID, "exitCode", e.Code, "reason", c.Reason)
+	if m.opts.OnExit != nil {
+		m.opts.OnExit(c.Reason)
+	}
 }
 
 // Get returns a container by id or unique id prefix.
@@ -587,4 +595,18 @@ func (m *Manager) runtimeOf(c *Container) *oci.Runtime {
 		return c.rt
 	}
 	return m.offered(c.Handler)
+}
+
+// Census counts the containers by state, and the shims pierd follows: the
+// containers whose pier-shim it started or reconnected to and has not yet
+// deleted or lost. It copies nothing (package metrics calls it at each
+// scrape).
+func (m *Manager) Census() (states map[State]int, shims int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	states = make(map[State]int, 4)
+	for _, c := range m.containers {
+		states[c.State]++
+	}
+	return states, len(m.live)
 }

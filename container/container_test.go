@@ -2,9 +2,13 @@ package container
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/pier-runtime/pier/shim/protocol"
 )
 
 // TestNewDirs: the roots of the containers' directories may be passed
@@ -63,5 +67,37 @@ func TestMakeLogDir(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Errorf("made outside: %v", entries)
+	}
+}
+
+// TestCensusAndOnExit: the census counts containers by state and the
+// shims followed; each recorded exit is told to OnExit with its reason.
+func TestCensusAndOnExit(t *testing.T) {
+	var reasons []string
+	m := &Manager{
+		opts:       Options{Root: t.TempDir(), OnExit: func(r string) { reasons = append(reasons, r) }},
+		containers: map[string]*Container{},
+		live:       map[string]*live{},
+	}
+	for id, st := range map[string]State{"a": Running, "b": Running, "c": Created, "d": Exited} {
+		if err := os.Mkdir(m.dir(id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		m.containers[id] = &Container{Version: recordVersion, ID: id, State: st}
+		if st != Exited {
+			m.live[id] = newLive()
+		}
+	}
+	states, shims := m.Census()
+	if states[Running] != 2 || states[Created] != 1 || states[Exited] != 1 || shims != 3 {
+		t.Fatalf("census %v, %d shims", states, shims)
+	}
+	m.recordExit(m.containers["a"], &protocol.Exit{Code: 137, Signal: 9, OOMKilled: true, FinishedAt: time.Now()})
+	m.recordExit(m.containers["b"], &protocol.Exit{Code: 0, FinishedAt: time.Now()})
+	if fmt.Sprint(reasons) != "[OOMKilled Completed]" {
+		t.Fatalf("OnExit saw %v", reasons)
+	}
+	if states, _ := m.Census(); states[Running] != 0 || states[Exited] != 3 {
+		t.Fatalf("census after exits %v", states)
 	}
 }

@@ -25,12 +25,34 @@ var requestID atomic.Uint64
 // into Internal errors, and maps pier's errors to gRPC codes. It never logs
 // request bodies: they may hold registry credentials.
 func Interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	return intercept(ctx, req, info, handler, nil)
+}
+
+// Observer is told each request's full method, gRPC code and duration
+// (package metrics counts them). It runs on every request: it must be quick.
+type Observer func(fullMethod string, code codes.Code, d time.Duration)
+
+// NewInterceptor is Interceptor that also tells observe, if not nil, of
+// each request once it is answered.
+func NewInterceptor(observe Observer) grpc.UnaryServerInterceptor {
+	if observe == nil {
+		return Interceptor
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return intercept(ctx, req, info, handler, observe)
+	}
+}
+
+func intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler, observe Observer) (resp any, err error) {
 	id := requestID.Add(1)
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			klog.ErrorS(nil, "Panic in CRI handler", "id", id, "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
 			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, p)
+		}
+		if observe != nil {
+			observe(info.FullMethod, status.Code(err), time.Since(start))
 		}
 	}()
 	resp, err = handler(ctx, req)

@@ -67,3 +67,27 @@ func TestInterceptorReportsTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The observer sees each request once, with the code the client gets,
+// panics too.
+func TestInterceptorObserves(t *testing.T) {
+	type seen struct {
+		method string
+		code   codes.Code
+	}
+	var got []seen
+	icpt := NewInterceptor(func(m string, c codes.Code, d time.Duration) {
+		if d < 0 {
+			t.Errorf("negative duration %v", d)
+		}
+		got = append(got, seen{m, c})
+	})
+	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/Version"}
+	icpt(context.Background(), nil, info, func(context.Context, any) (any, error) { return "ok", nil })
+	icpt(context.Background(), nil, info, func(context.Context, any) (any, error) { return nil, fmt.Errorf("x: %w", image.ErrNotFound) })
+	icpt(context.Background(), nil, info, func(context.Context, any) (any, error) { panic("boom") })
+	want := []seen{{info.FullMethod, codes.OK}, {info.FullMethod, codes.NotFound}, {info.FullMethod, codes.Internal}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+}

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -40,4 +41,41 @@ func withKind(kind, err error) error { return &kindError{kind: kind, err: err} }
 
 func errorf(kind error, format string, a ...any) error {
 	return withKind(kind, fmt.Errorf(format, a...))
+}
+
+// failureReasons name the sentinels for FailureReason, in the CRI layer's
+// order of precedence (an error made of several takes the first).
+var failureReasons = []struct {
+	err    error
+	reason string
+}{
+	{ErrInvalidReference, "invalid_reference"},
+	{ErrPlatform, "platform"},
+	{ErrNotFound, "not_found"},
+	{ErrUnauthorized, "unauthorized"},
+	{ErrCorrupt, "corrupt"},
+	{ErrBadLayer, "bad_layer"},
+	{ErrUnavailable, "unavailable"},
+	{context.DeadlineExceeded, "deadline_exceeded"},
+	{context.Canceled, "canceled"},
+}
+
+// FailureReasons lists every reason FailureReason returns.
+func FailureReasons() []string {
+	out := make([]string, 0, len(failureReasons)+1)
+	for _, r := range failureReasons {
+		out = append(out, r.reason)
+	}
+	return append(out, "other")
+}
+
+// FailureReason names why a pull failed, in a word fit for a metric
+// label: "not_found", "unauthorized", ..., or "other".
+func FailureReason(err error) string {
+	for _, r := range failureReasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
 }

@@ -1,7 +1,9 @@
 package image
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -163,5 +165,37 @@ func TestStoreModes(t *testing.T) {
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
 		}
+	}
+}
+
+func TestFailureReason(t *testing.T) {
+	for err, want := range map[error]string{
+		fmt.Errorf("x: %w", ErrNotFound):                                                   "not_found",
+		withKind(ErrUnauthorized, errors.New("no")):                                        "unauthorized",
+		errors.Join(fmt.Errorf("a: %w", ErrUnavailable), fmt.Errorf("b: %w", ErrNotFound)): "not_found",
+		fmt.Errorf("x: %w", context.Canceled):                                              "canceled",
+		errors.New("disk full"):                                                            "other",
+	} {
+		if got := FailureReason(err); got != want {
+			t.Errorf("%v: %s, want %s", err, got, want)
+		}
+	}
+	if r := FailureReasons(); len(r) != len(failureReasons)+1 || r[len(r)-1] != "other" {
+		t.Errorf("FailureReasons: %v", r)
+	}
+}
+
+// OnPull hears of each pull, failed ones too.
+func TestOnPull(t *testing.T) {
+	var got []PullStats
+	s, err := New(Options{Root: t.TempDir(), OnPull: func(p PullStats) { got = append(got, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(context.Background(), "Not/A:Valid:Reference", nil); err == nil {
+		t.Fatal("pulled an invalid reference")
+	}
+	if len(got) != 1 || FailureReason(got[0].Err) != "invalid_reference" || got[0].Bytes != 0 {
+		t.Fatalf("OnPull saw %+v", got)
 	}
 }

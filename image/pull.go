@@ -23,7 +23,22 @@ var UserAgent = "pier"
 
 // Pull fetches image ref for this node's platform, from the registry's
 // mirrors in order and then the registry itself, and records it under ref.
-func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error) {
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, err error) {
+	var fetched atomic.Int64
+	if s.opts.OnPull != nil {
+		start := time.Now()
+		defer func() {
+			why := err
+			if err != nil && ctx.Err() != nil {
+				why = ctx.Err() // as the CRI interceptor reports it
+			}
+			s.opts.OnPull(PullStats{Bytes: fetched.Load(), Duration: time.Since(start), Err: why})
+		}()
+	}
+	return s.pull(ctx, ref, auth, &fetched)
+}
+
+func (s *Store) pull(ctx context.Context, ref string, auth *Auth, fetched *atomic.Int64) (*Image, error) {
 	named, err := normalize(ref)
 	if err != nil {
 		return nil, err
@@ -31,7 +46,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error
 	var errs []error
 	regs := s.reg.Load() // one pull, one configuration
 	for _, ep := range regs.endpoints(reference.Domain(named)) {
-		img, err := s.pullFrom(ctx, regs, ep, named, auth)
+		img, err := s.pullFrom(ctx, regs, ep, named, auth, fetched)
 		if err == nil {
 			return img, nil
 		}
@@ -61,8 +76,9 @@ func (m *multiError) Error() string {
 	return strings.Join(msgs, "; ")
 }
 
-// pullFrom pulls named from one endpoint.
-func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, named reference.Named, auth *Auth) (*Image, error) {
+// pullFrom pulls named from one endpoint, adding the layer bytes it
+// fetches to fetched.
+func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, named reference.Named, auth *Auth, fetched *atomic.Int64) (*Image, error) {
 	start := time.Now()
 	refStr := named.String()
 	reg, err := ep.registry()
@@ -160,7 +176,7 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 				if err != nil {
 					return nil, classify(err, refStr, ep)
 				}
-				return rc, nil
+				return &countingReadCloser{rc, fetched}, nil
 			}
 			return s.ensureLayer(gctx, l, fetch, &done)
 		})
@@ -193,6 +209,18 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 	klog.InfoS("Pulled image", "image", refStr, "id", stored.ID, "from", ep.host, "bytes", total,
 		"seconds", fmt.Sprintf("%.2f", secs), "MBps", fmt.Sprintf("%.1f", float64(done.Load())/1e6/secs))
 	return stored, nil
+}
+
+// countingReadCloser adds what is read through it to n.
+type countingReadCloser struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingReadCloser) Read(p []byte) (int, error) {
+	k, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 func mustDigest(img v1.Image) string {

@@ -55,6 +55,21 @@ type Options struct {
 	Keychain authn.Keychain
 	// Platform is the node's platform; zero means NodePlatform().
 	Platform Platform
+	// OnPull, if set, is told of each Pull when it ends (package metrics
+	// counts them). It runs on the pulling goroutine: it must be quick.
+	OnPull func(PullStats)
+}
+
+// PullStats is what one Pull did.
+type PullStats struct {
+	// Bytes is how many layer blob bytes were fetched from registries
+	// (compressed, as sent), over every endpoint tried; layers already
+	// stored are not fetched and not counted.
+	Bytes int64
+	// Duration is the whole Pull's, every endpoint tried.
+	Duration time.Duration
+	// Err is why the pull failed (FailureReason names it), nil if it did not.
+	Err error
 }
 
 // Image is a stored image. Values returned by the Store are copies.

@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pier-runtime/pier/image"
+	"github.com/pier-runtime/pier/metrics"
 )
 
 //go:embed default.toml
@@ -35,6 +36,7 @@ type Config struct {
 	Image          ImageConfig                     `toml:"image"`
 	Security       SecurityConfig                  `toml:"security"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
+	Metrics        metrics.Config                  `toml:"metrics"`
 
 	// origin names, by key path, the file (or flag) that set each key
 	// (mergeConfig); files lists the files read, in order.
@@ -144,6 +146,9 @@ func (c *Config) validate() error {
 		if err := image.CheckConfig(nil, []string{ref}); err != nil {
 			return c.keyError(toml.Key{"image", "pinned_images"}, "entry %d: %v", i, err)
 		}
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -48,3 +48,39 @@ mirrors = ["http://127.0.0.1:5000"]
 		t.Fatal("bad cgroup driver accepted")
 	}
 }
+
+// Metrics are off by default, and served on loopback only unless the
+// operator says otherwise.
+func TestMetricsConfig(t *testing.T) {
+	c, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Metrics.Enabled() {
+		t.Fatalf("metrics on by default: %+v", c.Metrics)
+	}
+	for _, tc := range []struct {
+		toml string
+		ok   bool
+	}{
+		{"[metrics]\naddress = \"127.0.0.1:9091\"", true},
+		{"[metrics]\naddress = \"[::1]:9091\"", true},
+		{"[metrics]\naddress = \"localhost:0\"", true},
+		{"[metrics]\naddress = \"0.0.0.0:9091\"", false},
+		{"[metrics]\naddress = \":9091\"", false},
+		{"[metrics]\naddress = \"10.0.0.1:9091\"", false},
+		{"[metrics]\naddress = \"0.0.0.0:9091\"\nallow_non_loopback = true", true},
+		{"[metrics]\naddress = \"127.0.0.1\"", false},
+		{"[metrics]\naddress = \"127.0.0.1:http\"", false},
+	} {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		os.WriteFile(path, []byte(tc.toml), 0o644)
+		_, err := loadConfig(path, true)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: %v", tc.toml, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "[metrics]") {
+			t.Errorf("%q: the error does not name the table: %v", tc.toml, err)
+		}
+	}
+}

@@ -105,6 +105,7 @@ func serve(cfg *Config) error {
 			return err
 		}
 	}
+	obs := newObservers(cfg.Metrics)
 	images, err := image.New(image.Options{
 		Root:                   cfg.Root,
 		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
@@ -112,6 +113,7 @@ func serve(cfg *Config) error {
 		Registries:             cfg.Registries,
 		Pinned:                 cfg.Image.PinnedImages,
 		Keychain:               authn.DefaultKeychain,
+		OnPull:                 obs.pull,
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)
@@ -162,10 +164,16 @@ func serve(cfg *Config) error {
 		Cgroups:     cgroups,
 		OOMScoreAdj: ownOOMScoreAdj(),
 		Confine:     confinement,
+		OnExit:      obs.exit,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
 	}
+	stopMetrics, err := obs.serve(containers, pods)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	stream, err := streaming.NewServer(cfg.Streaming.Address, &streaming.Sessions{Containers: containers, Pods: pods})
 	if err != nil {
@@ -190,7 +198,7 @@ func serve(cfg *Config) error {
 		DefaultHandler: cfg.DefaultRuntime,
 	})
 
-	server := grpc.NewServer(grpc.UnaryInterceptor(cri.Interceptor))
+	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)))
 	cri.Register(server,
 		runtimeService,
 		cri.NewImageService(images))
