@@ -61,8 +61,14 @@ func TestSystemdNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopped := false // by the test itself, once its pods are gone
 	defer func() {
-		p.Stop()
+		if !stopped {
+			if err := p.RemovePods(); err != nil {
+				t.Errorf("remove the test's pods: %v", err)
+			}
+			p.Stop()
+		}
 		if t.Failed() {
 			t.Logf("pierd log:\n%s", p.LogText())
 		}
@@ -114,6 +120,7 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	stopped = true
 	if err := p.Stop(); err != nil {
 		t.Fatalf("stop pierd: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,7 +164,7 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 // (exec --detach). The process is not the caller's child: a caller that wants
 // its exit status is a child subreaper and learns its pid from o.PidFile.
 func (r *Runtime) Exec(ctx context.Context, id string, p *specs.Process, o ExecOpts) error {
-	f, err := os.CreateTemp("", "pier-oci-process-*.json")
+	f, err := os.CreateTemp(r.tempDir(), "pier-oci-process-*.json")
 	if err != nil {
 		return &Error{Runtime: r.Name, Op: "exec", ID: id, Msg: err.Error(), Err: err}
 	}
@@ -201,6 +202,21 @@ func (r *Runtime) Version(ctx context.Context) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// tempDir is where a command's temporary files (its log, a process
+// spec) go: beside the runtime's state directory, in pier's state, so that
+// a pier process killed during a command leaves nothing in the node's
+// temporary directory; that one when Root is the runtime's default.
+func (r *Runtime) tempDir() string {
+	if r.Root == "" {
+		return ""
+	}
+	dir := filepath.Join(filepath.Dir(r.Root), "tmp")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return ""
+	}
+	return dir
+}
+
 // Binary is the runtime's executable: Path, else Name (looked up in PATH).
 func (r *Runtime) Binary() string {
 	if r.Path != "" {
@@ -221,7 +237,7 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 	var full []string
 	var logPath string
 	if op != "--version" {
-		logFile, err := os.CreateTemp("", "pier-oci-*.log")
+		logFile, err := os.CreateTemp(r.tempDir(), "pier-oci-*.log")
 		if err != nil {
 			return nil, fail(err.Error(), err)
 		}
@@ -263,7 +279,7 @@ func (r *Runtime) run(ctx context.Context, op, id string, stdio *IO, args ...str
 		if stdio.Stderr != nil {
 			cmd.Stderr = stdio.Stderr
 		} else {
-			f, err := os.CreateTemp("", "pier-oci-*.stderr")
+			f, err := os.CreateTemp(r.tempDir(), "pier-oci-*.stderr")
 			if err != nil {
 				return nil, fail(err.Error(), err)
 			}
