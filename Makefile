@@ -45,7 +45,7 @@ MON_SRC  := $(addprefix $(MON)/,main.c control.c exit.c output.c podinit.c util.
 MON_HDR  := $(wildcard $(MON)/*.h) Makefile
 MON_WARN := -Wall -Wextra -Werror
 MON_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
-MON_WRAP := malloc calloc realloc epoll_ctl close_range kill fsync rename sendmsg
+MON_WRAP := calloc epoll_ctl close_range kill fsync rename sendmsg
 comma    := ,
 FUZZ_SECONDS ?= 60
 

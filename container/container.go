@@ -385,12 +385,9 @@ func (m *Manager) retry(c *Container) {
 		if !current {
 			return
 		}
-		m.mu.Lock()
-		state := c.State
-		m.mu.Unlock()
 		client, st, err := connect(c.Socket, 10*time.Second)
 		if err == nil {
-			st = m.settle(c.ID, m.runtimeOf(c), state, client, st)
+			st = m.settle(c.ID, m.runtimeOf(c), Unknown, client, st)
 		}
 		m.mu.Lock()
 		if m.containers[c.ID] != c || m.live[c.ID] != nil || c.State != Unknown {
@@ -439,15 +436,20 @@ const unknownExitCode = 255
 // does, so that kubelet restarts it by its pod's policy.
 func (m *Manager) lostWithNode(c *Container) {
 	klog.InfoS("Container's volatile state is gone (the node rebooted): recording it exited, status unknown", "id", c.ID, "state", c.State)
-	c.State, c.ExitCode, c.FinishedAt = Exited, unknownExitCode, time.Now()
-	c.Reason = "Unknown"
 	was := "created"
 	if !c.StartedAt.IsZero() {
 		was = "running"
 	}
-	c.Message = "the node restarted while the container was " + was + "; its exit status is unknown"
+	m.recordLostExit(c, "the node restarted while the container was "+was+"; its exit status is unknown")
+}
+
+// recordLostExit records a container exited whose exit status is lost,
+// with containerd's exit code and reason for it, and msg saying why.
+func (m *Manager) recordLostExit(c *Container, msg string) {
+	c.State, c.ExitCode, c.FinishedAt = Exited, unknownExitCode, time.Now()
+	c.Reason, c.Message = "Unknown", msg
 	if err := m.save(c); err != nil {
-		klog.ErrorS(err, "Recording a container lost with the node", "id", c.ID)
+		klog.ErrorS(err, "Recording a container whose exit status is lost", "id", c.ID)
 	}
 }
 

@@ -602,14 +602,11 @@ func (m *Manager) stopWithoutShim(ctx context.Context, c *Container) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.containers[c.ID] != nil && m.containers[c.ID].State == Unknown && !shimAlive(m.containers[c.ID]) {
-		cur := m.containers[c.ID]
+	if cur := m.containers[c.ID]; cur != nil && cur.State == Unknown && !shimAlive(cur) {
 		if exit, err := protocol.ReadExit(m.shimDir(c.ID)); err == nil {
 			m.recordExit(cur, exit)
 		} else {
-			cur.State, cur.ExitCode, cur.FinishedAt = Exited, unknownExitCode, time.Now()
-			cur.Reason, cur.Message = "Unknown", "pier-shim of this container died; pier killed the container through the runtime; its exit status is unknown"
-			m.save(cur)
+			m.recordLostExit(cur, "pier-shim of this container died; pier killed the container through the runtime; its exit status is unknown")
 		}
 	}
 	return nil

@@ -531,7 +531,7 @@ out:
 }
 
 void on_accept(struct monitor *m) {
-	for (;;) {
+	while (m->listen_fd >= 0) { /* a delete served below closes it */
 		int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {

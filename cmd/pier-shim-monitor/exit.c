@@ -75,7 +75,7 @@ void bexit(struct monitor *m, struct buf *b, int with_version) {
 
 /* write_exit_file writes exit.json atomically: whole, or not at all (the
  * failure logged). */
-int write_exit_file(struct monitor *m) {
+static int write_exit_file(struct monitor *m) {
 	char path[PATH_BUF], tmp[PATH_BUF], rec[512];
 	if (snprintf(path, sizeof path, "%s/" FILE_EXIT, m->dir) >= (int)sizeof path || snprintf(tmp, sizeof tmp, "%s/" FILE_EXIT_TMP, m->dir) >= (int)sizeof tmp) {
 		shimlog("write the exit file: the directory's path is too long");

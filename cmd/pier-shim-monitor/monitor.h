@@ -185,7 +185,6 @@ struct buf {
 #define BUF(arr) {(arr), 0, sizeof(arr), 0, 0}
 
 void bput(struct buf *b, const char *s, size_t n);
-void bstr(struct buf *b, const char *s);
 void jopen(struct buf *b);
 void jclose(struct buf *b);
 void jkey(struct buf *b, const char *key);
@@ -202,7 +201,6 @@ void jarr_close(struct buf *b);
 int open_log(struct monitor *m);
 int reopen_log(struct monitor *m);
 void read_output(struct monitor *m, int i);
-void end_output(struct monitor *m, int i);
 void flush_outputs(struct monitor *m);
 
 /* ---- exit.c ---- */
@@ -210,7 +208,6 @@ void flush_outputs(struct monitor *m);
 void reap(struct monitor *m);
 void note_oom_kills(struct monitor *m);
 void bexit(struct monitor *m, struct buf *b, int with_version);
-int write_exit_file(struct monitor *m);
 void finish_exit(struct monitor *m);
 
 /* ---- control.c ---- */

@@ -14,6 +14,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+static void end_output(struct monitor *m, int i);
+
 /* open_log opens the log, log_name beneath log_dir, as package beneath
  * does in Go (internal/beneath; shim's TestReopenLogBeneath holds the two
  * to the same rules): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
@@ -135,7 +137,7 @@ void read_output(struct monitor *m, int i) {
 
 /* end_output records that output i has ended: what is left without a
  * newline is a partial entry; attachers see their pipe end. */
-void end_output(struct monitor *m, int i) {
+static void end_output(struct monitor *m, int i) {
 	struct output *o = &m->outs[i];
 	if (o->fd < 0)
 		return;

@@ -205,7 +205,7 @@ static void bputs(struct buf *b, const char *s) {
 }
 
 /* bstr appends s as a JSON string. */
-void bstr(struct buf *b, const char *s) {
+static void bstr(struct buf *b, const char *s) {
 	bput(b, "\"", 1);
 	for (const char *run = s;; s++) {
 		unsigned char c = *s;

@@ -75,21 +75,12 @@ func run(args []string) error {
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", strings.Join(fs.Args(), " "))
 	}
-	named := false
-	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "config" })
-	cfg, err := loadConfig(*configPath, named)
+	cfg, err := loadConfig(*configPath, flagGiven(fs, "config"))
 	if err != nil {
 		return err
 	}
-	for _, o := range []struct {
-		flag  string
-		field *string
-	}{{*root, &cfg.Root}, {*state, &cfg.State}, {*listen, &cfg.Listen}} {
-		if o.flag != "" {
-			*o.field = o.flag
-		}
-	}
 	noteFlags(fs, cfg)
+	cfg.override(&Config{Root: *root, State: *state, Listen: *listen})
 	if err := cfg.validate(); err != nil {
 		return err
 	}

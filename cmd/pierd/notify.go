@@ -54,13 +54,7 @@ func newSystemd(socket string) *systemd {
 
 // notify sends states to systemd, if it listens; errors are logged.
 func (s *systemd) notify(states ...string) bool {
-	msg := ""
-	for i, st := range states {
-		if i > 0 {
-			msg += "\n"
-		}
-		msg += st
-	}
+	msg := strings.Join(states, "\n")
 	sent, err := daemon.SdNotify(false, msg)
 	if err != nil {
 		klog.ErrorS(err, "systemd notification", "state", msg)

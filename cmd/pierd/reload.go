@@ -31,9 +31,7 @@ func configCheck(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("config check: unexpected %q", strings.Join(fs.Args(), " "))
 	}
-	named := false
-	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "config" })
-	cfg, err := loadConfig(fs.Lookup("config").Value.String(), named)
+	cfg, err := loadConfig(fs.Lookup("config").Value.String(), flagGiven(fs, "config"))
 	if err != nil {
 		return fmt.Errorf("config check: %w", err)
 	}
@@ -65,18 +63,33 @@ func (c *Config) summary() string {
 	return b.String()
 }
 
-// noteFlags records the flags that override the configuration (they keep
-// their value across reloads) and applies log_verbosity unless -v is given.
+// flagGiven reports whether the command line set flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// noteFlags records the flags given, some of which override the
+// configuration (override; they keep their value across reloads), and
+// applies log_verbosity unless -v is given.
 func noteFlags(fs *flag.FlagSet, c *Config) {
 	c.flags = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) {
-		c.flags[f.Name] = true
-		if key := map[string]string{"root": "root", "state": "state", "listen": "listen"}[f.Name]; key != "" {
-			c.origin[key] = "--" + f.Name + " flag"
-		}
-	})
+	fs.Visit(func(f *flag.Flag) { c.flags[f.Name] = true })
 	if !c.flags["v"] {
 		setVerbosity(c.LogVerbosity)
+	}
+}
+
+// override sets the keys that flags of the same name override (root,
+// state, listen), where such a flag is given (c.flags) with a value, to
+// that value (in values), and notes where they come from.
+func (c *Config) override(values *Config) {
+	for key, f := range map[string][2]*string{"root": {&c.Root, &values.Root}, "state": {&c.State, &values.State}, "listen": {&c.Listen, &values.Listen}} {
+		if c.flags[key] && *f[1] != "" {
+			*f[0] = *f[1]
+			c.origin[key] = "--" + key + " flag"
+		}
 	}
 }
 
@@ -155,12 +168,7 @@ func (r *reloader) load() (*Config, error) {
 		return nil, err
 	}
 	cfg.path, cfg.named, cfg.flags = r.started.path, r.started.named, r.started.flags
-	for key, field := range map[string]*string{"root": &cfg.Root, "state": &cfg.State, "listen": &cfg.Listen} {
-		if cfg.flags[key] {
-			*field = map[string]string{"root": r.started.Root, "state": r.started.State, "listen": r.started.Listen}[key]
-			cfg.origin[key] = "--" + key + " flag"
-		}
-	}
+	cfg.override(r.started)
 	return cfg, cfg.validate()
 }
 

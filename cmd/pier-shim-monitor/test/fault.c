@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { F_MALLOC, F_CALLOC, F_REALLOC, F_EPOLL_CTL, F_CLOSE_RANGE, F_KILL, F_FSYNC, F_RENAME, F_SENDMSG, F_N };
+enum { F_CALLOC, F_EPOLL_CTL, F_CLOSE_RANGE, F_KILL, F_FSYNC, F_RENAME, F_SENDMSG, F_N };
 
 static int fault(int which, const char *name) {
 	static unsigned long calls[F_N];
@@ -46,9 +46,7 @@ static int fault(int which, const char *name) {
 	return 0;
 }
 
-void *__real_malloc(size_t);
 void *__real_calloc(size_t, size_t);
-void *__real_realloc(void *, size_t);
 int __real_epoll_ctl(int, int, int, struct epoll_event *);
 int __real_close_range(unsigned, unsigned, int);
 int __real_kill(pid_t, int);
@@ -56,22 +54,10 @@ int __real_fsync(int);
 int __real_rename(const char *, const char *);
 ssize_t __real_sendmsg(int, const struct msghdr *, int);
 
-void *__wrap_malloc(size_t n) {
-	if (fault(F_MALLOC, "malloc"))
-		return errno = ENOMEM, NULL;
-	return __real_malloc(n);
-}
-
 void *__wrap_calloc(size_t n, size_t size) {
 	if (fault(F_CALLOC, "calloc"))
 		return errno = ENOMEM, NULL;
 	return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n) {
-	if (fault(F_REALLOC, "realloc"))
-		return errno = ENOMEM, NULL;
-	return __real_realloc(p, n);
 }
 
 int __wrap_epoll_ctl(int ep, int op, int fd, struct epoll_event *ev) {
