@@ -17,10 +17,15 @@ export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
 all: build
 
-build: bin/pierd bin/pier-shim bin/pier-shim-monitor
+build: bin/pierd bin/pier-shim bin/pier-shim-monitor bin/pier-install
 
 bin/pierd: FORCE
 	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
+
+# The DaemonSet's installer (deploy/helm/pier): static, it runs in the
+# pier image and its probes run in the host's root.
+bin/pier-install: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $@ ./cmd/pier-install
 
 # The shim is static and lean: one runs per container. pier-shim (Go) runs
 # the create, then execs pier-shim-monitor (C), which stays for the
