@@ -1,0 +1,160 @@
+package installer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+)
+
+// The node's label once pier is installed (RuntimeClasses select it), and
+// its taint while the kubelet is switched.
+const (
+	LabelInstalled = "pier-runtime.github.io/installed"
+	TaintSwitching = "pier-runtime.github.io/switching"
+)
+
+// Cluster is what the installer asks of the API server about its node.
+type Cluster interface {
+	SetTaint(ctx context.Context, node string, on bool) error
+	SetLabel(ctx context.Context, node string, on bool) error
+	// Runtime returns what the node reports: its runtime's version
+	// ("pier://0.1.0"), its runtime handlers, and whether it is Ready.
+	Runtime(ctx context.Context, node string) (version string, handlers []string, ready bool, err error)
+}
+
+type apiCluster struct{ c kubernetes.Interface }
+
+// NewCluster returns the API server of the pod's cluster, or nil when the
+// installer does not run in a cluster's pod (a kubelet in standalone mode,
+// static pods): then nothing is labelled or tainted, and the kubelet's
+// health stands for the node's status.
+func NewCluster() (Cluster, error) {
+	if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return apiCluster{c: c}, nil
+}
+
+func (a apiCluster) SetTaint(ctx context.Context, node string, on bool) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := a.c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintSwitching })
+		switch {
+		case on && i < 0:
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: TaintSwitching, Value: "true", Effect: corev1.TaintEffectNoSchedule})
+		case !on && i >= 0:
+			n.Spec.Taints = slices.Delete(n.Spec.Taints, i, i+1)
+		default:
+			return nil
+		}
+		_, err = a.c.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func (a apiCluster) SetLabel(ctx context.Context, node string, on bool) error {
+	var v any = "true"
+	if !on {
+		v = nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{LabelInstalled: v}}})
+	_, err := a.c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+func (a apiCluster) Runtime(ctx context.Context, node string) (string, []string, bool, error) {
+	n, err := a.c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return "", nil, false, err
+	}
+	var hs []string
+	for _, h := range n.Status.RuntimeHandlers {
+		hs = append(hs, h.Name)
+	}
+	ready := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+			ready = true
+		}
+	}
+	return n.Status.NodeInfo.ContainerRuntimeVersion, hs, ready, nil
+}
+
+// UninstallCluster is the Helm chart's post-delete Job: it creates the
+// uninstall DaemonSet from manifest, waits until no node carries
+// LabelInstalled (each node's uninstaller removes it when done), then
+// deletes the DaemonSet.
+func UninstallCluster(ctx context.Context, manifest []byte, namespace string, log func(string, ...any)) error {
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return fmt.Errorf("uninstall-cluster runs in a cluster's pod: %w", err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(manifest, nil, nil)
+	if err != nil {
+		return fmt.Errorf("the uninstall DaemonSet: %w", err)
+	}
+	ds, ok := obj.(*appsv1.DaemonSet)
+	if !ok {
+		return fmt.Errorf("the uninstall manifest is a %T, not a DaemonSet", obj)
+	}
+	if namespace == "" {
+		namespace = ds.Namespace
+	}
+	dsc := c.AppsV1().DaemonSets(namespace)
+	if _, err := dsc.Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create the uninstall DaemonSet: %w", err)
+	}
+	log("created DaemonSet %s/%s: waiting until no node has the label %s", namespace, ds.Name, LabelInstalled)
+	var left []string
+	for {
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelInstalled})
+		if err == nil {
+			left = left[:0]
+			for _, n := range nodes.Items {
+				left = append(left, n.Name)
+			}
+			if len(left) == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pier is still installed on %s: see the logs of the %s pods there (the DaemonSet is left to finish)", strings.Join(left, ", "), ds.Name)
+		case <-time.After(5 * time.Second):
+		}
+	}
+	log("pier is uninstalled from every node: deleting DaemonSet %s", ds.Name)
+	if err := dsc.Delete(ctx, ds.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
