@@ -46,15 +46,21 @@ func NewCluster() (Cluster, error) {
 	if os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
 		return nil, nil
 	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, err
-	}
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := Clientset()
 	if err != nil {
 		return nil, err
 	}
 	return apiCluster{c: c}, nil
+}
+
+// Clientset is the API server of the pod's cluster, with the pod's
+// service account.
+func Clientset() (kubernetes.Interface, error) {
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("not in a cluster's pod: %w", err)
+	}
+	return kubernetes.NewForConfig(cfg)
 }
 
 func (a apiCluster) SetTaint(ctx context.Context, node string, on bool) error {
@@ -109,15 +115,7 @@ func (a apiCluster) Runtime(ctx context.Context, node string) (string, []string,
 // uninstall DaemonSet from manifest, waits until no node carries
 // LabelInstalled (each node's uninstaller removes it when done), then
 // deletes the DaemonSet.
-func UninstallCluster(ctx context.Context, manifest []byte, namespace string, log func(string, ...any)) error {
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return fmt.Errorf("uninstall-cluster runs in a cluster's pod: %w", err)
-	}
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func UninstallCluster(ctx context.Context, c kubernetes.Interface, manifest []byte, namespace string, poll time.Duration, log func(string, ...any)) error {
 	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(manifest, nil, nil)
 	if err != nil {
 		return fmt.Errorf("the uninstall DaemonSet: %w", err)
@@ -149,7 +147,7 @@ func UninstallCluster(ctx context.Context, manifest []byte, namespace string, lo
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("pier is still installed on %s: see the logs of the %s pods there (the DaemonSet is left to finish)", strings.Join(left, ", "), ds.Name)
-		case <-time.After(5 * time.Second):
+		case <-time.After(poll):
 		}
 	}
 	log("pier is uninstalled from every node: deleting DaemonSet %s", ds.Name)

@@ -22,6 +22,9 @@ import (
 type host struct {
 	root string
 	log  func(format string, args ...any)
+	// beforeWrite, when set, is called after put recorded a file and
+	// before it writes it; an error stops there (the tests' kill).
+	beforeWrite func(p string) error
 }
 
 // path is the installer's path of the host's path p: p's symbolic links
@@ -103,6 +106,11 @@ func (h *host) put(s *state, p string, data []byte, perm os.FileMode) (bool, err
 	// record of a file not made, which removal ignores.
 	if err := h.save(s); err != nil {
 		return false, err
+	}
+	if h.beforeWrite != nil {
+		if err := h.beforeWrite(p); err != nil {
+			return false, err
+		}
 	}
 	if err := atomicfile.WriteFile(h.path(p), data, perm); err != nil {
 		return false, err

@@ -70,8 +70,9 @@ type Options struct {
 	// host would; nil runs it chrooted into the host's root.
 	Probe func(ctx context.Context, path string) error
 	Log   func(format string, args ...any)
-	// BeforeStep, when set, is called before each step; an error stops
-	// the installer there (tests kill it at each step this way).
+	// BeforeStep, when set, is called before each step, and before each
+	// file is written ("write <host path>"); an error stops the installer
+	// there (tests kill it at each point this way).
 	BeforeStep func(step string) error
 }
 
@@ -92,6 +93,9 @@ func New(o Options) *Installer {
 	i := &Installer{o: o, h: &host{root: o.HostRoot, log: o.Log}}
 	if i.o.Probe == nil {
 		i.o.Probe = i.chrootProbe
+	}
+	if o.BeforeStep != nil {
+		i.h.beforeWrite = func(p string) error { return o.BeforeStep("write " + p) }
 	}
 	return i
 }

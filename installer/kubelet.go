@@ -149,7 +149,13 @@ func (k kubeletFiles) apply(h *host, want *endpoints) error {
 		re := flagPattern(f)
 		switch {
 		case v == nil:
-			flags = re.ReplaceAll(flags, nil)
+			// Gone with the space before it, but not with an opening quote.
+			flags = re.ReplaceAllFunc(flags, func(m []byte) []byte {
+				if m[0] == '"' {
+					return []byte{'"'}
+				}
+				return nil
+			})
 		case re.Match(flags):
 			flags = re.ReplaceAll(flags, []byte("${1}"+f+"="+*v))
 		default:

@@ -124,9 +124,13 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
+		c, err := installer.Clientset()
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		return installer.UninstallCluster(ctx, manifest, *namespace, log.Printf)
+		return installer.UninstallCluster(ctx, c, manifest, *namespace, 5*time.Second, log.Printf)
 	case "kubelet-apply":
 		if *request == "" {
 			return errors.New("--request is required")
