@@ -125,9 +125,11 @@ func (i *Installer) step(s *state, name string, f func() error) error {
 	return i.h.save(s)
 }
 
-// begin takes the lock and loads the state for phase: a state of the
+// begin takes the lock and loads the state for phase. A state of the
 // other phase starts this one from its first step (each is idempotent),
-// keeping what was recorded.
+// keeping what was recorded. Install's own steps (files, service, label)
+// run again on every install, a new release's or a resumed one's: only
+// the kubelet's moves, which restart it, are remembered as done.
 func (i *Installer) begin(phase string) (*state, func(), error) {
 	unlock, err := i.h.lock()
 	if err != nil {
@@ -140,6 +142,9 @@ func (i *Installer) begin(phase string) (*state, func(), error) {
 	}
 	if s.Phase != phase {
 		s.Phase, s.Done = phase, nil
+	}
+	if phase == "install" {
+		s.Done = slices.DeleteFunc(s.Done, func(d string) bool { return !strings.Contains(d, "/") && d != "kubelet-record" })
 	}
 	return s, unlock, nil
 }
@@ -159,8 +164,14 @@ func (i *Installer) Install(ctx context.Context) error {
 	if err := i.step(s, "service", func() error { return i.startPier(ctx, s) }); err != nil {
 		return err
 	}
-	if i.o.SwitchKubelet {
+	switch {
+	case i.o.SwitchKubelet:
 		if err := i.switchKubelet(ctx, s); err != nil {
+			return err
+		}
+	case s.Kubelet != nil:
+		// A release that no longer switches the kubelet: back it goes.
+		if err := i.switchBack(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -466,6 +477,7 @@ const requestFile = StateDir + "/kubelet-request.json"
 
 // switchKubelet moves the kubelet to pier.
 func (i *Installer) switchKubelet(ctx context.Context, s *state) error {
+	s.enter("switch", "switch-back")
 	if err := i.step(s, "kubelet-record", func() error {
 		if s.Kubelet != nil {
 			return nil
@@ -491,30 +503,34 @@ func (i *Installer) switchKubelet(ctx context.Context, s *state) error {
 			want.Flags[flagRuntime] = ptr(PierEndpoint)
 		}
 	}
-	return i.moveKubelet(ctx, s, want, func(version string) bool { return strings.HasPrefix(version, "pier://") }, s.Kubelet.Runtime())
+	return i.moveKubelet(ctx, s, "switch", want, func(version string) bool { return strings.HasPrefix(version, "pier://") }, s.Kubelet.Runtime())
 }
 
 // switchBack restores the kubelet's endpoints as recorded.
 func (i *Installer) switchBack(ctx context.Context, s *state) error {
-	prev := s.PreviousRuntime
-	name, _, _ := strings.Cut(prev, "://")
-	if err := i.moveKubelet(ctx, s, s.Kubelet, func(version string) bool {
+	s.enter("switch-back", "switch")
+	name, _, _ := strings.Cut(s.PreviousRuntime, "://")
+	if err := i.moveKubelet(ctx, s, "switch-back", s.Kubelet, func(version string) bool {
 		return version != "" && !strings.HasPrefix(version, "pier://") && (name == "" || strings.HasPrefix(version, name+"://"))
 	}, PierEndpoint); err != nil {
 		return err
 	}
-	return i.step(s, "kubelet-forget", func() error {
-		s.Kubelet, s.PreviousRuntime = nil, ""
-		return nil
-	})
+	s.Kubelet, s.PreviousRuntime = nil, ""
+	s.drop("switch/", "switch-back/", "kubelet-record")
+	return i.h.save(s)
 }
 
 // moveKubelet taints the node, restarts the kubelet with want's endpoints
 // from a transient unit on the host, waits until the node reports a
 // runtime that is(version), untaints, and removes the pods left on the
-// runtime at from.
-func (i *Installer) moveKubelet(ctx context.Context, s *state, want *endpoints, is func(version string) bool, from string) error {
-	if err := i.step(s, "taint", func() error {
+// runtime at from. Its steps are named dir/step.
+func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want *endpoints, is func(version string) bool, from string) error {
+	if want.Runtime() == from {
+		i.o.Log("the kubelet stays on %s", from)
+		return nil
+	}
+	step := func(name string, f func() error) error { return i.step(s, dir+"/"+name, f) }
+	if err := step("taint", func() error {
 		if i.o.Cluster == nil {
 			i.o.Log("no API server: the node is not tainted")
 			return nil
@@ -523,7 +539,7 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, want *endpoints, 
 	}); err != nil {
 		return err
 	}
-	if err := i.step(s, "kubelet", func() error {
+	if err := step("kubelet", func() error {
 		req := kubeletRequest{Files: i.kubelet(), Unit: i.o.KubeletUnit, Want: want}
 		if err := atomicfile.WriteJSON(i.h.path(requestFile), req); err != nil {
 			return err
@@ -536,10 +552,10 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, want *endpoints, 
 	}); err != nil {
 		return err
 	}
-	if err := i.step(s, "kubelet-wait", func() error { return i.waitNode(ctx, is) }); err != nil {
+	if err := step("kubelet-wait", func() error { return i.waitNode(ctx, is) }); err != nil {
 		return err
 	}
-	if err := i.step(s, "untaint", func() error {
+	if err := step("untaint", func() error {
 		if i.o.Cluster == nil {
 			return nil
 		}
@@ -549,7 +565,7 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, want *endpoints, 
 	}
 	// The kubelet has re-created its pods on the new runtime; their old
 	// copies would run on unmanaged (ports, volumes, twice the work).
-	return i.step(s, "previous-pods", func() error {
+	return step("previous-pods", func() error {
 		n, err := i.o.Runtimes.RemovePods(ctx, from)
 		if n > 0 {
 			i.o.Log("removed %d pods left on %s", n, from)

@@ -377,13 +377,13 @@ func TestInstallSwitchesAndUninstallRestores(t *testing.T) {
 		t.Errorf("state file: %v %v, want mode 0600", fi.Mode(), err)
 	}
 
-	// Again: nothing changes, nothing restarts.
+	// Again (the pod restarted): nothing changes, nothing restarts.
 	installed := snapshot(t, n.root, false)
 	n.calls = nil
 	if err := n.installer(pl, chart, "", nil).Install(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := diff(installed, snapshot(t, n.root, false)); d != "" || len(n.calls) != 0 {
+	if d := diff(installed, snapshot(t, n.root, false)); d != "" || !slices.Equal(n.calls, []string{"daemon-reload", "enable pier.service"}) {
 		t.Errorf("a second install changed files:\n%s\nor called %v", d, n.calls)
 	}
 
@@ -392,11 +392,7 @@ func TestInstallSwitchesAndUninstallRestores(t *testing.T) {
 	os.Remove(filepath.Join(chart, "50-helm.toml"))
 	mustWrite(t, filepath.Join(pl, "bin", "pierd"), "newer pierd", 0o755)
 	n.calls = nil
-	in := n.installer(pl, chart, "", nil)
-	s, _ := in.h.loadState()
-	s.Phase = "" // a new release's pod starts from the first step
-	in.h.save(s)
-	if err := in.Install(ctx); err != nil {
+	if err := n.installer(pl, chart, "", nil).Install(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n.exists("/etc/pier/config.d/50-helm.toml") || read(t, n, "/usr/local/bin/pierd") != "newer pierd" || !slices.Contains(n.calls, "restart pier.service") {
@@ -513,4 +509,46 @@ func TestResumesAfterKillAtEachStep(t *testing.T) {
 			t.Errorf("runtime %q, pier active %v", n.runtime, n.active["pier.service"])
 		}
 	})
+}
+
+// TestReleaseTurnsTheSwitchOff: a release without kubelet.switch moves the
+// kubelet back and keeps pier; turning it on again moves it once more.
+func TestReleaseTurnsTheSwitchOff(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t)
+	pl := payload(t)
+	if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	off := n.installer(pl, "", "", nil)
+	off.o.SwitchKubelet = false
+	n.pods[PierEndpoint] = 1
+	if err := off.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n.runtime != "containerd://1.6.20" || !n.active["pier.service"] || n.pods[PierEndpoint] != 0 || len(n.taints) != 0 {
+		t.Errorf("switch off: runtime %q, pier active %v, pods on pier %d, taints %v", n.runtime, n.active["pier.service"], n.pods[PierEndpoint], n.taints)
+	}
+	if cfg := read(t, n, "/var/lib/kubelet/config.yaml"); cfg != kubeletConfig {
+		t.Errorf("kubelet config after the switch back:\n%s\nwant:\n%s", cfg, kubeletConfig)
+	}
+	n.calls = nil
+	if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n.runtime != "pier://0.1.0" || !slices.Contains(n.calls, "stop kubelet.service") {
+		t.Errorf("switch on again: runtime %q, calls %v", n.runtime, n.calls)
+	}
+	// A kubelet already on pier before the installer: nothing to move,
+	// and above all no pod of pier removed.
+	m := newNode(t)
+	mustWrite(t, filepath.Join(m.root, "var/lib/kubelet/config.yaml"), strings.ReplaceAll(kubeletConfig, containerdEndpoint, PierEndpoint), 0o644)
+	mustWrite(t, filepath.Join(m.root, "var/lib/kubelet/kubeadm-flags.env"), strings.ReplaceAll(kubeadmFlags, containerdEndpoint, PierEndpoint), 0o644)
+	m.pods[PierEndpoint] = 4
+	if err := m.installer(pl, "", "", nil).Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.pods[PierEndpoint] != 4 || slices.Contains(m.calls, "stop kubelet.service") {
+		t.Errorf("kubelet already on pier: pods %d, calls %v", m.pods[PierEndpoint], m.calls)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,22 @@ type state struct {
 }
 
 func (s *state) done(step string) bool { return slices.Contains(s.Done, step) }
+
+// drop forgets the steps done whose names start with one of prefixes.
+func (s *state) drop(prefixes ...string) {
+	s.Done = slices.DeleteFunc(s.Done, func(d string) bool {
+		return slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(d, p) })
+	})
+}
+
+// enter starts moving the kubelet in direction dir: progress in the other
+// direction is forgotten, and when there was some, dir's own progress too
+// (the kubelet may have moved since: every step runs again, idempotent).
+func (s *state) enter(dir, other string) {
+	if slices.ContainsFunc(s.Done, func(d string) bool { return strings.HasPrefix(d, other+"/") }) {
+		s.drop(dir+"/", other+"/")
+	}
+}
 
 func (s *state) created(path string) bool { return slices.Contains(s.Created, path) }
 

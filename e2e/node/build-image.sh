@@ -11,8 +11,10 @@ set -euo pipefail
 out=${1:?usage: build-image.sh OUTDIR}
 suite=bookworm
 # Packages of the node. busybox (the dynamic one) is the test images' base:
-# e2e/testenv finds it in its cache directory.
-packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor
+# e2e/testenv finds it in its cache directory. containerd is the runtime the
+# deploy phase starts the kubelet on before pier's installer switches it
+# (disabled here: the other phases run pier alone).
+packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor,containerd
 
 # mirror prints the first Debian mirror the host's apt reads for $suite
 # (one-line sources.list or deb822 .sources).
@@ -66,6 +68,8 @@ printf '/dev/vda\t/\text4\terrors=remount-ro\t0\t1\n' >"$root/etc/fstab"
 chroot "$root" passwd -d root >/dev/null
 # A persistent journal: the next boot reads the previous boot's shutdown.
 mkdir -p "$root/var/log/journal"
+# containerd runs only when the deploy phase starts it.
+rm -f "$root/etc/systemd/system/multi-user.target.wants/containerd.service"
 # No network but loopback: nothing waits for one.
 ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
 # A root shell on the serial console for whoever watches it.

@@ -22,6 +22,8 @@
 #   PIER_E2E_KVM=1        use KVM instead of TCG (nested KVM may hang)
 #   PIER_E2E_KEEP=1       keep the temporary directory (serial logs, disks)
 #   PIER_E2E_POWEROFF_MAX=10  seconds a power-off with pods running may take
+#   PIER_E2E_PHASES="suite reboot final deploy"  the boots to run, in order
+#                         (deploy alone: the installer and the chart)
 # Runs as root; expects bin/ built (make build) and crictl installed.
 set -euo pipefail
 
@@ -137,6 +139,20 @@ for p in $tests; do
 	cp -a "$p" "$run/src/$n/tree/e2e/$n"
 	rm -f "$run/src/$n/tree/e2e/$n"/*.go
 done
+phases=${PIER_E2E_PHASES:-suite reboot final deploy}
+# The deploy phase: pier's image (the Dockerfile, built with buildah from
+# local bases) as a docker archive, and the chart rendered into static pods.
+if [[ " $phases " == *" deploy "* ]]; then
+	mkdir -p "$run/images" "$run/deploy-pods"
+	t=$(date +%s)
+	log "building pier's image"
+	build_pier_image "$run/images/pier.tar" "$run/images/pier.ref"
+	log "pier's image built in $(( $(date +%s) - t )) s: $(du -sh "$run/images/pier.tar" | cut -f1)"
+	helm template pier deploy/helm/pier --namespace kube-system \
+		--set kubelet.switch=true --set image.repository=pier-e2e.invalid/pier \
+		--set image.tag=e2e --set image.pullPolicy=IfNotPresent >"$tmp/chart.yaml"
+	go run ./e2e/node/staticpods -rendered "$tmp/chart.yaml" -out "$run/deploy-pods"
+fi
 size=$(( $(du -sm "$run" | cut -f1) + 256 ))
 mkfs.ext4 -q -F -L pier-run -d "$run" "$tmp/run.img" "${size}M"
 qemu-img create -q -f qcow2 -b "$img/rootfs.img" -F raw "$tmp/root.qcow2"
@@ -218,9 +234,13 @@ boot() {
 
 POWEROFF_MAX=${PIER_E2E_POWEROFF_MAX:-10}
 : >"$tmp/host.tsv"
-boot suite 2400
-boot reboot 400
-boot final 400
+for p in $phases; do
+	case $p in
+	suite) boot suite 2400 ;;
+	deploy) boot deploy 1500 ;;
+	*) boot "$p" 400 ;;
+	esac
+done
 
 # Results out of the run disk.
 out=${PIER_E2E_OUT:-$repo/_output/e2e-node}

@@ -11,6 +11,12 @@
 #           not ready), keep the previous boot's journal, and power off the
 #           same way with the cgroupfs driver
 #   final   check pier's state again and power off
+#   deploy  a node on containerd (kubelet as a systemd unit, standalone,
+#           static pods) runs pier's installer as a static pod made from the
+#           Helm chart's DaemonSet; it installs pier and switches the
+#           kubelet; a test pod then runs on pier; the uninstall pod (the
+#           chart's post-delete DaemonSet) switches the node back and the
+#           test pod runs on containerd again. Each step is timed.
 # Results go to /e2e/results: summary.tsv (status, name, seconds, note) and a
 # log per check. Lines starting "PIER-E2E" on the console are for the host.
 set -u
@@ -66,7 +72,14 @@ install_pier() {
 start_registry() {
 	[ -s /run/e2e-registry ] && return 0
 	rm -f /run/e2e-registry
-	systemd-run --unit=e2e-registry --collect $E/bin/registry -addr-file /run/e2e-registry >/dev/null
+	# With pier's image (the deploy phase), that too, and docker archives of
+	# the test images for containerd.
+	local extra=()
+	if [ -s $E/images/pier.tar ]; then
+		mkdir -p /run/e2e-images
+		extra=(-image pier:e2e=$E/images/pier.tar -save /run/e2e-images)
+	fi
+	systemd-run --unit=e2e-registry --collect $E/bin/registry -addr-file /run/e2e-registry "${extra[@]}" >/dev/null
 	local i
 	for i in $(seq 120); do
 		[ -s /run/e2e-registry ] && break
@@ -350,6 +363,238 @@ state_check() {
 	fi
 }
 
+# ---- deploy -------------------------------------------------------------
+CTRD=unix:///run/containerd/containerd.sock
+KCFG=/var/lib/kubelet/config.yaml
+MAN=/etc/kubernetes/manifests
+DLOG=$R/deploy.log
+
+# remove_pier: the node as it was before any pier: what the suite phases
+# installed goes (pods first, while pier still answers).
+remove_pier() {
+	if systemctl is-active -q pier; then cleanup_pods; fi
+	systemctl disable --now pier >/dev/null 2>&1
+	findmnt -rn -o TARGET | grep -E '^/(run|var/lib)/pier' | sort -r | xargs -r umount -l
+	rm -rf /usr/local/bin/pierd /usr/local/bin/pier-shim /usr/local/bin/pier-shim-monitor \
+		/etc/systemd/system/pier.service /etc/pier /var/lib/pier /run/pier /etc/cni/net.d/10-pier.conflist
+	systemctl daemon-reload
+}
+
+start_containerd() {
+	mkdir -p /etc/containerd /etc/cni/net.d
+	# The node's own pod network (the bridge of pier's default, which the
+	# installer then leaves alone).
+	cp $E/deploy/cni/10-pier.conflist /etc/cni/net.d/10-node.conflist
+	cat >/etc/containerd/config.toml <<T
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$REG/e2e/pause:1"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = true
+T
+	systemctl start containerd || return 1
+	local i
+	for i in $(seq 60); do
+		command crictl -r $CTRD version >/dev/null 2>&1 && break
+		sleep 1
+	done
+	# The images containerd needs, as the registry names them (the VM
+	# cannot pull the pause image; pier pulls from the registry itself).
+	ctr -n k8s.io images import /run/e2e-images/busybox.tar &&
+		ctr -n k8s.io images import /run/e2e-images/pause.tar &&
+		ctr -n k8s.io images import $E/images/pier.tar &&
+		ctr -n k8s.io images tag --force "$(cat $E/images/pier.ref)" "$REG/pier:e2e"
+}
+
+start_kubelet() {
+	mkdir -p /var/lib/kubelet $MAN
+	[ -s /etc/resolv.conf ] || echo "nameserver 127.0.0.53" >/etc/resolv.conf
+	cat >$KCFG <<T
+# The node's kubelet: standalone (no API server), static pods.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+containerRuntimeEndpoint: $CTRD
+staticPodPath: $MAN
+fileCheckFrequency: 2s
+syncFrequency: 10s
+address: 127.0.0.1
+readOnlyPort: 10255
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+failSwapOn: false
+registerNode: false
+makeIPTablesUtilChains: false
+serializeImagePulls: false
+clusterDNS: [127.0.0.10]
+clusterDomain: cluster.local
+evictionHard: {memory.available: 1Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+T
+	cat >/etc/systemd/system/kubelet.service <<T
+[Unit]
+Description=kubelet (standalone, static pods)
+[Service]
+ExecStart=$E/bin/kubelet --config $KCFG --hostname-override pier-node --v 2
+Restart=always
+RestartSec=2
+[Install]
+WantedBy=multi-user.target
+T
+	systemctl daemon-reload
+	systemctl start kubelet
+}
+
+# ready_on ENDPOINT NAME: the id of a ready pod NAME on the runtime at
+# ENDPOINT whose containers all run.
+ready_on() {
+	local p
+	p=$(command crictl -r "$1" -t 10s pods --name "^$2" --state ready -q 2>/dev/null | head -n 1)
+	[ -n "$p" ] || return 1
+	[ -n "$(command crictl -r "$1" -t 10s ps --pod "$p" --state running -q 2>/dev/null)" ] || return 1
+	echo "$p"
+}
+
+# node_files: what an installer may touch, to compare before and after.
+node_files() {
+	{
+		find /usr/local/bin /opt /etc/pier /etc/systemd/system /etc/cni/net.d /var/lib/pier /var/lib/pier-install -xdev 2>/dev/null | sort
+		cat $KCFG
+	} | sed 's/^/  /'
+}
+
+# deploy_logs NAME: what the runtimes and the installer said.
+deploy_logs() {
+	{
+		echo "== kubelet config"; cat $KCFG
+		echo "== installer state"; cat /var/lib/pier-install/state.json 2>&1
+		for ep in $CTRD $SOCK; do
+			echo "== pods on $ep"; command crictl -r $ep -t 10s pods 2>&1
+			echo "== containers on $ep"; command crictl -r $ep -t 10s ps -a 2>&1
+			for c in $(command crictl -r $ep -t 10s ps -a -q 2>/dev/null); do
+				echo "-- logs of $c on $ep"; command crictl -r $ep -t 10s logs "$c" 2>&1 | tail -n 60
+			done
+		done
+		echo "== journal: kubelet, containerd, pier, pier-install-kubelet"
+		journalctl -b --no-pager -u kubelet -u containerd -u pier -u pier-install-kubelet | tail -n 400
+	} >"$R/deploy-$1.log" 2>&1
+}
+
+hello_pod() {
+	cat <<Y
+apiVersion: v1
+kind: Pod
+metadata: {name: hello, namespace: default}
+spec:
+  containers:
+  - name: hello
+    image: $REG/e2e/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo hello; exec sleep 3600"]
+Y
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every second; records when
+# it first held in WAITED (seconds since T0 of the phase).
+wait_for() {
+	local n=$1 what=$2 i
+	shift 2
+	for i in $(seq "$n"); do
+		if "$@" >/dev/null 2>&1; then
+			WAITED=$(since "$DT0")
+			echo "$(date +%T) $what after $WAITED s" >>"$DLOG"
+			return 0
+		fi
+		sleep 1
+	done
+	echo "$(date +%T) $what: not within $n s" >>"$DLOG"
+	return 1
+}
+
+installed() { jq -e '.phase == "install" and (.done | index("installed"))' /var/lib/pier-install/state.json; }
+on_pier() { grep -q "^containerRuntimeEndpoint: unix:///run/pier/pier.sock" $KCFG; }
+on_containerd() { grep -q "^containerRuntimeEndpoint: $CTRD" $KCFG; }
+no_pods_on() { [ -z "$(command crictl -r "$1" -t 10s pods -q 2>/dev/null)" ]; }
+installed_alone() { installed && no_pods_on $CTRD; }
+uninstaller_gone() { ! command crictl -r $CTRD -t 10s pods --name '^pier-uninstall' -q | grep -q .; }
+uninstalled() { [ ! -e /var/lib/pier-install ] && [ ! -e /etc/systemd/system/pier.service ] && ! systemctl is-active -q pier; }
+
+deploy() {
+	local t before after notes
+	: >"$DLOG"
+	remove_pier
+	start_registry || { result FAIL deploy/registry "$(now)" "the registry did not start"; return; }
+	t=$(now) DT0=$(now)
+	if ! start_containerd >>"$DLOG" 2>&1; then
+		result FAIL deploy/containerd "$t" "containerd or its images: $(tail -n 2 "$DLOG" | tr '\n' ' ')"
+		deploy_logs containerd
+		return
+	fi
+	start_kubelet
+	hello_pod >$MAN/hello.yaml
+	if wait_for 300 "hello runs on containerd" ready_on $CTRD hello; then
+		result PASS deploy/containerd "$t" "kubelet on containerd runs the test pod in $WAITED s"
+	else
+		result FAIL deploy/containerd "$t" "the test pod did not run on containerd"
+		deploy_logs containerd
+		return
+	fi
+	before=$(node_files)
+	# Install: the chart's DaemonSet as a static pod, on containerd.
+	t=$(now) DT0=$(now)
+	notes=""
+	mkdir -p /etc/pier-e2e
+	cp -r $E/deploy-pods/configmaps /etc/pier-e2e/
+	sed "s#pier-e2e.invalid#$REG#g" $E/deploy-pods/install.yaml >$MAN/pier-install.yaml
+	wait_for 300 "the installer runs on containerd" ready_on $CTRD pier-pier-node && notes="$notes installer-on-containerd=$WAITED"
+	wait_for 300 "pier serves" systemctl is-active -q pier && notes="$notes pier-serving=$WAITED"
+	wait_for 300 "the kubelet uses pier" on_pier && notes="$notes kubelet-switched=$WAITED"
+	wait_for 300 "hello runs on pier" ready_on $SOCK hello && notes="$notes hello-on-pier=$WAITED"
+	wait_for 300 "the installer runs on pier" ready_on $SOCK pier-pier-node && notes="$notes installer-on-pier=$WAITED"
+	if wait_for 300 "installed, nothing left on containerd" installed_alone; then
+		notes="$notes done=$WAITED"
+		result PASS deploy/install "$t" "seconds:$notes"
+	else
+		result FAIL deploy/install "$t" "seconds:$notes; see deploy-install.log"
+		deploy_logs install
+		return
+	fi
+	deploy_logs install
+	# Uninstall: the chart's post-delete DaemonSet as a static pod, on pier.
+	t=$(now) DT0=$(now)
+	notes=""
+	rm -f $MAN/pier-install.yaml
+	sed "s#pier-e2e.invalid#$REG#g" $E/deploy-pods/uninstall.yaml >$MAN/pier-uninstall.yaml
+	wait_for 300 "the uninstaller runs on pier" ready_on $SOCK pier-uninstall && notes="$notes uninstaller-on-pier=$WAITED"
+	wait_for 300 "the kubelet uses containerd" on_containerd && notes="$notes kubelet-switched=$WAITED"
+	wait_for 300 "hello runs on containerd" ready_on $CTRD hello && notes="$notes hello-on-containerd=$WAITED"
+	if wait_for 300 "uninstalled" uninstalled; then
+		notes="$notes done=$WAITED"
+	else
+		result FAIL deploy/uninstall "$t" "seconds:$notes; see deploy-uninstall.log"
+		deploy_logs uninstall
+		return
+	fi
+	deploy_logs uninstall
+	rm -f $MAN/pier-uninstall.yaml
+	wait_for 120 "the uninstaller is gone" sh -c "! command crictl -r $CTRD -t 10s pods --name '^pier' -q | grep -q ."
+	after=$(node_files)
+	if [ "$before" = "$after" ] && ready_on $CTRD hello >/dev/null; then
+		result PASS deploy/uninstall "$t" "seconds:$notes; the node's files as before"
+	else
+		result FAIL deploy/uninstall "$t" "seconds:$notes; files before/after differ: $(diff <(echo "$before") <(echo "$after") | head -n 8 | tr '\n' ' ')"
+	fi
+	rm -f $MAN/hello.yaml
+}
+
 say "phase $phase: up $(cut -d' ' -f1 /proc/uptime) s"
 printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n' "$SOCK" "$SOCK" >/etc/crictl.yaml
 case "$phase" in
@@ -432,6 +677,10 @@ reboot)
 	;;
 final)
 	state_check
+	poweroff_now
+	;;
+deploy)
+	deploy
 	poweroff_now
 	;;
 *)
