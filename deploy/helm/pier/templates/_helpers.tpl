@@ -108,7 +108,9 @@ spec:
   hostNetwork: true
   hostPID: false
   dnsPolicy: ClusterFirstWithHostNet
-  priorityClassName: {{ $root.Values.priorityClassName | quote }}
+  {{- with $root.Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
   terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
