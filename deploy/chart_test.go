@@ -349,7 +349,6 @@ func TestChart(t *testing.T) {
 // release's namespace (so that the plain manifests need no -n), and hook
 // annotations only on the uninstall hook's objects.
 func checkMeta(t *testing.T, obj runtime.Object, w want) {
-	t.Helper()
 	m := obj.(metav1.Object)
 	labels := m.GetLabels()
 	for _, l := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
@@ -384,7 +383,6 @@ func checkMeta(t *testing.T, obj runtime.Object, w want) {
 
 // checkInstaller checks the installer DaemonSet and returns it.
 func checkInstaller(t *testing.T, r rendering, w want) *appsv1.DaemonSet {
-	t.Helper()
 	ds := get[*appsv1.DaemonSet](t, r, w.fullname)
 	checkDaemonSet(t, ds, w)
 	spec := ds.Spec.Template.Spec
@@ -435,7 +433,6 @@ func installerArgs(w want) []string {
 // share: the node's root at /host, privileged as root, the node's name, the
 // scheduling.
 func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, w want) {
-	t.Helper()
 	name := ds.Name
 	sel, tmpl := ds.Spec.Selector.MatchLabels, ds.Spec.Template.Labels
 	for k, v := range sel {
@@ -510,7 +507,6 @@ func volume(t *testing.T, spec corev1.PodSpec, name string) corev1.Volume {
 
 // checkRBAC checks the installer's rights: its nodes, nothing else.
 func checkRBAC(t *testing.T, r rendering, w want) {
-	t.Helper()
 	role := get[*rbacv1.ClusterRole](t, r, w.fullname)
 	nodes := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch", "update"}}}
 	if !reflect.DeepEqual(role.Rules, nodes) {
@@ -531,7 +527,6 @@ func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, k
 // checkClasses checks the RuntimeClasses: the handlers asked for, scheduled
 // onto pier's nodes only.
 func checkClasses(t *testing.T, r rendering, w want) {
-	t.Helper()
 	got := map[string]string{}
 	for _, obj := range r {
 		rc, ok := obj.(*nodev1.RuntimeClass)
@@ -551,7 +546,6 @@ func checkClasses(t *testing.T, r rendering, w want) {
 // checkConfig checks the configuration drop-in: TOML with the keys asked
 // for, which pierd's own `config check` accepts.
 func checkConfig(t *testing.T, r rendering, w want) {
-	t.Helper()
 	cm := get[*corev1.ConfigMap](t, r, w.fullname+"-config")
 	if len(cm.Data) != 1 {
 		t.Errorf("config ConfigMap has %d keys, want 1", len(cm.Data))
@@ -624,7 +618,6 @@ func TestMain(m *testing.M) {
 // DaemonSet kept in its ConfigMap (the installer's pod with uninstall in
 // place of install) and the Job that runs it.
 func checkUninstall(t *testing.T, r rendering, w want, installer *appsv1.DaemonSet) {
-	t.Helper()
 	name := w.fullname + "-uninstall"
 	if !w.uninstall {
 		for k := range r {
