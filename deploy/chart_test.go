@@ -156,48 +156,46 @@ type want struct {
 	deadline         int64
 }
 
-var defaultKubelet = [3]string{"/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env", "kubelet.service"}
+// defaults is what the default values render.
+var defaults = want{
+	fullname:         "pier",
+	image:            "ghcr.io/pier-runtime/pier:0.1.0",
+	pullPolicy:       corev1.PullIfNotPresent,
+	kubelet:          [3]string{"/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env", "kubelet.service"},
+	timeout:          "10m",
+	priorityClass:    "system-node-critical",
+	nodeSelector:     map[string]string{"kubernetes.io/os": "linux"},
+	tolerations:      []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+	classes:          map[string]string{"pier-runc": "runc", "pier-crun": "crun"},
+	config:           map[string]any{},
+	uninstall:        true,
+	uninstallTimeout: "15m",
+	backoffLimit:     2,
+	deadline:         1200,
+}
 
-var everything = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+// changed is defaults with what change changes.
+func changed(change func(*want)) want {
+	w := defaults
+	change(&w)
+	return w
+}
 
 // cases are the expectations for the default values ("") and for each of
 // ci/*.yaml.
 var cases = map[string]want{
-	"": {
-		fullname:         "pier",
-		image:            "ghcr.io/pier-runtime/pier:0.1.0",
-		pullPolicy:       corev1.PullIfNotPresent,
-		kubelet:          defaultKubelet,
-		timeout:          "10m",
-		priorityClass:    "system-node-critical",
-		nodeSelector:     map[string]string{"kubernetes.io/os": "linux"},
-		tolerations:      everything,
-		classes:          map[string]string{"pier-runc": "runc", "pier-crun": "crun"},
-		config:           map[string]any{},
-		uninstall:        true,
-		uninstallTimeout: "15m",
-		backoffLimit:     2,
-		deadline:         1200,
-	},
-	"ci/switch-values.yaml": {
-		fullname:         "pier-runtime",
-		image:            "registry.example.com/pier/pier@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-		pullPolicy:       corev1.PullAlways,
-		pullSecrets:      []corev1.LocalObjectReference{{Name: "registry-credentials"}},
-		switchKubelet:    true,
-		kubelet:          [3]string{"/etc/kubernetes/kubelet.yaml", "/etc/default/kubelet", "kubelet-custom.service"},
-		timeout:          "20m",
-		extraArgs:        []string{"--payload=/opt/pier"},
-		priorityClass:    "system-node-critical",
-		podAnnotations:   map[string]string{"example.com/owner": "platform"},
-		nodeSelector:     map[string]string{"kubernetes.io/os": "linux"},
-		tolerations:      everything,
-		classes:          map[string]string{"pier-runc": "runc", "pier-crun": "crun"},
-		uninstall:        true,
-		uninstallTimeout: "15m",
-		backoffLimit:     2,
-		deadline:         1200,
-		config: map[string]any{
+	"": defaults,
+	"ci/switch-values.yaml": changed(func(w *want) {
+		w.fullname = "pier-runtime"
+		w.image = "registry.example.com/pier/pier@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		w.pullPolicy = corev1.PullAlways
+		w.pullSecrets = []corev1.LocalObjectReference{{Name: "registry-credentials"}}
+		w.switchKubelet = true
+		w.kubelet = [3]string{"/etc/kubernetes/kubelet.yaml", "/etc/default/kubelet", "kubelet-custom.service"}
+		w.timeout = "20m"
+		w.extraArgs = []string{"--payload=/opt/pier"}
+		w.podAnnotations = map[string]string{"example.com/owner": "platform"}
+		w.config = map[string]any{
 			"cgroup_driver":   "systemd",
 			"default_runtime": "crun",
 			"log_verbosity":   int64(2),
@@ -218,41 +216,30 @@ var cases = map[string]want{
 				"runsc": map[string]any{"path": "/usr/local/bin/runsc"},
 			},
 			"security": map[string]any{"seccomp_default": "runtime/default"},
-		},
-	},
-	"ci/minimal-values.yaml": {
-		fullname:     "pier-runtime",
-		image:        "ghcr.io/pier-runtime/pier:0.1.0-rc.1",
-		pullPolicy:   corev1.PullIfNotPresent,
-		kubelet:      defaultKubelet,
-		timeout:      "10m",
-		nodeSelector: map[string]string{"kubernetes.io/os": "linux", "example.com/pier": "true"},
-		tolerations: []corev1.Toleration{{
+		}
+	}),
+	"ci/minimal-values.yaml": changed(func(w *want) {
+		w.fullname = "pier-runtime"
+		w.image = "ghcr.io/pier-runtime/pier:0.1.0-rc.1"
+		w.priorityClass = ""
+		w.nodeSelector = map[string]string{"kubernetes.io/os": "linux", "example.com/pier": "true"}
+		w.tolerations = []corev1.Toleration{{
 			Key: "example.com/dedicated", Operator: corev1.TolerationOpEqual, Value: "pier", Effect: corev1.TaintEffectNoSchedule,
-		}},
-		affinity: true,
-		classes:  map[string]string{},
-		config:   map[string]any{},
-	},
-	"ci/classes-values.yaml": {
-		fullname:         "pier",
-		image:            "ghcr.io/pier-runtime/pier:0.1.0",
-		pullPolicy:       corev1.PullIfNotPresent,
-		kubelet:          defaultKubelet,
-		timeout:          "10m",
-		priorityClass:    "system-node-critical",
-		nodeSelector:     map[string]string{"kubernetes.io/os": "linux"},
-		tolerations:      everything,
-		classes:          map[string]string{"node-runc": "runc", "node-crun": "crun", "node-runsc": "runsc"},
-		uninstall:        true,
-		uninstallTimeout: "30m",
-		backoffLimit:     0,
-		deadline:         2400,
-		config: map[string]any{
+		}}
+		w.affinity = true
+		w.classes = map[string]string{}
+		w.uninstall = false
+	}),
+	"ci/classes-values.yaml": changed(func(w *want) {
+		w.classes = map[string]string{"node-runc": "runc", "node-crun": "crun", "node-runsc": "runsc"}
+		w.uninstallTimeout = "30m"
+		w.backoffLimit = 0
+		w.deadline = 2400
+		w.config = map[string]any{
 			"metrics":  map[string]any{"address": "127.0.0.1:9091"},
 			"runtimes": map[string]any{"runsc": map[string]any{"path": "runsc"}},
-		},
-	},
+		}
+	}),
 }
 
 // decoder decodes strictly: an unknown or duplicate field is an error.
