@@ -71,9 +71,9 @@ pier.installerFlags are the flags install, uninstall and status share.
 {{- if .Values.kubelet.switch }}
 - --switch-kubelet
 {{- end }}
-- --kubelet-config={{ .Values.kubelet.configPath }}
-- --kubelet-flags={{ .Values.kubelet.flagsPath }}
-- --kubelet-unit={{ .Values.kubelet.unit }}
+- {{ printf "--kubelet-config=%s" .Values.kubelet.configPath | quote }}
+- {{ printf "--kubelet-flags=%s" .Values.kubelet.flagsPath | quote }}
+- {{ printf "--kubelet-unit=%s" .Values.kubelet.unit | quote }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -127,7 +127,7 @@ spec:
       args:
         - {{ .command }}
         - --wait
-        - --timeout={{ $root.Values.installer.timeout }}
+        - {{ printf "--timeout=%s" $root.Values.installer.timeout | quote }}
         {{- include "pier.installerFlags" $root | nindent 8 }}
       env:
         - name: NODE_NAME
