@@ -242,9 +242,10 @@ the convenience values, then config merged over them.
 {{- end }}
 
 {{/*
-pier.integers turns the whole numbers of a map (in place, at any depth) into
-integers: values files decode every number as a float, which toToml would
-write as 2.0, and pier's integer keys reject that.
+pier.integers turns the whole numbers of a map and of its nested maps (in
+place; not those in lists, where pier has no numbers) into integers: values
+files decode every number as a float, which toToml would write as 2.0, and
+pier's integer keys reject that.
 */}}
 {{- define "pier.integers" -}}
 {{- range $k, $v := . }}
