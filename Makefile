@@ -11,6 +11,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev
 TEST_DEBS := clang libclang-rt-14-dev
 CRI_TOOLS := v1.37.0
+HELM      := v3.22.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
 .PHONY: cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log FORCE
@@ -88,7 +89,7 @@ fuzz-request fuzz-log: fuzz-%: bin/fuzz-%
 	./bin/fuzz-$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=bin/fuzz-crash-$*- bin/fuzz-corpus/$* $(MON)/test/corpus/$*
 
 # deps installs the Debian packages and Go tools (crictl) that are missing;
-# test-deps those only the tests use.
+# test-deps those only the tests use (helm, for deploy/helm/pier).
 install-debs = @missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update && apt-get install -y $$missing; fi
 
@@ -98,6 +99,13 @@ deps:
 
 test-deps:
 	$(call install-debs,$(TEST_DEBS))
+	@helm version --short 2>/dev/null | grep -q '^$(HELM)' || GOBIN=/usr/local/bin $(GO) install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM)" helm.sh/helm/v3/cmd/helm@$(HELM)
+
+# manifests renders the chart into deploy/manifests, for kubectl apply; a
+# test (deploy/chart_test.go) fails when they differ. It needs helm (test-deps).
+.PHONY: manifests
+manifests:
+	$(GO) test -count=1 -run '^TestManifests$$' ./deploy -args -update
 
 # cni-config installs pier's default pod network where the node has none.
 cni-config:
