@@ -2,8 +2,10 @@ package installer
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -65,29 +67,55 @@ func (h *host) mkdirs(s *state, p string, perm os.FileMode) error {
 	return nil
 }
 
-// put installs data as the host's file p (atomically, by rename) unless
-// it already holds exactly that. A file that was there before the
-// installer is first copied to the state's backup directory, once. It
-// reports whether p changed.
+// source opens content to install.
+type source func() (io.ReadCloser, error)
+
+func bytesSource(b []byte) source {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+func fileSource(path string) source {
+	return func() (io.ReadCloser, error) { return os.Open(path) }
+}
+
+// put installs data as the host's file p; see install.
 func (h *host) put(s *state, p string, data []byte, perm os.FileMode) (bool, error) {
-	old, err := os.ReadFile(h.path(p))
+	return h.install(s, p, bytesSource(data), perm)
+}
+
+// copyFile installs the installer's file src as the host's p, with its
+// mode.
+func (h *host) copyFile(s *state, src, p string) (bool, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return false, err
+	}
+	return h.install(s, p, fileSource(src), fi.Mode().Perm())
+}
+
+// install makes the host's file p hold what src reads, with mode perm
+// (atomically, by rename), unless it already does. A file that was there
+// before the installer is first copied to the state's backup directory,
+// once. Contents are streamed and compared by digest: binaries of tens of
+// MiB never sit in the installer's memory (its pod has a small limit).
+// It reports whether p changed.
+func (h *host) install(s *state, p string, src source, perm os.FileMode) (bool, error) {
+	fi, err := os.Stat(h.path(p))
 	switch {
 	case err == nil:
-		if bytes.Equal(old, data) {
-			if fi, err := os.Stat(h.path(p)); err == nil && fi.Mode().Perm() == perm {
-				return false, nil
-			}
+		same, err := sameContent(h.path(p), src)
+		if err != nil {
+			return false, err
+		}
+		if same && fi.Mode().Perm() == perm {
+			return false, nil
 		}
 		if _, backed := s.Backups[p]; !backed && !s.created(p) {
 			b := filepath.Join(StateDir, "backup", p)
 			if err := h.mkdirs(&state{}, filepath.Dir(b), 0o700); err != nil {
 				return false, err
 			}
-			fi, err := os.Stat(h.path(p))
-			if err != nil {
-				return false, err
-			}
-			if err := atomicfile.WriteFile(h.path(b), old, fi.Mode().Perm()); err != nil {
+			if err := writeFrom(h.path(b), fileSource(h.path(p)), fi.Mode().Perm()); err != nil {
 				return false, err
 			}
 			s.Backups[p] = b
@@ -112,23 +140,44 @@ func (h *host) put(s *state, p string, data []byte, perm os.FileMode) (bool, err
 			return false, err
 		}
 	}
-	if err := atomicfile.WriteFile(h.path(p), data, perm); err != nil {
+	if err := writeFrom(h.path(p), src, perm); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
-// copyFile installs the installer's file src as the host's p.
-func (h *host) copyFile(s *state, src, p string) (bool, error) {
-	data, err := os.ReadFile(src)
+func writeFrom(path string, src source, perm os.FileMode) error {
+	r, err := src()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return atomicfile.WriteFrom(path, r, perm)
+}
+
+// sameContent reports whether the file at path holds what src reads.
+func sameContent(path string, src source) (bool, error) {
+	sum := func(open source) ([]byte, error) {
+		r, err := open()
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, r); err != nil {
+			return nil, err
+		}
+		return h.Sum(nil), nil
+	}
+	a, err := sum(fileSource(path))
 	if err != nil {
 		return false, err
 	}
-	fi, err := os.Stat(src)
+	b, err := sum(src)
 	if err != nil {
 		return false, err
 	}
-	return h.put(s, p, data, fi.Mode().Perm())
+	return bytes.Equal(a, b), nil
 }
 
 // restore undoes put and mkdirs: it puts each backed-up file back and
@@ -137,15 +186,11 @@ func (h *host) copyFile(s *state, src, p string) (bool, error) {
 func (h *host) restore(s *state) error {
 	for _, p := range sortedKeys(s.Backups) {
 		b := s.Backups[p]
-		data, err := os.ReadFile(h.path(b))
+		fi, err := os.Stat(h.path(b))
 		if err != nil {
 			return fmt.Errorf("the backup of %s: %w", p, err)
 		}
-		fi, err := os.Stat(h.path(b))
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.WriteFile(h.path(p), data, fi.Mode().Perm()); err != nil {
+		if err := writeFrom(h.path(p), fileSource(h.path(b)), fi.Mode().Perm()); err != nil {
 			return err
 		}
 		delete(s.Backups, p)

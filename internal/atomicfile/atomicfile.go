@@ -7,21 +7,29 @@
 package atomicfile
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
 
 // WriteFile atomically replaces path with data.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return WriteFrom(path, bytes.NewReader(data), perm)
+}
+
+// WriteFrom atomically replaces path with what r reads, streamed (a large
+// file is never held in memory).
+func WriteFrom(path string, r io.Reader, perm os.FileMode) error {
 	dir, base := filepath.Split(path)
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	if err := write(f, data, perm); err != nil {
+	if err := write(f, r, perm); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -32,12 +40,12 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return SyncDir(dir)
 }
 
-func write(f *os.File, data []byte, perm os.FileMode) error {
+func write(f *os.File, r io.Reader, perm os.FileMode) error {
 	defer f.Close()
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
