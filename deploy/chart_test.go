@@ -50,7 +50,7 @@ const (
 	// k8s.io/api module the objects are decoded with.
 	kubeVersion = "1.37.0"
 
-	installedLabel = "pier-runtime.github.io/installed"
+	runtimeLabel   = "pier-runtime.github.io/runtime"
 	hookDaemonSet  = "daemonset.yaml"
 )
 
@@ -521,8 +521,8 @@ func checkClasses(t *testing.T, r rendering, w want) {
 			continue
 		}
 		got[rc.Name] = rc.Handler
-		if rc.Scheduling == nil || !reflect.DeepEqual(rc.Scheduling.NodeSelector, map[string]string{installedLabel: "true"}) {
-			t.Errorf("RuntimeClass %s: scheduling %+v, want nodeSelector %s=true", rc.Name, rc.Scheduling, installedLabel)
+		if rc.Scheduling == nil || !reflect.DeepEqual(rc.Scheduling.NodeSelector, map[string]string{runtimeLabel: "pier"}) {
+			t.Errorf("RuntimeClass %s: scheduling %+v, want nodeSelector %s=pier", rc.Name, rc.Scheduling, runtimeLabel)
 		}
 	}
 	if !reflect.DeepEqual(got, w.classes) {

@@ -20,17 +20,21 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-// The node's label once pier is installed (RuntimeClasses select it), and
-// its taint while the kubelet is switched.
+// The node's labels: pier is installed (uninstall-cluster waits for none
+// to have it); the kubelet runs its pods on pier (LabelRuntime=pier, what
+// the chart's RuntimeClasses select). Its taint while the kubelet moves.
 const (
 	LabelInstalled = "pier-runtime.github.io/installed"
+	LabelRuntime   = "pier-runtime.github.io/runtime"
 	TaintSwitching = "pier-runtime.github.io/switching"
 )
 
 // Cluster is what the installer asks of the API server about its node.
 type Cluster interface {
 	SetTaint(ctx context.Context, node string, on bool) error
-	SetLabel(ctx context.Context, node string, on bool) error
+	// SetLabel sets the node's label key to value, or removes it when
+	// value is "".
+	SetLabel(ctx context.Context, node, key, value string) error
 	// Runtime returns what the node reports: its runtime's version
 	// ("pier://0.1.0"), its runtime handlers, and whether it is Ready.
 	Runtime(ctx context.Context, node string) (version string, handlers []string, ready bool, err error)
@@ -83,12 +87,12 @@ func (a apiCluster) SetTaint(ctx context.Context, node string, on bool) error {
 	})
 }
 
-func (a apiCluster) SetLabel(ctx context.Context, node string, on bool) error {
-	var v any = "true"
-	if !on {
+func (a apiCluster) SetLabel(ctx context.Context, node, key, value string) error {
+	var v any = value
+	if value == "" {
 		v = nil
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{LabelInstalled: v}}})
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: v}}})
 	_, err := a.c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }

@@ -35,7 +35,7 @@ func TestAPICluster(t *testing.T) {
 		if err := c.SetTaint(ctx, "node-1", true); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.SetLabel(ctx, "node-1", true); err != nil {
+		if err := c.SetLabel(ctx, "node-1", LabelInstalled, "true"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +51,7 @@ func TestAPICluster(t *testing.T) {
 		if err := c.SetTaint(ctx, "node-1", false); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.SetLabel(ctx, "node-1", false); err != nil {
+		if err := c.SetLabel(ctx, "node-1", LabelInstalled, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,7 +95,7 @@ func TestUninstallCluster(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			(apiCluster{c: cs}).SetLabel(ctx, n, false)
+			(apiCluster{c: cs}).SetLabel(ctx, n, LabelInstalled, "")
 		}
 	}()
 	if err := UninstallCluster(ctx, cs, []byte(uninstallDS), "", 20*time.Millisecond, t.Logf); err != nil {

@@ -258,11 +258,23 @@ func (i *Installer) Installed() (bool, error) {
 	return s.Phase == "install" && s.done("installed"), nil
 }
 
+// label labels the node installed (or not), and as running its pods on
+// pier when its kubelet uses pier.
 func (i *Installer) label(ctx context.Context, on bool) error {
 	if i.o.Cluster == nil {
 		return nil
 	}
-	return i.o.Cluster.SetLabel(ctx, i.o.NodeName, on)
+	installed, runtime := "", ""
+	if on {
+		installed = "true"
+		if e, err := i.kubelet().read(i.h); err == nil && e.Runtime() == PierEndpoint {
+			runtime = "pier"
+		}
+	}
+	if err := i.o.Cluster.SetLabel(ctx, i.o.NodeName, LabelRuntime, runtime); err != nil {
+		return err
+	}
+	return i.o.Cluster.SetLabel(ctx, i.o.NodeName, LabelInstalled, installed)
 }
 
 // installFiles puts pier's files on the host.
@@ -534,6 +546,11 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want 
 		if i.o.Cluster == nil {
 			i.o.Log("no API server: the node is not tainted")
 			return nil
+		}
+		// No new pod of pier's RuntimeClasses while the kubelet moves (the
+		// label step puts it back when the kubelet lands on pier).
+		if err := i.o.Cluster.SetLabel(ctx, i.o.NodeName, LabelRuntime, ""); err != nil {
+			return err
 		}
 		return i.o.Cluster.SetTaint(ctx, i.o.NodeName, true)
 	}); err != nil {

@@ -209,11 +209,11 @@ func (n *fakeNode) SetTaint(ctx context.Context, node string, on bool) error {
 	}
 	return nil
 }
-func (n *fakeNode) SetLabel(ctx context.Context, node string, on bool) error {
-	if on {
-		n.labels[LabelInstalled] = "true"
+func (n *fakeNode) SetLabel(ctx context.Context, node, key, value string) error {
+	if value != "" {
+		n.labels[key] = value
 	} else {
-		delete(n.labels, LabelInstalled)
+		delete(n.labels, key)
 	}
 	return nil
 }
@@ -367,7 +367,7 @@ func TestInstallSwitchesAndUninstallRestores(t *testing.T) {
 	if !slices.Equal(n.calls, wantCalls) {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(n.calls, "\n"), strings.Join(wantCalls, "\n"))
 	}
-	if n.runtime != "pier://0.1.0" || n.labels[LabelInstalled] != "true" || len(n.taints) != 0 {
+	if n.runtime != "pier://0.1.0" || n.labels[LabelInstalled] != "true" || n.labels[LabelRuntime] != "pier" || len(n.taints) != 0 {
 		t.Errorf("node: runtime %q, labels %v, taints %v", n.runtime, n.labels, n.taints)
 	}
 	if ok, err := n.installer(pl, chart, "", nil).Installed(); !ok || err != nil {
@@ -528,6 +528,9 @@ func TestReleaseTurnsTheSwitchOff(t *testing.T) {
 	}
 	if n.runtime != "containerd://1.6.20" || !n.active["pier.service"] || n.pods[PierEndpoint] != 0 || len(n.taints) != 0 {
 		t.Errorf("switch off: runtime %q, pier active %v, pods on pier %d, taints %v", n.runtime, n.active["pier.service"], n.pods[PierEndpoint], n.taints)
+	}
+	if n.labels[LabelInstalled] != "true" || n.labels[LabelRuntime] != "" {
+		t.Errorf("switch off: labels %v, want installed and no runtime label", n.labels)
 	}
 	if cfg := read(t, n, "/var/lib/kubelet/config.yaml"); cfg != kubeletConfig {
 		t.Errorf("kubelet config after the switch back:\n%s\nwant:\n%s", cfg, kubeletConfig)
