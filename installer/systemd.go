@@ -156,7 +156,7 @@ func (s *systemdBus) RunOnHost(ctx context.Context, unit string, argv []string) 
 			}
 		}
 		var de godbus.Error
-		if !errors.As(err, &de) || !strings.HasSuffix(de.Name, "UnitExists") {
+		if !(errors.As(err, &de) && strings.HasSuffix(de.Name, "UnitExists")) && !strings.Contains(err.Error(), "already exists") {
 			return fmt.Errorf("run %s on the host: %w", unit, err)
 		}
 		// A run of a killed installer: wait for it to end, then run again
