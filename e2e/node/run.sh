@@ -146,7 +146,7 @@ if [[ " $phases " == *" deploy "* ]]; then
 	mkdir -p "$run/images" "$run/deploy-pods"
 	t=$(date +%s)
 	log "building pier's image"
-	build_pier_image "$run/images/pier.tar" "$run/images/pier.ref"
+	go run ./e2e/node/pierimage -out "$run/images/pier.tar"
 	log "pier's image built in $(( $(date +%s) - t )) s: $(du -sh "$run/images/pier.tar" | cut -f1)"
 	helm template pier deploy/helm/pier --namespace kube-system \
 		--set kubelet.switch=true --set image.repository=pier-e2e.invalid/pier \

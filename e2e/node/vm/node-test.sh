@@ -405,10 +405,11 @@ T
 	done
 	# The images containerd needs, as the registry names them (the VM
 	# cannot pull the pause image; pier pulls from the registry itself).
-	ctr -n k8s.io images import /run/e2e-images/busybox.tar &&
-		ctr -n k8s.io images import /run/e2e-images/pause.tar &&
-		ctr -n k8s.io images import $E/images/pier.tar &&
-		ctr -n k8s.io images tag --force "$(cat $E/images/pier.ref)" "$REG/pier:e2e"
+	local f
+	for f in busybox pause pier; do
+		ctr -n k8s.io images import /run/e2e-images/$f.tar || return 1
+	done
+	ctr -n k8s.io images ls -q
 }
 
 start_kubelet() {
