@@ -31,7 +31,7 @@ bin/pier-install: FORCE
 # the create, then execs pier-shim-monitor (C), which stays for the
 # container's life; see cmd/pier-shim-monitor/monitor.h.
 bin/pier-shim: FORCE
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/pier-shim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $@ ./cmd/pier-shim
 
 # The monitor, and its variants for the tests (cmd/pier-shim-monitor's
 # monitor_test.go builds them through make): with AddressSanitizer and
@@ -54,9 +54,14 @@ MON_WRAP := calloc epoll_ctl close_range kill fsync rename sendmsg
 comma    := ,
 FUZZ_SECONDS ?= 60
 
-bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR)
+# The monitor prints VERSION (--version): bin/version changes when it does.
+bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR) bin/version
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 -DPIER_VERSION='"$(VERSION)"' $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+
+bin/version: FORCE
+	@mkdir -p $(@D)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
 
 bin/pier-shim-monitor-asan: $(MON_SRC) $(MON_HDR)
 	@mkdir -p $(@D)
