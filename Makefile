@@ -96,9 +96,10 @@ fuzz-request fuzz-log: fuzz-%: bin/fuzz-%
 # image builds pier's container image from the Dockerfile with buildah, as
 # $(IMAGE). It pulls the base images and Go modules, so it needs the
 # network (the Go environment is passed through). IMAGE_FLAGS adds flags of
-# buildah build, e.g. other base images: --build-arg GO_IMAGE=... (the test,
-# e2e/dockerfile_test.go, builds from replicas it makes). The file times and
-# the image's creation time are those of the last commit.
+# buildah build: other base images (--build-arg GO_IMAGE=... BASE_IMAGE=...;
+# e2e/dockerfile_test.go builds from replicas it makes), --isolation chroot
+# where buildah's OCI runtime cannot make cgroups (hybrid hierarchies). The
+# file times and the image's creation time are those of the last commit.
 IMAGE             ?= pier:$(VERSION)
 REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
