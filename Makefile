@@ -7,14 +7,15 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 # Debian packages pier uses (and builds with: libjsmn-dev is the monitor's
 # JSON tokenizer, a header), and those its tests use besides (clang with
-# libFuzzer, libclang-rt-14-dev, for the monitor's fuzz targets).
+# libFuzzer, libclang-rt-14-dev, for the monitor's fuzz targets; buildah
+# and debootstrap for the Dockerfile's test).
 DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev
-TEST_DEBS := clang libclang-rt-14-dev
+TEST_DEBS := clang libclang-rt-14-dev buildah debootstrap
 CRI_TOOLS := v1.37.0
 HELM      := v3.22.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log FORCE
+.PHONY: image cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log FORCE
 
 all: build
 
@@ -32,7 +33,7 @@ bin/pier-install: FORCE
 # the create, then execs pier-shim-monitor (C), which stays for the
 # container's life; see cmd/pier-shim-monitor/monitor.h.
 bin/pier-shim: FORCE
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/pier-shim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $@ ./cmd/pier-shim
 
 # The monitor, and its variants for the tests (cmd/pier-shim-monitor's
 # monitor_test.go builds them through make): with AddressSanitizer and
@@ -55,9 +56,14 @@ MON_WRAP := calloc epoll_ctl close_range kill fsync rename sendmsg
 comma    := ,
 FUZZ_SECONDS ?= 60
 
-bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR)
+# The monitor prints VERSION (--version): bin/version changes when it does.
+bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR) bin/version
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 -DPIER_VERSION='"$(VERSION)"' $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+
+bin/version: FORCE
+	@mkdir -p $(@D)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
 
 bin/pier-shim-monitor-asan: $(MON_SRC) $(MON_HDR)
 	@mkdir -p $(@D)
@@ -87,6 +93,26 @@ fuzz: fuzz-request fuzz-log
 fuzz-request fuzz-log: fuzz-%: bin/fuzz-%
 	@mkdir -p bin/fuzz-corpus/$*
 	./bin/fuzz-$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=bin/fuzz-crash-$*- bin/fuzz-corpus/$* $(MON)/test/corpus/$*
+
+# image builds pier's container image from the Dockerfile with buildah, as
+# $(IMAGE). It pulls the base images and Go modules, so it needs the
+# network (the Go environment is passed through). IMAGE_FLAGS adds flags of
+# buildah build: other base images (--build-arg GO_IMAGE=... BASE_IMAGE=...;
+# e2e/dockerfile_test.go builds from replicas it makes), --isolation chroot
+# where buildah's OCI runtime cannot make cgroups (hybrid hierarchies). The
+# file times and the image's creation time are those of the last commit.
+IMAGE             ?= pier:$(VERSION)
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+GO_ENV            := GOPROXY GOSUMDB GOFLAGS GONOSUMDB GOPRIVATE GOINSECURE
+
+image:
+	buildah build --timestamp $(SOURCE_DATE_EPOCH) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+		--build-arg CREATED=$$(date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+		$(foreach v,$(GO_ENV),--build-arg $(v)="$$($(GO) env $(v))") \
+		$(IMAGE_FLAGS) -t $(IMAGE) -f Dockerfile .
 
 # deps installs the Debian packages and Go tools (crictl) that are missing;
 # test-deps those only the tests use (helm, for deploy/helm/pier).

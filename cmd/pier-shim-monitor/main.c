@@ -239,7 +239,16 @@ static int run(struct monitor *m) {
 /* The one monitor; everything else gets it as a pointer. */
 static struct monitor the_monitor;
 
+/* The Makefile passes its VERSION. */
+#ifndef PIER_VERSION
+#define PIER_VERSION "dev"
+#endif
+
 int main(int argc, char **argv) {
+	if (argc == 2 && !strcmp(argv[1], "--version")) {
+		printf("pier-shim-monitor %s\n", PIER_VERSION);
+		return fflush(stdout) ? 1 : 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "pod-init"))
 		pod_init();
 	if (argc < 2 || strcmp(argv[1], "monitor")) {

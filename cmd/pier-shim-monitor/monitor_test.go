@@ -530,6 +530,20 @@ var rfc3339Nano = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})
 
 // ---- the scenarios ----
 
+// TestVersion: --version prints the Makefile's VERSION (bin/version).
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(bins.plain, "--version").Output()
+	if err != nil || !regexp.MustCompile(`^pier-shim-monitor \S+\n$`).Match(out) {
+		t.Fatalf("--version: %q %v", out, err)
+	}
+	if os.Getenv("PIER_MONITOR_TEST_BIN") == "" {
+		want, err := os.ReadFile(filepath.Join(root, "bin/version"))
+		if err != nil || string(out) != "pier-shim-monitor "+string(want) {
+			t.Fatalf("--version: %q, want the version %q (%v)", out, want, err)
+		}
+	}
+}
+
 func TestHelloState(t *testing.T) {
 	variants(t, func(t *testing.T, bin string) {
 		m := start(t, bin, opts{})

@@ -4,9 +4,19 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/pier-runtime/pier/shim/server"
 )
 
-func main() { server.Main(os.Args) }
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println("pier-shim", version)
+		return
+	}
+	server.Main(os.Args)
+}

@@ -50,8 +50,9 @@ func run(args []string) error {
 	root := fs.String("root", "", "persistent state directory (overrides the config's root)")
 	state := fs.String("state", "", "volatile state directory (overrides the config's state)")
 	listen := fs.String("listen", "", "CRI socket, unix:///path (overrides the config's listen)")
+	showVersion := fs.Bool("version", false, "print the version and exit (as `pierd version`)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd config check [--config path]\n       pierd version\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd config check [--config path]\n       pierd version | --version\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +64,11 @@ func run(args []string) error {
 	if a := fs.Args(); len(a) >= 2 && a[0] == "config" && a[1] == "check" {
 		return configCheck(fs, a[2:])
 	}
-	switch strings.Join(fs.Args(), " ") {
+	command := strings.Join(fs.Args(), " ")
+	if *showVersion {
+		command = "version"
+	}
+	switch command {
 	case "":
 	case "config default":
 		fmt.Print(defaultConfig)
@@ -73,7 +78,7 @@ func run(args []string) error {
 		return nil
 	default:
 		fs.Usage()
-		return fmt.Errorf("unknown command %q", strings.Join(fs.Args(), " "))
+		return fmt.Errorf("unknown command %q", command)
 	}
 	cfg, err := loadConfig(*configPath, flagGiven(fs, "config"))
 	if err != nil {

@@ -16,25 +16,7 @@ suite=bookworm
 # (disabled here: the other phases run pier alone).
 packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor,containerd
 
-# mirror prints the first Debian mirror the host's apt reads for $suite
-# (one-line sources.list or deb822 .sources).
-mirror() {
-	local f
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		awk -v s="$suite" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++; if ($2 ~ /^\[/) i++; if ($(i+1) == s) { print $i; exit } }' "$f"
-	done
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk -v s="$suite" '
-			/^[[:space:]]*#/ { next }
-			/^[[:space:]]*$/ { if (uri != "" && ok) { print uri; exit } uri = ""; ok = 0; next }
-			tolower($1) == "uris:" { uri = $2 }
-			tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == s) ok = 1 }
-			END { if (uri != "" && ok) print uri }' "$f"
-	done
-}
-url=$(mirror | head -n1)
+url=$("$(dirname "$0")/debian-mirror.sh" "$suite" | head -n1)
 [ -n "$url" ] || { echo "build-image: no $suite mirror in /etc/apt/sources.list*" >&2; exit 1; }
 
 mkdir -p "$out"

@@ -38,6 +38,9 @@ type Auth struct {
 type RegistryOptions struct {
 	// Auth, when set, makes everything under /v2/ require a bearer token.
 	Auth *Auth
+	// BlobDir, when set, keeps the blobs in files there instead of memory
+	// (big images).
+	BlobDir string
 }
 
 // Registry is an in-memory OCI registry served on 127.0.0.1 with fault
@@ -72,9 +75,13 @@ func StartRegistry(opts RegistryOptions) (*Registry, error) {
 		return nil, err
 	}
 	quiet := log.New(io.Discard, "", 0)
+	regOpts := []registry.Option{registry.Logger(quiet)}
+	if opts.BlobDir != "" {
+		regOpts = append(regOpts, registry.WithBlobHandler(registry.NewDiskBlobHandler(opts.BlobDir)))
+	}
 	r := &Registry{
 		addr:     ln.Addr().String(),
-		registry: registry.New(registry.Logger(quiet)),
+		registry: registry.New(regOpts...),
 		auth:     opts.Auth,
 		token:    "testenv-" + hex.EncodeToString(token),
 		corrupt:  map[v1.Hash]bool{},
