@@ -86,6 +86,8 @@ RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*
 		/var/cache/debconf/*-old /var/lib/dpkg/*-old
 COPY --from=build /out/ /
 
+# REVISION and CREATED: the commit and its time (make image passes them).
+# No licenses label: the repository states no licence yet.
 ARG VERSION=dev
 ARG REVISION=
 ARG CREATED=
