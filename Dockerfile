@@ -67,9 +67,13 @@ FROM ${BASE_IMAGE}
 # crun is Debian's, with the libraries it needs (the package is installed
 # for them; its binary moves to /opt/pier/bin). The CNI plugins are only
 # unpacked: installing them would bring iptables, which the host has.
-# No apt lists, caches, logs or documents but the copyright files.
-RUN apt-get update && \
+# Nothing is installed of the packages' documents but their copyright
+# files (as in the slim image), and no apt lists, caches or logs are kept.
+RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+		'path-exclude /usr/share/man/*' >/etc/dpkg/dpkg.cfg.d/pier-build && \
+	apt-get update && \
 	apt-get install -y --no-install-recommends crun && \
+	rm /etc/dpkg/dpkg.cfg.d/pier-build && \
 	install -d /opt/pier/bin /opt/pier/cni/bin /usr/share/doc/containernetworking-plugins && \
 	mv /usr/bin/crun /opt/pier/bin/crun && \
 	rm -f /usr/lib/x86_64-linux-gnu/libcrun.a && \
@@ -78,11 +82,12 @@ RUN apt-get update && \
 	mv cni/usr/lib/cni/* /opt/pier/cni/bin/ && \
 	mv cni/usr/share/doc/containernetworking-plugins/copyright /usr/share/doc/containernetworking-plugins/ && \
 	cd / && rm -rf /tmp/* /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
-		/var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old /usr/share/man/* && \
-	find /usr/share/doc -type f ! -name copyright -delete && \
-	find /usr/share/doc -type d -empty -delete
+		/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache \
+		/var/cache/debconf/*-old /var/lib/dpkg/*-old
 COPY --from=build /out/ /
 
+# REVISION and CREATED: the commit and its time (make image passes them).
+# No licenses label: the repository states no licence yet.
 ARG VERSION=dev
 ARG REVISION=
 ARG CREATED=

@@ -86,7 +86,8 @@ func BuildPierImage(opts PierImageOptions) (_ *PierImage, err error) {
 		img.Timings = append(img.Timings, Timing{name, time.Since(start)})
 		logf("pier image: %s took %v", name, time.Since(start).Round(time.Millisecond))
 	}
-	if img.dir, err = os.MkdirTemp("", "pier-image-"); err != nil {
+	// Big (buildah's storage, the registry's blobs): not in a /tmp that may be in memory.
+	if img.dir, err = os.MkdirTemp("/var/tmp", "pier-image-"); err != nil {
 		return nil, err
 	}
 	blobs := filepath.Join(img.dir, "blobs")
@@ -412,7 +413,9 @@ func (b *buildah) base(reg *Registry, name, rootTar string, add func(ctr string)
 			return "", err
 		}
 	}
-	if _, err := b.run("commit", "--rm", "-q", ctr, "localhost/"+name); err != nil {
+	// Timestamps of 0: the same roots make the same image, and so the same
+	// Dockerfile and source make the same image of pier.
+	if _, err := b.run("commit", "--rm", "-q", "--timestamp", "0", ctr, "localhost/"+name); err != nil {
 		return "", err
 	}
 	// Uncompressed: quicker to push and to pull, and only the build reads them.
