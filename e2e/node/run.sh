@@ -24,6 +24,8 @@
 #   PIER_E2E_POWEROFF_MAX=10  seconds a power-off with pods running may take
 #   PIER_E2E_PHASES="suite reboot final deploy"  the boots to run, in order
 #                         (deploy alone: the installer and the chart)
+#   PIER_E2E_PIER_IMAGE=path  pier's image (an OCI archive) for the deploy
+#                         phase, instead of building it from this tree
 # Runs as root; expects bin/ built (make build) and crictl installed.
 set -euo pipefail
 
@@ -145,10 +147,14 @@ phases=${PIER_E2E_PHASES:-suite reboot final deploy}
 if [[ " $phases " == *" deploy "* ]]; then
 	mkdir -p "$run/images" "$run/deploy-pods"
 	t=$(date +%s)
-	log "building pier's image"
-	go run ./e2e/node/pierimage -out "$run/images/pier.tar"
-	log "pier's image built in $(( $(date +%s) - t )) s: $(du -sh "$run/images/pier.tar" | cut -f1)"
-	helm template pier deploy/helm/pier --namespace kube-system \
+	if [ -n "${PIER_E2E_PIER_IMAGE:-}" ]; then
+		cp "$PIER_E2E_PIER_IMAGE" "$run/images/pier.tar"
+	else
+		log "building pier's image"
+		go run ./e2e/node/pierimage -out "$run/images/pier.tar"
+	fi
+	log "pier's image in $(( $(date +%s) - t )) s: $(du -sh "$run/images/pier.tar" | cut -f1)"
+	helm template pier deploy/helm/pier --namespace kube-system --kube-version 1.37.0 \
 		--set kubelet.switch=true --set image.repository=pier-e2e.invalid/pier \
 		--set image.tag=e2e --set image.pullPolicy=IfNotPresent >"$tmp/chart.yaml"
 	go run ./e2e/node/staticpods -rendered "$tmp/chart.yaml" -out "$run/deploy-pods"
