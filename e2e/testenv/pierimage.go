@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pier-runtime/pier/internal/hostlock"
 	"github.com/pier-runtime/pier/internal/mountinfo"
 )
 
@@ -103,6 +104,17 @@ func BuildPierImage(opts PierImageOptions) (_ *PierImage, err error) {
 			img.Close()
 		}
 	}()
+
+	// One build at a time on the host: buildah makes buildahHostPaths,
+	// which a build removes when it found them missing.
+	if err := os.MkdirAll(PierImageCacheDir, 0o755); err != nil {
+		return nil, err
+	}
+	unlock, err := hostlock.LockDir(PierImageCacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	start := time.Now()
 	roots, built, err := debianRoots(opts.Source, logf)
@@ -216,9 +228,6 @@ func debianRoots(source string, logf func(string, ...any)) (_ roots, built bool,
 	mirror, _, _ := strings.Cut(string(out), "\n")
 	if err != nil || mirror == "" {
 		return roots{}, false, fmt.Errorf("no %s mirror in the host's apt sources (%v)", debianSuite, err)
-	}
-	if err := os.MkdirAll(PierImageCacheDir, 0o755); err != nil {
-		return roots{}, false, err
 	}
 	work, err := os.MkdirTemp(PierImageCacheDir, "build-")
 	if err != nil {

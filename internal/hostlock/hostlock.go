@@ -15,8 +15,11 @@ import (
 // function that releases it; the kernel releases it too if the process
 // dies. The lock is taken on the temp directory itself, so that nothing is
 // left behind.
-func Lock() (unlock func(), err error) {
-	f, err := os.Open(os.TempDir())
+func Lock() (unlock func(), err error) { return LockDir(os.TempDir()) }
+
+// LockDir is Lock on another directory: one lock per directory.
+func LockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
