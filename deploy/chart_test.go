@@ -50,8 +50,8 @@ const (
 	// k8s.io/api module the objects are decoded with.
 	kubeVersion = "1.37.0"
 
-	runtimeLabel   = "pier-runtime.github.io/runtime"
-	hookDaemonSet  = "daemonset.yaml"
+	runtimeLabel  = "pier-runtime.github.io/runtime"
+	hookDaemonSet = "daemonset.yaml"
 )
 
 // helmPath finds the helm binary.

@@ -531,6 +531,7 @@ uninstalled() { [ ! -e /var/lib/pier-install ] && [ ! -e /etc/systemd/system/pie
 deploy() {
 	local t before after notes
 	: >"$DLOG"
+	install -m 0755 $E/bin/crictl /usr/local/bin/
 	remove_pier
 	start_registry || { result FAIL deploy/registry "$(now)" "the registry did not start"; return; }
 	t=$(now) DT0=$(now)
