@@ -369,6 +369,14 @@ KCFG=/var/lib/kubelet/config.yaml
 MAN=/etc/kubernetes/manifests
 DLOG=$R/deploy.log
 
+# cri ENDPOINT ARGS...: crictl against one runtime, its image service too
+# (/etc/crictl.yaml names pier's).
+cri() {
+	local ep=$1
+	shift
+	command crictl -r "$ep" -i "$ep" -t 10s "$@"
+}
+
 # remove_pier: the node as it was before any pier: what the suite phases
 # installed goes (pods first, while pier still answers).
 remove_pier() {
@@ -400,7 +408,7 @@ T
 	systemctl start containerd || return 1
 	local i
 	for i in $(seq 60); do
-		command crictl -r $CTRD version >/dev/null 2>&1 && break
+		cri $CTRD version >/dev/null 2>&1 && break
 		sleep 1
 	done
 	# The images containerd needs, as the registry names them (the VM
@@ -458,9 +466,9 @@ T
 # ENDPOINT whose containers all run.
 ready_on() {
 	local p
-	p=$(command crictl -r "$1" -t 10s pods --name "^$2" --state ready -q 2>/dev/null | head -n 1)
+	p=$(cri "$1" pods --name "^$2" --state ready -q 2>/dev/null | head -n 1)
 	[ -n "$p" ] || return 1
-	[ -n "$(command crictl -r "$1" -t 10s ps --pod "$p" --state running -q 2>/dev/null)" ] || return 1
+	[ -n "$(cri "$1" ps --pod "$p" --state running -q 2>/dev/null)" ] || return 1
 	echo "$p"
 }
 
@@ -478,10 +486,10 @@ deploy_logs() {
 		echo "== kubelet config"; cat $KCFG
 		echo "== installer state"; cat /var/lib/pier-install/state.json 2>&1
 		for ep in $CTRD $SOCK; do
-			echo "== pods on $ep"; command crictl -r $ep -t 10s pods 2>&1
-			echo "== containers on $ep"; command crictl -r $ep -t 10s ps -a 2>&1
-			for c in $(command crictl -r $ep -t 10s ps -a -q 2>/dev/null); do
-				echo "-- logs of $c on $ep"; command crictl -r $ep -t 10s logs "$c" 2>&1 | tail -n 60
+			echo "== pods on $ep"; cri $ep pods 2>&1
+			echo "== containers on $ep"; cri $ep ps -a 2>&1
+			for c in $(cri $ep ps -a -q 2>/dev/null); do
+				echo "-- logs of $c on $ep"; cri $ep logs "$c" 2>&1 | tail -n 60
 			done
 		done
 		echo "== journal: kubelet, containerd, pier, pier-install-kubelet"
@@ -523,9 +531,9 @@ wait_for() {
 installed() { jq -e '.phase == "install" and (.done | index("installed"))' /var/lib/pier-install/state.json; }
 on_pier() { grep -q "^containerRuntimeEndpoint: unix:///run/pier/pier.sock" $KCFG; }
 on_containerd() { grep -q "^containerRuntimeEndpoint: $CTRD" $KCFG; }
-no_pods_on() { [ -z "$(command crictl -r "$1" -t 10s pods -q 2>/dev/null)" ]; }
+no_pods_on() { [ -z "$(cri "$1" pods -q 2>/dev/null)" ]; }
 installed_alone() { installed && no_pods_on $CTRD; }
-uninstaller_gone() { ! command crictl -r $CTRD -t 10s pods --name '^pier-uninstall' -q | grep -q .; }
+uninstaller_gone() { ! cri $CTRD pods --name '^pier-uninstall' -q | grep -q .; }
 uninstalled() { [ ! -e /var/lib/pier-install ] && [ ! -e /etc/systemd/system/pier.service ] && ! systemctl is-active -q pier; }
 
 deploy() {
@@ -587,7 +595,7 @@ deploy() {
 	fi
 	deploy_logs uninstall
 	rm -f $MAN/pier-uninstall.yaml
-	wait_for 120 "the uninstaller is gone" sh -c "! command crictl -r $CTRD -t 10s pods --name '^pier' -q | grep -q ."
+	wait_for 120 "the uninstaller is gone" sh -c "! cri $CTRD pods --name '^pier' -q | grep -q ."
 	after=$(node_files)
 	if [ "$before" = "$after" ] && ready_on $CTRD hello >/dev/null; then
 		result PASS deploy/uninstall "$t" "seconds:$notes; the node's files as before"
