@@ -602,7 +602,16 @@ deploy() {
 	else
 		result FAIL deploy/uninstall "$t" "seconds:$notes; files before/after differ: $(diff <(echo "$before") <(echo "$after") | head -n 8 | tr '\n' ' ')"
 	fi
-	rm -f $MAN/hello.yaml
+	# containerd's pods would hold the power-off (systemd waits 90 s for
+	# their processes): the node is emptied first.
+	rm -f $MAN/*.yaml
+	systemctl stop kubelet
+	local p
+	for p in $(cri $CTRD pods -q 2>/dev/null); do
+		cri $CTRD stopp "$p" >/dev/null 2>&1
+		cri $CTRD rmp "$p" >/dev/null 2>&1
+	done
+	systemctl stop containerd
 }
 
 say "phase $phase: up $(cut -d' ' -f1 /proc/uptime) s"
