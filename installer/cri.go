@@ -2,13 +2,18 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -21,6 +26,8 @@ type Runtimes interface {
 	// RemovePods stops and removes every pod sandbox of the runtime, and
 	// returns how many there were; none when nothing serves the endpoint.
 	RemovePods(ctx context.Context, endpoint string) (int, error)
+	// Pods returns how many pod sandboxes the runtime has.
+	Pods(ctx context.Context, endpoint string) (int, error)
 }
 
 // criClient reaches the runtimes' sockets under the host's root.
@@ -30,11 +37,10 @@ type criClient struct{ h *host }
 func NewRuntimes(hostRoot string) Runtimes { return criClient{h: &host{root: hostRoot}} }
 
 func (c criClient) dial(endpoint string) (*grpc.ClientConn, error) {
-	p, ok := strings.CutPrefix(endpoint, "unix://")
-	if !ok {
-		return nil, fmt.Errorf("endpoint %q: only unix:// endpoints are supported", endpoint)
+	if strings.Contains(endpoint, "://") && !strings.HasPrefix(endpoint, "unix://") {
+		return nil, fmt.Errorf("endpoint %q: only unix sockets are supported", endpoint)
 	}
-	path := c.h.path(p)
+	path := c.h.socket(endpoint)
 	return grpc.NewClient("passthrough:///cri",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -86,6 +92,21 @@ func (c criClient) Ready(ctx context.Context, endpoint string) (string, []string
 	}
 }
 
+func (c criClient) Pods(ctx context.Context, endpoint string) (int, error) {
+	conn, err := c.dial(endpoint)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := runtimeapi.NewRuntimeServiceClient(conn).ListPodSandbox(actx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return len(list.GetItems()), nil
+}
+
 func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error) {
 	conn, err := c.dial(endpoint)
 	if err != nil {
@@ -98,8 +119,11 @@ func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error)
 	list, err := rs.ListPodSandbox(actx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		// Nothing serves it (the runtime is gone or stopped): no pods to
-		// leave behind there.
-		return 0, nil
+		// leave behind there. Any other error is one.
+		if _, serr := os.Stat(c.h.socket(endpoint)); errors.Is(serr, fs.ErrNotExist) || status.Code(err) == codes.Unavailable {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("list the pods on %s: %w", endpoint, err)
 	}
 	for _, p := range list.GetItems() {
 		if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {

@@ -35,6 +35,17 @@ import (
 // PierEndpoint is pier's CRI socket, as the kubelet names it.
 const PierEndpoint = "unix:///run/pier/pier.sock"
 
+// socket is the host path of a kubelet endpoint (unix:///path, or a bare
+// path, which the kubelet also takes), its symbolic links resolved as the
+// host resolves them: unix:///var/run/pier/pier.sock is pier's socket.
+func (h *host) socket(endpoint string) string {
+	p, _ := strings.CutPrefix(endpoint, "unix://")
+	return h.path(p)
+}
+
+// same reports whether two endpoints name one socket.
+func (h *host) same(a, b string) bool { return h.socket(a) == h.socket(b) }
+
 // Host paths the installer writes.
 const (
 	binDir     = "/usr/local/bin" // pierd, pier-shim, pier-shim-monitor (as pier.service says)
@@ -48,6 +59,10 @@ const (
 	pierRoot   = "/var/lib/pier"
 	pierState  = "/run/pier"
 )
+
+// configPlaceholder is the configuration file the installer writes where
+// the node has none, for the operator to edit (it is never rewritten).
+const configPlaceholder = "# pier's configuration: every key is optional (pierd config default prints them).\n# pier-install's settings are in config.d/, merged over this file.\n"
 
 // Options say what to install and how to reach the host.
 type Options struct {
@@ -201,7 +216,19 @@ func (i *Installer) Uninstall(ctx context.Context) error {
 			return err
 		}
 	}
+	// A kubelet on pier that the installer did not move there (it was so
+	// before, or an operator moved it): removing pier would stop every pod
+	// of the node, the uninstaller's own among them, again and again.
+	if e, err := i.kubelet().read(i.h); err == nil && i.h.same(e.Runtime(), PierEndpoint) {
+		return fmt.Errorf("the kubelet uses pier (%s), and pier-install did not switch it: point it at another runtime first (%s), then uninstall", e.Runtime(), i.o.KubeletConfig)
+	}
+	// pier was installed on the node before pier-install (its unit was
+	// backed up): its files come back and it runs on, with its pods.
+	_, hadPier := s.Backups[unitFile]
 	if err := i.step(s, "pier-pods", func() error {
+		if hadPier {
+			return nil
+		}
 		n, err := i.o.Runtimes.RemovePods(ctx, PierEndpoint)
 		if n > 0 {
 			i.o.Log("removed %d pods left on pier", n)
@@ -211,6 +238,9 @@ func (i *Installer) Uninstall(ctx context.Context) error {
 		return err
 	}
 	if err := i.step(s, "service", func() error {
+		if hadPier {
+			return nil
+		}
 		if err := i.o.Systemd.Stop(ctx, unitName); err != nil {
 			return err
 		}
@@ -226,10 +256,23 @@ func (i *Installer) Uninstall(ctx context.Context) error {
 				}
 			}
 		}
+		// The configuration file it created stays if someone edited it.
+		if s.created(configFile) {
+			if same, err := sameContent(i.h.path(configFile), bytesSource([]byte(configPlaceholder))); err == nil && !same {
+				i.o.Log("kept %s: it was edited", configFile)
+				s.Created = slices.DeleteFunc(s.Created, func(c string) bool { return c == configFile })
+			}
+		}
 		if err := i.h.restore(s); err != nil {
 			return err
 		}
-		return i.o.Systemd.Reload(ctx)
+		if err := i.o.Systemd.Reload(ctx); err != nil {
+			return err
+		}
+		if hadPier {
+			return i.o.Systemd.Restart(ctx, unitName)
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -267,7 +310,7 @@ func (i *Installer) label(ctx context.Context, on bool) error {
 	installed, runtime := "", ""
 	if on {
 		installed = "true"
-		if e, err := i.kubelet().read(i.h); err == nil && e.Runtime() == PierEndpoint {
+		if e, err := i.kubelet().read(i.h); err == nil && i.h.same(e.Runtime(), PierEndpoint) {
 			runtime = "pier"
 		}
 	}
@@ -347,8 +390,8 @@ func (i *Installer) installFiles(ctx context.Context, s *state) error {
 	}
 	// Configuration: an operator's config.toml is never touched; the
 	// installer's settings are drop-ins, merged over it in name order.
-	if !i.h.exists(configFile) || s.created(configFile) {
-		if _, err := i.h.put(s, configFile, []byte("# pier's configuration: every key is optional (pierd config default prints them).\n# pier-install's settings are in config.d/, merged over this file.\n"), 0o644); err != nil {
+	if !i.h.exists(configFile) {
+		if _, err := i.h.put(s, configFile, []byte(configPlaceholder), 0o644); err != nil {
 			return err
 		}
 	}
@@ -400,7 +443,17 @@ func (i *Installer) installDropIns(s *state) (bool, error) {
 			continue
 		}
 		p := filepath.Join(dropInDir, old)
-		if err := i.h.remove(p); err != nil {
+		if b, ok := s.Backups[p]; ok {
+			// The operator's file of that name comes back.
+			fi, err := os.Stat(i.h.path(b))
+			if err != nil {
+				return false, err
+			}
+			if err := writeFrom(i.h.path(p), fileSource(i.h.path(b)), fi.Mode().Perm()); err != nil {
+				return false, err
+			}
+			delete(s.Backups, p)
+		} else if err := i.h.remove(p); err != nil {
 			return false, err
 		}
 		s.Created = slices.DeleteFunc(s.Created, func(c string) bool { return c == p })
@@ -490,6 +543,14 @@ const requestFile = StateDir + "/kubelet-request.json"
 // switchKubelet moves the kubelet to pier.
 func (i *Installer) switchKubelet(ctx context.Context, s *state) error {
 	s.enter("switch", "switch-back")
+	// Switched before, but something (kubeadm upgrade, configuration
+	// management) put the kubelet back: switch again.
+	if s.done("switch/kubelet") {
+		if cur, err := i.kubelet().read(i.h); err == nil && !i.h.same(cur.Runtime(), PierEndpoint) {
+			i.o.Log("the kubelet uses %s again: switching it to pier once more", cur.Runtime())
+			s.drop("switch/")
+		}
+	}
 	if err := i.step(s, "kubelet-record", func() error {
 		if s.Kubelet != nil {
 			return nil
@@ -498,7 +559,21 @@ func (i *Installer) switchKubelet(ctx context.Context, s *state) error {
 		if err != nil {
 			return err
 		}
-		if cur.Runtime() == PierEndpoint {
+		// Copies of the kubelet's files as they were, for the operator
+		// (uninstall restores the endpoints key by key, keeping what
+		// changed since).
+		before := filepath.Join(StateDir, "kubelet-before")
+		if err := os.MkdirAll(i.h.path(before), 0o700); err != nil {
+			return err
+		}
+		for _, f := range []string{i.o.KubeletConfig, i.o.KubeletFlags} {
+			if f != "" && i.h.exists(f) {
+				if err := writeFrom(i.h.path(filepath.Join(before, filepath.Base(f))), fileSource(i.h.path(f)), 0o600); err != nil {
+					return err
+				}
+			}
+		}
+		if i.h.same(cur.Runtime(), PierEndpoint) {
 			i.o.Log("the kubelet already uses pier: there is no previous runtime to switch back to on uninstall")
 		} else if v, _, err := i.nodeRuntime(ctx, cur.Runtime()); err == nil {
 			s.PreviousRuntime = v
@@ -537,7 +612,7 @@ func (i *Installer) switchBack(ctx context.Context, s *state) error {
 // runtime that is(version), untaints, and removes the pods left on the
 // runtime at from. Its steps are named dir/step.
 func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want *endpoints, is func(version string) bool, from string) error {
-	if want.Runtime() == from {
+	if i.h.same(want.Runtime(), from) {
 		i.o.Log("the kubelet stays on %s", from)
 		return nil
 	}
@@ -569,8 +644,13 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want 
 	}); err != nil {
 		return err
 	}
-	if err := step("kubelet-wait", func() error { return i.waitNode(ctx, is) }); err != nil {
-		return err
+	if err := step("kubelet-wait", func() error { return i.waitNode(ctx, is, want.Runtime()) }); err != nil {
+		if dir != "switch" {
+			return err
+		}
+		// The kubelet does not come up on pier: it goes back where it was,
+		// the node is untainted, and the next try starts over.
+		return errors.Join(err, i.rollback(s))
 	}
 	if err := step("untaint", func() error {
 		if i.o.Cluster == nil {
@@ -591,11 +671,50 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want 
 	})
 }
 
-// waitNode waits until the node reports a ready runtime that satisfies
-// is; without an API server, until the kubelet is healthy again.
-func (i *Installer) waitNode(ctx context.Context, is func(string) bool) error {
+// rollback puts the kubelet back on its recorded endpoints after a switch
+// to pier that did not come up, and untaints the node. It has a time of
+// its own: the installer's may be spent.
+func (i *Installer) rollback(s *state) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	i.o.Log("the kubelet did not come up on pier: putting it back on %s", s.Kubelet.Runtime())
+	req := kubeletRequest{Files: i.kubelet(), Unit: i.o.KubeletUnit, Want: s.Kubelet}
+	if err := atomicfile.WriteJSON(i.h.path(requestFile), req); err != nil {
+		return err
+	}
+	if err := i.o.Systemd.RunOnHost(ctx, "pier-install-kubelet.service", []string{filepath.Join(optDir, "bin", "pier-install"), "kubelet-apply", "--request", requestFile}); err != nil {
+		return err
+	}
+	s.drop("switch/")
+	if err := i.h.save(s); err != nil {
+		return err
+	}
 	if i.o.Cluster == nil {
-		return waitHealthy(ctx, i.kubelet().healthz(i.h))
+		return nil
+	}
+	return i.o.Cluster.SetTaint(ctx, i.o.NodeName, false)
+}
+
+// waitNode waits until the node reports a ready runtime that satisfies
+// is. Without an API server, until the kubelet is healthy again and has
+// pods on the runtime at endpoint (its static pods, this installer's
+// among them): its health alone would not tell which runtime it uses.
+func (i *Installer) waitNode(ctx context.Context, is func(string) bool, endpoint string) error {
+	if i.o.Cluster == nil {
+		if err := waitHealthy(ctx, i.kubelet().healthz(i.h)); err != nil {
+			return err
+		}
+		for {
+			n, err := i.o.Runtimes.Pods(ctx, endpoint)
+			if err == nil && n > 0 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the kubelet started no pod on %s (%v)", endpoint, err)
+			case <-time.After(time.Second):
+			}
+		}
 	}
 	var last string
 	for {
@@ -636,7 +755,8 @@ func KubeletApply(ctx context.Context, hostRoot, request string, sys Systemd, lo
 	if !cur.has(req.Want) {
 		log("stopping %s", req.Unit)
 		if err := sys.Stop(ctx, req.Unit); err != nil {
-			return err
+			// Never leave it stopped: it runs on as it was.
+			return errors.Join(err, sys.Start(ctx, req.Unit))
 		}
 		if err := req.Files.apply(h, req.Want); err != nil {
 			// The kubelet must not stay down for a file it could not write.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A node as the tests fake it: a host root (a directory), its systemd,
@@ -28,6 +29,8 @@ type fakeNode struct {
 	taints  []string
 	labels  map[string]string
 	runtime string // what the kubelet reports, set when it starts
+	// pierBroken: a kubelet pointed at pier never comes up.
+	pierBroken bool
 }
 
 const containerdEndpoint = "unix:///var/run/containerd/containerd.sock"
@@ -157,8 +160,11 @@ func (n *fakeNode) started(u string) error {
 			return err
 		}
 		n.runtime = "containerd://1.6.20"
-		if e.Runtime() == PierEndpoint {
+		if (&host{root: n.root}).same(e.Runtime(), PierEndpoint) {
 			n.runtime = "pier://0.1.0"
+			if n.pierBroken {
+				n.runtime = ""
+			}
 		}
 	}
 	return nil
@@ -194,6 +200,13 @@ func (n *fakeNode) RemovePods(ctx context.Context, endpoint string) (int, error)
 	}
 	n.pods[endpoint] = 0
 	return c, nil
+}
+
+func (n *fakeNode) Pods(ctx context.Context, endpoint string) (int, error) {
+	if (endpoint == PierEndpoint && strings.HasPrefix(n.runtime, "pier://")) || (endpoint == containerdEndpoint && strings.HasPrefix(n.runtime, "containerd://")) {
+		return n.pods[endpoint] + 1, nil // the kubelet's static pods
+	}
+	return n.pods[endpoint], nil
 }
 
 // Cluster.
@@ -554,4 +567,120 @@ func TestReleaseTurnsTheSwitchOff(t *testing.T) {
 	if m.pods[PierEndpoint] != 4 || slices.Contains(m.calls, "stop kubelet.service") {
 		t.Errorf("kubelet already on pier: pods %d, calls %v", m.pods[PierEndpoint], m.calls)
 	}
+}
+
+// TestReviewCases: the cases a review of the installer found.
+func TestReviewCases(t *testing.T) {
+	ctx := context.Background()
+	pl := payload(t)
+
+	t.Run("kubelet on pier by another name", func(t *testing.T) {
+		n := newNode(t)
+		// /var/run is /run: this is pier's socket.
+		mustWrite(t, filepath.Join(n.root, "var/lib/kubelet/config.yaml"), strings.ReplaceAll(kubeletConfig, containerdEndpoint, "unix:///var/run/pier/pier.sock"), 0o644)
+		mustWrite(t, filepath.Join(n.root, "var/lib/kubelet/kubeadm-flags.env"), "KUBELET_KUBEADM_ARGS=\"\"\n", 0o644)
+		n.pods[PierEndpoint] = 4
+		if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n.pods[PierEndpoint] != 4 || slices.Contains(n.calls, "stop kubelet.service") || n.labels[LabelRuntime] != "pier" {
+			t.Errorf("pods on pier %d, calls %v, labels %v", n.pods[PierEndpoint], n.calls, n.labels)
+		}
+		// Uninstall would stop every pod of a node whose kubelet is on pier.
+		err := n.installer(pl, "", "", nil).Uninstall(ctx)
+		if err == nil || !strings.Contains(err.Error(), "point it at another runtime first") || n.pods[PierEndpoint] != 4 || !n.active["pier.service"] {
+			t.Errorf("uninstall: %v; pods on pier %d, pier active %v", err, n.pods[PierEndpoint], n.active["pier.service"])
+		}
+	})
+
+	t.Run("config.toml the installer wrote, then edited", func(t *testing.T) {
+		n := newNode(t)
+		os.Remove(filepath.Join(n.root, "etc/pier/config.toml"))
+		if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustWrite(t, filepath.Join(n.root, "etc/pier/config.toml"), "log_verbosity = 4\n", 0o644)
+		for _, run := range []func(*Installer) error{func(i *Installer) error { return i.Install(ctx) }, func(i *Installer) error { return i.Uninstall(ctx) }} {
+			if err := run(n.installer(pl, "", "", nil)); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(t, n, "/etc/pier/config.toml"); got != "log_verbosity = 4\n" {
+				t.Errorf("the edited config.toml became %q", got)
+			}
+		}
+	})
+
+	t.Run("an operator's drop-in of the chart's name", func(t *testing.T) {
+		n := newNode(t)
+		mustWrite(t, filepath.Join(n.root, "etc/pier/config.d/50-helm.toml"), "# the operator's\n", 0o600)
+		chart := t.TempDir()
+		mustWrite(t, filepath.Join(chart, "50-helm.toml"), "cgroup_driver = \"systemd\"\n", 0o644)
+		if err := n.installer(pl, chart, "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(chart, "50-helm.toml"))
+		if err := n.installer(pl, chart, "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, n, "/etc/pier/config.d/50-helm.toml"); got != "# the operator's\n" {
+			t.Errorf("a release without the drop-in left %q, want the operator's file back", got)
+		}
+	})
+
+	t.Run("unquoted kubeadm flags", func(t *testing.T) {
+		n := newNode(t)
+		mustWrite(t, filepath.Join(n.root, "var/lib/kubelet/kubeadm-flags.env"), "KUBELET_KUBEADM_ARGS=--container-runtime-endpoint="+containerdEndpoint+" --v=2\n", 0o644)
+		if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, n, "/var/lib/kubelet/kubeadm-flags.env"); got != "KUBELET_KUBEADM_ARGS=--container-runtime-endpoint="+PierEndpoint+" --v=2\n" {
+			t.Errorf("flags: %q", got)
+		}
+		if err := n.installer(pl, "", "", nil).Uninstall(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, n, "/var/lib/kubelet/kubeadm-flags.env"); got != "KUBELET_KUBEADM_ARGS=--container-runtime-endpoint="+containerdEndpoint+" --v=2\n" {
+			t.Errorf("flags after uninstall: %q", got)
+		}
+	})
+
+	t.Run("kubelet config: a comment on the value, and two documents", func(t *testing.T) {
+		n := newNode(t)
+		cfg := strings.Replace(kubeletConfig, containerdEndpoint, containerdEndpoint+" # the runtime", 1)
+		mustWrite(t, filepath.Join(n.root, "var/lib/kubelet/config.yaml"), cfg, 0o644)
+		if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, n, "/var/lib/kubelet/config.yaml"); !strings.Contains(got, PierEndpoint+" # the runtime") {
+			t.Errorf("the value's comment is gone:\n%s", got)
+		}
+		m := newNode(t)
+		mustWrite(t, filepath.Join(m.root, "var/lib/kubelet/config.yaml"), kubeletConfig+"---\nkind: Other\n", 0o644)
+		err := m.installer(pl, "", "", nil).Install(ctx)
+		if err == nil || !strings.Contains(err.Error(), "more than one YAML document") || read(t, m, "/var/lib/kubelet/config.yaml") != kubeletConfig+"---\nkind: Other\n" {
+			t.Errorf("two documents: %v", err)
+		}
+	})
+
+	t.Run("a kubelet that does not come up on pier goes back", func(t *testing.T) {
+		n := newNode(t)
+		n.pierBroken = true
+		in := n.installer(pl, "", "", nil)
+		in.o.Timeout = 2 * time.Second
+		err := in.Install(ctx)
+		if err == nil || !strings.Contains(err.Error(), "did not report") {
+			t.Fatalf("err = %v", err)
+		}
+		if n.runtime != "containerd://1.6.20" || len(n.taints) != 0 || n.pods[containerdEndpoint] != 3 || read(t, n, "/var/lib/kubelet/config.yaml") != kubeletConfig {
+			t.Errorf("after the rollback: runtime %q, taints %v, pods on containerd %d", n.runtime, n.taints, n.pods[containerdEndpoint])
+		}
+		// Fixed, the next try switches.
+		n.pierBroken = false
+		if err := n.installer(pl, "", "", nil).Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n.runtime != "pier://0.1.0" {
+			t.Errorf("runtime %q after the retry", n.runtime)
+		}
+	})
 }

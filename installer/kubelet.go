@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
@@ -97,8 +99,13 @@ func (k kubeletFiles) load(h *host) (*yaml.Node, error) {
 		return nil, err
 	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("the kubelet's configuration %s: %w", k.Config, err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, fmt.Errorf("the kubelet's configuration %s holds more than one YAML document: pier-install edits only a single KubeletConfiguration", k.Config)
 	}
 	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("the kubelet's configuration %s is not a KubeletConfiguration mapping", k.Config)
@@ -149,18 +156,28 @@ func (k kubeletFiles) apply(h *host, want *endpoints) error {
 		re := flagPattern(f)
 		switch {
 		case v == nil:
-			// Gone with the space before it, but not with an opening quote.
+			// Gone with the space before it, but not with an opening quote
+			// or the variable's "=".
 			flags = re.ReplaceAllFunc(flags, func(m []byte) []byte {
-				if m[0] == '"' {
-					return []byte{'"'}
+				if m[0] == '"' || m[0] == '=' {
+					return m[:1]
 				}
 				return nil
 			})
 		case re.Match(flags):
 			flags = re.ReplaceAll(flags, []byte("${1}"+f+"="+*v))
 		default:
-			// A flag the file lacks is added to kubeadm's variable.
-			flags = bytes.Replace(flags, []byte(`KUBELET_KUBEADM_ARGS="`), []byte(`KUBELET_KUBEADM_ARGS="`+f+"="+*v+" "), 1)
+			// A flag the file lacks is added to kubeadm's variable, quoted
+			// or not.
+			i := bytes.Index(flags, []byte("KUBELET_KUBEADM_ARGS="))
+			if i < 0 {
+				return fmt.Errorf("%s has no KUBELET_KUBEADM_ARGS= to add %s to", k.Flags, f)
+			}
+			at := i + len("KUBELET_KUBEADM_ARGS=")
+			if at < len(flags) && flags[at] == '"' {
+				at++
+			}
+			flags = append(flags[:at:at], append([]byte(f+"="+*v+" "), flags[at:]...)...)
 		}
 	}
 	return writeKeepingMode(h.path(k.Flags), flags)
@@ -169,15 +186,40 @@ func (k kubeletFiles) apply(h *host, want *endpoints) error {
 // flagPattern matches a flag and its value (--flag=value or --flag value)
 // with the space before it.
 func flagPattern(flag string) *regexp.Regexp {
-	return regexp.MustCompile(`(^|[\s"])` + regexp.QuoteMeta(flag) + `[= ]("[^"]*"|'[^']*'|[^\s"]+)`)
+	return regexp.MustCompile(`(^|[\s"=])` + regexp.QuoteMeta(flag) + `[= ]("[^"]*"|'[^']*'|[^\s"]+)`)
 }
 
+// writeKeepingMode replaces the file at path (the target of a symbolic
+// link, not the link) keeping its mode and owner.
 func writeKeepingMode(path string, data []byte) error {
+	if r, err := filepath.EvalSymlinks(path); err == nil {
+		path = r
+	}
 	perm := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
+	fi, err := os.Stat(path)
+	if err == nil {
 		perm = fi.Mode().Perm()
 	}
-	return atomicfile.WriteFile(path, data, perm)
+	if err := atomicfile.WriteFile(path, data, perm); err != nil {
+		return err
+	}
+	if st, ok := statOwner(fi); ok {
+		return os.Lchown(path, st.uid, st.gid)
+	}
+	return nil
+}
+
+type owner struct{ uid, gid int }
+
+func statOwner(fi os.FileInfo) (owner, bool) {
+	if fi == nil {
+		return owner{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return owner{}, false
+	}
+	return owner{int(st.Uid), int(st.Gid)}, true
 }
 
 func mapValue(doc *yaml.Node, key string) *yaml.Node {
@@ -198,7 +240,9 @@ func setMapValue(m *yaml.Node, key string, v *string) {
 		if v == nil {
 			m.Content = append(m.Content[:i], m.Content[i+2:]...)
 		} else {
-			m.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: *v}
+			// In place: the line's comment stays.
+			n := m.Content[i+1]
+			n.Kind, n.Tag, n.Value, n.Style, n.Content = yaml.ScalarNode, "!!str", *v, 0, nil
 		}
 		return
 	}

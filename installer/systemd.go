@@ -136,7 +136,7 @@ func (s *systemdBus) RunOnHost(ctx context.Context, unit string, argv []string) 
 		return err
 	}
 	defer c.Close()
-	for {
+	for try := 0; ; try++ {
 		ch := make(chan string, 1)
 		props := []sd.Property{
 			sd.PropDescription("pier-install: " + filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")),
@@ -152,7 +152,7 @@ func (s *systemdBus) RunOnHost(ctx context.Context, unit string, argv []string) 
 				}
 				return nil
 			case <-ctx.Done():
-				return ctx.Err()
+				return fmt.Errorf("%s on the host: %w", unit, ctx.Err())
 			}
 		}
 		var de godbus.Error
@@ -165,11 +165,14 @@ func (s *systemdBus) RunOnHost(ctx context.Context, unit string, argv []string) 
 		if err != nil {
 			return err
 		}
-		switch strings.Trim(p.Value.String(), `"`) {
-		case "failed":
+		switch st := strings.Trim(p.Value.String(), `"`); {
+		case st == "failed" || (st == "inactive" && try > 3):
+			// Ended, and kept loaded: let it go.
 			if err := c.ResetFailedUnitContext(ctx, unit); err != nil {
-				return err
+				return fmt.Errorf("reset %s on the host: %w", unit, err)
 			}
+		case try > 600:
+			return fmt.Errorf("%s still runs on the host after 10 minutes (state %s)", unit, st)
 		default:
 			select {
 			case <-time.After(time.Second):
