@@ -76,6 +76,29 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	t.Logf("run took %v", time.Since(start).Round(time.Millisecond))
+
+	// The same as a person at the node would: crictl runp, create, start,
+	// logs, with the image's entrypoint.
+	dir := t.TempDir()
+	podJSON, ctrJSON := filepath.Join(dir, "pod.json"), filepath.Join(dir, "ctr.json")
+	os.WriteFile(podJSON, []byte(`{"metadata":{"name":"dockerfile-crictl","namespace":"e2e","uid":"uid-dockerfile-crictl"},"log_directory":"`+dir+`","linux":{}}`), 0o644)
+	os.WriteFile(ctrJSON, []byte(`{"metadata":{"name":"install"},"image":{"image":"`+img.Ref+`"},"args":["--version"],"log_path":"install.log","linux":{}}`), 0o644)
+	out, err := p.Crictl("runp", podJSON)
+	if err != nil {
+		t.Fatalf("crictl runp: %v %s", err, out)
+	}
+	sandbox := strings.TrimSpace(out)
+	if out, err = p.Crictl("create", sandbox, ctrJSON, podJSON); err != nil {
+		t.Fatalf("crictl create: %v %s", err, out)
+	}
+	ctr := strings.TrimSpace(out)
+	if out, err = p.Crictl("start", ctr); err != nil {
+		t.Fatalf("crictl start: %v %s", err, out)
+	}
+	waitState(t, p, ctr, runtimeapi.ContainerState_CONTAINER_EXITED)
+	if out, err = p.Crictl("logs", ctr); err != nil || out != "pier-install "+version+"\n" {
+		t.Errorf("crictl logs of the entrypoint: %q %v, want %q", out, err, "pier-install "+version+"\n")
+	}
 }
 
 // logText returns the text of a CRI log file's lines.
