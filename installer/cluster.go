@@ -14,8 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 )
@@ -40,7 +42,16 @@ type Cluster interface {
 	Runtime(ctx context.Context, node string) (version string, handlers []string, ready bool, err error)
 }
 
-type apiCluster struct{ c kubernetes.Interface }
+// API is the part of the API server the installer uses: nodes, and
+// DaemonSets for uninstall-cluster. Only these typed clients are linked
+// in, not the clientset of every API group (which made pier-install
+// 49 MiB).
+type API struct {
+	Core corev1client.CoreV1Interface
+	Apps appsv1client.AppsV1Interface
+}
+
+type apiCluster struct{ c API }
 
 // NewCluster returns the API server of the pod's cluster, or nil when the
 // installer does not run in a cluster's pod (a kubelet in standalone mode,
@@ -59,17 +70,25 @@ func NewCluster() (Cluster, error) {
 
 // Clientset is the API server of the pod's cluster, with the pod's
 // service account.
-func Clientset() (kubernetes.Interface, error) {
+func Clientset() (API, error) {
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
-		return nil, fmt.Errorf("not in a cluster's pod: %w", err)
+		return API{}, fmt.Errorf("not in a cluster's pod: %w", err)
 	}
-	return kubernetes.NewForConfig(cfg)
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return API{}, err
+	}
+	apps, err := appsv1client.NewForConfig(cfg)
+	if err != nil {
+		return API{}, err
+	}
+	return API{Core: core, Apps: apps}, nil
 }
 
 func (a apiCluster) SetTaint(ctx context.Context, node string, on bool) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := a.c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		n, err := a.c.Core.Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -82,7 +101,7 @@ func (a apiCluster) SetTaint(ctx context.Context, node string, on bool) error {
 		default:
 			return nil
 		}
-		_, err = a.c.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		_, err = a.c.Core.Nodes().Update(ctx, n, metav1.UpdateOptions{})
 		return err
 	})
 }
@@ -93,12 +112,12 @@ func (a apiCluster) SetLabel(ctx context.Context, node, key, value string) error
 		v = nil
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: v}}})
-	_, err := a.c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := a.c.Core.Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
 
 func (a apiCluster) Runtime(ctx context.Context, node string) (string, []string, bool, error) {
-	n, err := a.c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	n, err := a.c.Core.Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return "", nil, false, err
 	}
@@ -119,8 +138,12 @@ func (a apiCluster) Runtime(ctx context.Context, node string) (string, []string,
 // uninstall DaemonSet from manifest, waits until no node carries
 // LabelInstalled (each node's uninstaller removes it when done), then
 // deletes the DaemonSet.
-func UninstallCluster(ctx context.Context, c kubernetes.Interface, manifest []byte, namespace string, poll time.Duration, log func(string, ...any)) error {
-	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(manifest, nil, nil)
+func UninstallCluster(ctx context.Context, c API, manifest []byte, namespace string, poll time.Duration, log func(string, ...any)) error {
+	sch := runtime.NewScheme()
+	if err := appsv1.AddToScheme(sch); err != nil {
+		return err
+	}
+	obj, _, err := serializer.NewCodecFactory(sch).UniversalDeserializer().Decode(manifest, nil, nil)
 	if err != nil {
 		return fmt.Errorf("the uninstall DaemonSet: %w", err)
 	}
@@ -131,14 +154,14 @@ func UninstallCluster(ctx context.Context, c kubernetes.Interface, manifest []by
 	if namespace == "" {
 		namespace = ds.Namespace
 	}
-	dsc := c.AppsV1().DaemonSets(namespace)
+	dsc := c.Apps.DaemonSets(namespace)
 	if _, err := dsc.Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create the uninstall DaemonSet: %w", err)
 	}
 	log("created DaemonSet %s/%s: waiting until no node has the label %s", namespace, ds.Name, LabelInstalled)
 	var left []string
 	for {
-		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelInstalled})
+		nodes, err := c.Core.Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelInstalled})
 		if err == nil {
 			left = left[:0]
 			for _, n := range nodes.Items {

@@ -23,7 +23,7 @@ func TestAPICluster(t *testing.T) {
 		},
 	}
 	cs := fake.NewClientset(node)
-	c := apiCluster{c: cs}
+	c := apiCluster{c: API{Core: cs.CoreV1(), Apps: cs.AppsV1()}}
 	get := func() *corev1.Node {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
 		if err != nil {
@@ -95,10 +95,10 @@ func TestUninstallCluster(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			(apiCluster{c: cs}).SetLabel(ctx, n, LabelInstalled, "")
+			(apiCluster{c: API{Core: cs.CoreV1(), Apps: cs.AppsV1()}}).SetLabel(ctx, n, LabelInstalled, "")
 		}
 	}()
-	if err := UninstallCluster(ctx, cs, []byte(uninstallDS), "", 20*time.Millisecond, t.Logf); err != nil {
+	if err := UninstallCluster(ctx, API{Core: cs.CoreV1(), Apps: cs.AppsV1()}, []byte(uninstallDS), "", 20*time.Millisecond, t.Logf); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx, "pier-uninstall", metav1.GetOptions{}); err == nil {
@@ -109,7 +109,7 @@ func TestUninstallCluster(t *testing.T) {
 	cs = fake.NewClientset(labelled("stuck"))
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel2()
-	err := UninstallCluster(ctx2, cs, []byte(uninstallDS), "", 20*time.Millisecond, t.Logf)
+	err := UninstallCluster(ctx2, API{Core: cs.CoreV1(), Apps: cs.AppsV1()}, []byte(uninstallDS), "", 20*time.Millisecond, t.Logf)
 	if err == nil || !strings.Contains(err.Error(), "stuck") {
 		t.Errorf("err = %v, want one naming the node", err)
 	}
