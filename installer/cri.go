@@ -92,19 +92,22 @@ func (c criClient) Ready(ctx context.Context, endpoint string) (string, []string
 	}
 }
 
+// pods lists the runtime's pod sandboxes.
+func pods(ctx context.Context, rs runtimeapi.RuntimeServiceClient) ([]*runtimeapi.PodSandbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	return list.GetItems(), err
+}
+
 func (c criClient) Pods(ctx context.Context, endpoint string) (int, error) {
 	conn, err := c.dial(endpoint)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	list, err := runtimeapi.NewRuntimeServiceClient(conn).ListPodSandbox(actx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		return 0, err
-	}
-	return len(list.GetItems()), nil
+	items, err := pods(ctx, runtimeapi.NewRuntimeServiceClient(conn))
+	return len(items), err
 }
 
 func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error) {
@@ -114,9 +117,7 @@ func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error)
 	}
 	defer conn.Close()
 	rs := runtimeapi.NewRuntimeServiceClient(conn)
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	list, err := rs.ListPodSandbox(actx, &runtimeapi.ListPodSandboxRequest{})
+	items, err := pods(ctx, rs)
 	if err != nil {
 		// Nothing serves it (the runtime is gone or stopped): no pods to
 		// leave behind there. Any other error is one.
@@ -125,7 +126,7 @@ func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error)
 		}
 		return 0, fmt.Errorf("list the pods on %s: %w", endpoint, err)
 	}
-	for _, p := range list.GetItems() {
+	for _, p := range items {
 		if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 			return 0, fmt.Errorf("stop pod %s/%s on %s: %w", p.GetMetadata().GetNamespace(), p.GetMetadata().GetName(), endpoint, err)
 		}
@@ -133,5 +134,5 @@ func (c criClient) RemovePods(ctx context.Context, endpoint string) (int, error)
 			return 0, fmt.Errorf("remove pod %s/%s on %s: %w", p.GetMetadata().GetNamespace(), p.GetMetadata().GetName(), endpoint, err)
 		}
 	}
-	return len(list.GetItems()), nil
+	return len(items), nil
 }

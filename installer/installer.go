@@ -631,17 +631,7 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want 
 	}); err != nil {
 		return err
 	}
-	if err := step("kubelet", func() error {
-		req := kubeletRequest{Files: i.kubelet(), Unit: i.o.KubeletUnit, Want: want}
-		if err := atomicfile.WriteJSON(i.h.path(requestFile), req); err != nil {
-			return err
-		}
-		self := filepath.Join(optDir, "bin", "pier-install")
-		if !s.created(self) && !i.h.exists(self) {
-			return fmt.Errorf("%s is missing on the host", self)
-		}
-		return i.o.Systemd.RunOnHost(ctx, "pier-install-kubelet.service", []string{self, "kubelet-apply", "--request", requestFile})
-	}); err != nil {
+	if err := step("kubelet", func() error { return i.applyKubelet(ctx, want) }); err != nil {
 		return err
 	}
 	if err := step("kubelet-wait", func() error { return i.waitNode(ctx, is, want.Runtime()) }); err != nil {
@@ -671,6 +661,21 @@ func (i *Installer) moveKubelet(ctx context.Context, s *state, dir string, want 
 	})
 }
 
+// applyKubelet writes want's endpoints into the kubelet's files and
+// restarts it, from a transient unit on the host (pier-install
+// kubelet-apply): a pod killed meanwhile never leaves it stopped.
+func (i *Installer) applyKubelet(ctx context.Context, want *endpoints) error {
+	req := kubeletRequest{Files: i.kubelet(), Unit: i.o.KubeletUnit, Want: want}
+	if err := atomicfile.WriteJSON(i.h.path(requestFile), req); err != nil {
+		return err
+	}
+	self := filepath.Join(optDir, "bin", "pier-install")
+	if !i.h.exists(self) {
+		return fmt.Errorf("%s is missing on the host", self)
+	}
+	return i.o.Systemd.RunOnHost(ctx, "pier-install-kubelet.service", []string{self, "kubelet-apply", "--request", requestFile})
+}
+
 // rollback puts the kubelet back on its recorded endpoints after a switch
 // to pier that did not come up, and untaints the node. It has a time of
 // its own: the installer's may be spent.
@@ -678,11 +683,7 @@ func (i *Installer) rollback(s *state) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	i.o.Log("the kubelet did not come up on pier: putting it back on %s", s.Kubelet.Runtime())
-	req := kubeletRequest{Files: i.kubelet(), Unit: i.o.KubeletUnit, Want: s.Kubelet}
-	if err := atomicfile.WriteJSON(i.h.path(requestFile), req); err != nil {
-		return err
-	}
-	if err := i.o.Systemd.RunOnHost(ctx, "pier-install-kubelet.service", []string{filepath.Join(optDir, "bin", "pier-install"), "kubelet-apply", "--request", requestFile}); err != nil {
+	if err := i.applyKubelet(ctx, s.Kubelet); err != nil {
 		return err
 	}
 	s.drop("switch/")
