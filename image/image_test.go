@@ -117,7 +117,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestPlainHTTP(t *testing.T) {
-	r, err := newRegistries(map[string]RegistryConfig{"insecure.example": {Insecure: true}, "m.example": {Mirrors: []string{"http://127.0.0.1:5000", "mirror.example"}}}, nil)
+	r, err := newRegistries(map[string]RegistryConfig{"insecure.example": {Insecure: true}, "m.example": {Mirrors: []string{"http://127.0.0.1:5000", "mirror.example"}}}, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,11 +130,11 @@ func TestPlainHTTP(t *testing.T) {
 	if len(eps) != 3 || eps[0].host != "127.0.0.1:5000" || !eps[0].plainHTTP || eps[1].host != "mirror.example" || eps[1].plainHTTP || !eps[1].mirror || eps[2].mirror {
 		t.Fatalf("endpoints: %+v", eps)
 	}
-	r, _ = newRegistries(map[string]RegistryConfig{"offline.example": {Mirrors: []string{"http://127.0.0.1:5000"}, MirrorsOnly: true}}, nil)
+	r, _ = newRegistries(map[string]RegistryConfig{"offline.example": {Mirrors: []string{"http://127.0.0.1:5000"}, MirrorsOnly: true}}, nil, 0)
 	if eps := r.endpoints("offline.example"); len(eps) != 1 || eps[0].host != "127.0.0.1:5000" {
 		t.Fatalf("mirrors_only endpoints: %+v", eps)
 	}
-	if _, err := newRegistries(map[string]RegistryConfig{"x": {Mirrors: []string{"ftp://x"}}}, nil); err == nil {
+	if _, err := newRegistries(map[string]RegistryConfig{"x": {Mirrors: []string{"ftp://x"}}}, nil, 0); err == nil {
 		t.Fatal("bad mirror accepted")
 	}
 	req, _ := http.NewRequest("GET", "http://10.0.0.1:5000/v2/", nil)

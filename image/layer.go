@@ -144,6 +144,9 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	if err := os.Mkdir(fsDir, 0o755); err != nil {
 		return nil, err
 	}
+	if err := checkFree(s.layersDir()); err != nil {
+		return nil, fmt.Errorf("pull layer %s: %w", l.Digest, err)
+	}
 	blob, err := fetch()
 	if err != nil {
 		return nil, err
@@ -152,20 +155,27 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	counted := &countingReader{r: blob, n: done}
 	tarStream, err := compression.DecompressStream(counted)
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
-	}
-	defer tarStream.Close()
-	diff := sha256.New()
-	tee := io.TeeReader(tarStream, diff)
-	if _, err := archive.Apply(ctx, fsDir, tee, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)); err != nil {
 		if counted.err != nil {
 			return nil, blobError(l, counted)
 		}
-		err = fmt.Errorf("unpack layer %s: %w", l.Digest, err)
-		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || ctx.Err() != nil {
-			return nil, err
+		return nil, withKind(ErrBadLayer, fmt.Errorf("layer %s: %w", l.Digest, err))
+	}
+	defer tarStream.Close()
+	diff := sha256.New()
+	guarded := &spaceGuard{r: tarStream, layer: l.Digest, dir: s.layersDir(), limit: s.opts.MaxLayerUncompressedBytes}
+	tee := io.TeeReader(guarded, diff)
+	if err := applyLayer(ctx, fsDir, tee); err != nil {
+		if counted.err != nil {
+			return nil, blobError(l, counted)
 		}
-		return nil, withKind(ErrBadLayer, err)
+		var kerr *kindError
+		switch {
+		case errors.As(err, &kerr) || ctx.Err() != nil:
+			return nil, err
+		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+			return nil, errorf(ErrNoSpace, "unpack layer %s into %s: the file system is full (%v): free some space or remove unused images", l.Digest, s.root, err)
+		}
+		return nil, withKind(ErrBadLayer, fmt.Errorf("unpack layer %s: %w", l.Digest, err))
 	}
 	// Read what the tar reader left (end-of-archive padding) and the rest of
 	// the blob: the digest and size are checked when the blob ends.
@@ -203,9 +213,20 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	return rec, nil
 }
 
+// applyLayer unpacks the layer tar r into dir, converting whiteouts for
+// overlayfs. Nothing is written outside dir.
+func applyLayer(ctx context.Context, dir string, r io.Reader) error {
+	_, err := archive.Apply(ctx, dir, r, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
+	return err
+}
+
 // blobError explains why reading a layer blob failed: the connection broke
 // off (worth a retry), or the content did not match its digest or size.
 func blobError(l Layer, c *countingReader) error {
+	var kerr *kindError
+	if errors.As(c.err, &kerr) { // explained already (limitTransport)
+		return fmt.Errorf("layer %s: %w", l.Digest, c.err)
+	}
 	var nerr net.Error
 	if errors.Is(c.err, io.ErrUnexpectedEOF) || errors.Is(c.err, syscall.ECONNRESET) || errors.As(c.err, &nerr) {
 		return errorf(ErrUnavailable, "download of layer %s broke off after %d of %d bytes: %v; pull again to retry", l.Digest, c.read, l.Size, c.err)

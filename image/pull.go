@@ -23,26 +23,109 @@ var UserAgent = "pier"
 
 // Pull fetches image ref for this node's platform, from the registry's
 // mirrors in order and then the registry itself, and records it under ref.
+//
+// Concurrent pulls of one reference with the same credentials share one
+// download: a caller that gives up (its ctx ends) leaves the others' pull
+// running; the download is cancelled only when every caller has left.
 func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, err error) {
-	var fetched atomic.Int64
+	start := time.Now()
+	var fetched *atomic.Int64
 	if s.opts.OnPull != nil {
-		start := time.Now()
 		defer func() {
 			why := err
 			if err != nil && ctx.Err() != nil {
 				why = ctx.Err() // as the CRI interceptor reports it
 			}
-			s.opts.OnPull(PullStats{Bytes: fetched.Load(), Duration: time.Since(start), Err: why})
+			var n int64
+			if fetched != nil {
+				n = fetched.Load()
+			}
+			s.opts.OnPull(PullStats{Bytes: n, Duration: time.Since(start), Err: why})
 		}()
 	}
-	return s.pull(ctx, ref, auth, &fetched)
-}
-
-func (s *Store) pull(ctx context.Context, ref string, auth *Auth, fetched *atomic.Int64) (*Image, error) {
 	named, err := normalize(ref)
 	if err != nil {
 		return nil, err
 	}
+	key := flightKey{ref: named.String()}
+	if auth != nil {
+		key.auth = *auth
+	}
+	s.mu.Lock()
+	f := s.flights[key]
+	if f == nil {
+		f = s.startFlight(ctx, key, named, auth)
+		fetched = &f.fetched // the bytes are counted once, for the caller that started the download
+	} else {
+		klog.V(2).InfoS("Joining a pull under way", "image", key.ref)
+	}
+	f.waiters++
+	s.mu.Unlock()
+
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return nil, f.err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.copyOf(f.img), nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			// The last caller left: stop the download, and let a later
+			// pull start afresh rather than join a cancelled one.
+			f.cancel()
+			if s.flights[key] == f {
+				delete(s.flights, key)
+			}
+		}
+		s.mu.Unlock()
+		return nil, fmt.Errorf("pull %s: %w", key.ref, ctx.Err())
+	}
+}
+
+// flightKey identifies pulls that can share a download.
+type flightKey struct {
+	ref  string // normalized
+	auth Auth
+}
+
+// flight is a pull under way, shared by its waiters.
+type flight struct {
+	done    chan struct{} // closed when img and err are set
+	img     *Image
+	err     error
+	cancel  context.CancelFunc
+	waiters int // callers waiting; guarded by Store.mu
+	fetched atomic.Int64
+}
+
+// startFlight starts pulling named in the background, detached from the
+// caller's cancellation but keeping its values. Called with s.mu held.
+func (s *Store) startFlight(ctx context.Context, key flightKey, named reference.Named, auth *Auth) *flight {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f := &flight{done: make(chan struct{}), cancel: cancel}
+	s.flights[key] = f
+	go func() {
+		img, err := s.pull(fctx, named, auth, &f.fetched)
+		if err != nil && fctx.Err() != nil {
+			err = fmt.Errorf("pull %s: %w", key.ref, context.Canceled)
+		}
+		cancel()
+		s.mu.Lock()
+		if s.flights[key] == f {
+			delete(s.flights, key)
+		}
+		f.img, f.err = img, err
+		s.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth, fetched *atomic.Int64) (*Image, error) {
 	var errs []error
 	regs := s.reg.Load() // one pull, one configuration
 	for _, ep := range regs.endpoints(reference.Domain(named)) {
@@ -50,7 +133,7 @@ func (s *Store) pull(ctx context.Context, ref string, auth *Auth, fetched *atomi
 		if err == nil {
 			return img, nil
 		}
-		if errors.Is(err, ErrPlatform) || ctx.Err() != nil {
+		if errors.Is(err, ErrPlatform) || errors.Is(err, ErrNoSpace) || ctx.Err() != nil {
 			return nil, err
 		}
 		if ep.mirror {
@@ -103,15 +186,14 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 		remote.WithTransport(regs.transport(ep)),
 		remote.WithUserAgent(UserAgent),
 		remote.WithJobs(s.opts.MaxConcurrentDownloads),
+		remote.WithRetryBackoff(retryBackoff),
 	}
 
 	desc, err := remote.Get(target, opts...)
 	if err != nil {
 		return nil, classify(err, refStr, ep)
 	}
-	var img v1.Image
-	switch {
-	case desc.MediaType.IsIndex():
+	if desc.MediaType.IsIndex() {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
 		if err != nil {
 			return nil, withKind(ErrCorrupt, fmt.Errorf("image index of %s: %w", refStr, err))
@@ -120,25 +202,27 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 		if err != nil {
 			return nil, err
 		}
-		if img, err = remote.Image(repo.Digest(m.Digest.String()), opts...); err != nil {
+		if m.Size > MaxManifestBytes {
+			return nil, errorf(ErrTooLarge, "image index of %s declares a %d-byte manifest for %s; pier accepts at most %d MiB", refStr, m.Size, s.platform, MaxManifestBytes>>20)
+		}
+		if desc, err = remote.Get(repo.Digest(m.Digest.String()), opts...); err != nil {
 			return nil, classify(err, refStr, ep)
 		}
-	case desc.MediaType.IsImage():
-		if img, err = desc.Image(); err != nil {
-			return nil, classify(err, refStr, ep)
-		}
-	default:
+	}
+	if !desc.MediaType.IsImage() {
 		return nil, fmt.Errorf("image %s: unsupported manifest type %q", refStr, desc.MediaType)
 	}
-
-	manifest, err := img.Manifest()
+	img, err := desc.Image()
 	if err != nil {
 		return nil, classify(err, refStr, ep)
 	}
-	// The config is fetched digest-verified by the registry client.
-	rawConfig, err := img.RawConfigFile()
+	manifest, err := img.Manifest()
 	if err != nil {
-		return nil, classify(err, refStr, ep)
+		return nil, withKind(ErrCorrupt, fmt.Errorf("manifest of %s: %w", refStr, err))
+	}
+	rawConfig, err := fetchConfig(refStr, ep, repo, manifest.Config, opts)
+	if err != nil {
+		return nil, err
 	}
 	config, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
 	if err != nil {
@@ -187,13 +271,9 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 		return nil, fmt.Errorf("pull %s from %s: %w", refStr, ep.host, err)
 	}
 
-	id, err := img.ConfigName()
-	if err != nil {
-		return nil, err
-	}
 	size := manifest.Config.Size + total
 	record := &Image{
-		ID: id.String(), Manifest: mustDigest(img), MediaType: string(manifest.MediaType),
+		ID: manifest.Config.Digest.String(), Manifest: mustDigest(img), MediaType: string(manifest.MediaType),
 		Layers: layers, Size: size, Pulled: time.Now().UTC(), Config: config,
 	}
 	repoName := reference.TrimNamed(named).String()
@@ -209,6 +289,49 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 	klog.InfoS("Pulled image", "image", refStr, "id", stored.ID, "from", ep.host, "bytes", total,
 		"seconds", fmt.Sprintf("%.2f", secs), "MBps", fmt.Sprintf("%.1f", float64(done.Load())/1e6/secs))
 	return stored, nil
+}
+
+// retryBackoff is how requests that fail with a connection error, a 429
+// or a 5xx are retried (by go-containerregistry's retrying transport):
+// four attempts, 1, 2 and 4 seconds apart, plus any Retry-After the
+// registry sends (limitTransport).
+var retryBackoff = remote.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 4}
+
+// fetchConfig fetches the image config d describes, refusing one over
+// MaxConfigBytes by its declared size or by the bytes received. The
+// content is digest-verified when it ends.
+func fetchConfig(ref string, ep endpoint, repo name.Repository, d v1.Descriptor, opts []remote.Option) ([]byte, error) {
+	if d.Size > MaxConfigBytes || d.Size < 0 {
+		return nil, errorf(ErrTooLarge, "image config of %s at %s declares %d bytes; pier accepts at most %d MiB", ref, ep.host, d.Size, MaxConfigBytes>>20)
+	}
+	l, err := remote.Layer(repo.Digest(d.Digest.String()), opts...)
+	if err != nil {
+		return nil, classify(err, ref, ep)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, classify(err, ref, ep)
+	}
+	defer rc.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, d.Size+1))
+	if _, err := buf.ReadFrom(io.LimitReader(rc, d.Size+1)); err != nil {
+		var kerr *kindError
+		if errors.As(err, &kerr) {
+			return nil, fmt.Errorf("image config of %s: %w", ref, err)
+		}
+		return nil, errorf(ErrCorrupt, "image config of %s from %s: %v", ref, ep.host, err)
+	}
+	if int64(buf.Len()) != d.Size {
+		return nil, errorf(ErrCorrupt, "image config of %s from %s: got %s bytes, the manifest says %d", ref, ep.host, sizeString(buf.Len(), d.Size), d.Size)
+	}
+	return buf.Bytes(), nil
+}
+
+func sizeString(got int, declared int64) string {
+	if int64(got) > declared {
+		return "more than " + fmt.Sprint(declared)
+	}
+	return fmt.Sprint(got)
 }
 
 // countingReadCloser adds what is read through it to n.

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -55,12 +56,13 @@ type endpoint struct {
 type registries struct {
 	config   map[string]RegistryConfig
 	keychain authn.Keychain
+	progress time.Duration // the pull progress timeout; <= 0: none
 
 	mu         sync.Mutex
 	transports map[string]http.RoundTripper // by host
 }
 
-func newRegistries(config map[string]RegistryConfig, keychain authn.Keychain) (*registries, error) {
+func newRegistries(config map[string]RegistryConfig, keychain authn.Keychain, progress time.Duration) (*registries, error) {
 	for host, c := range config {
 		for _, m := range c.Mirrors {
 			if _, err := parseMirror(m); err != nil {
@@ -68,7 +70,7 @@ func newRegistries(config map[string]RegistryConfig, keychain authn.Keychain) (*
 			}
 		}
 	}
-	return &registries{config: config, keychain: keychain, transports: map[string]http.RoundTripper{}}, nil
+	return &registries{config: config, keychain: keychain, progress: progress, transports: map[string]http.RoundTripper{}}, nil
 }
 
 func parseMirror(s string) (endpoint, error) {
@@ -125,7 +127,7 @@ func (r *registries) transport(ep endpoint) http.RoundTripper {
 	if r.config[ep.host].SkipVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // configured per registry
 	}
-	t := &httpGuard{next: base, plainHTTP: ep.plainHTTP}
+	t := &limitTransport{next: &httpGuard{next: base, plainHTTP: ep.plainHTTP}, progress: r.progress}
 	r.transports[ep.host] = t
 	return t
 }
@@ -184,6 +186,10 @@ func sameHost(serverAddress, host string) bool {
 // classify gives a registry error its kind and a message naming the
 // reference or host it concerns.
 func classify(err error, ref string, ep endpoint) error {
+	var kerr *kindError
+	if errors.As(err, &kerr) { // already explained (limitTransport)
+		return fmt.Errorf("pull %s from %s: %w", ref, ep.host, err)
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		switch {

@@ -55,6 +55,14 @@ type Options struct {
 	Keychain authn.Keychain
 	// Platform is the node's platform; zero means NodePlatform().
 	Platform Platform
+	// MaxLayerUncompressedBytes stops a layer that unpacks to more than
+	// this many bytes (of tar stream); 0 bounds layers only by the store's
+	// free space, which every pull checks.
+	MaxLayerUncompressedBytes int64
+	// PullProgressTimeout cancels a pull that receives nothing from a
+	// registry for this long; 0 means DefaultPullProgressTimeout, negative
+	// means never.
+	PullProgressTimeout time.Duration
 	// OnPull, if set, is told of each Pull when it ends (package metrics
 	// counts them). It runs on the pulling goroutine: it must be quick.
 	OnPull func(PullStats)
@@ -129,6 +137,10 @@ type Store struct {
 	inflight map[string]*unpackResult // layers being unpacked, by chain ID
 	leases   map[string]int           // chain IDs a running pull or a container needs
 	holds    map[string][]string      // chain IDs held, by holder (a container)
+	flights  map[flightKey]*flight    // pulls under way
+
+	// testHookHeld, if set, runs when Hold has resolved and leased.
+	testHookHeld func()
 }
 
 // New opens (or creates) the store at opts.Root and loads its index.
@@ -142,7 +154,10 @@ func New(opts Options) (*Store, error) {
 	if opts.Platform == (Platform{}) {
 		opts.Platform = NodePlatform()
 	}
-	reg, err := newRegistries(opts.Registries, opts.Keychain)
+	if opts.PullProgressTimeout == 0 {
+		opts.PullProgressTimeout = DefaultPullProgressTimeout
+	}
+	reg, err := newRegistries(opts.Registries, opts.Keychain, opts.PullProgressTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +175,7 @@ func New(opts Options) (*Store, error) {
 		inflight: map[string]*unpackResult{},
 		leases:   map[string]int{},
 		holds:    map[string][]string{},
+		flights:  map[flightKey]*flight{},
 	}
 	s.reg.Store(reg)
 	// Layers hold what images ship, setuid-root files and device nodes
@@ -198,7 +214,7 @@ func pinnedSet(refs []string) (map[string]bool, error) {
 // CheckConfig reports what New or Reconfigure would refuse in registries
 // and pinned images.
 func CheckConfig(registries map[string]RegistryConfig, pinned []string) error {
-	if _, err := newRegistries(registries, nil); err != nil {
+	if _, err := newRegistries(registries, nil, 0); err != nil {
 		return err
 	}
 	_, err := pinnedSet(pinned)
@@ -209,7 +225,7 @@ func CheckConfig(registries map[string]RegistryConfig, pinned []string) error {
 // pulls that start after it; a pull under way keeps the settings it began
 // with. On error nothing changes.
 func (s *Store) Reconfigure(registries map[string]RegistryConfig, pinned []string) error {
-	reg, err := newRegistries(registries, s.opts.Keychain)
+	reg, err := newRegistries(registries, s.opts.Keychain, s.opts.PullProgressTimeout)
 	if err != nil {
 		return err
 	}
@@ -411,11 +427,7 @@ func (s *Store) Remove(ref string) error {
 		return fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
 	klog.InfoS("Removed image", "id", img.ID, "tags", img.RepoTags, "layersFreed", len(doomed))
-	for _, dir := range doomed {
-		if err := os.RemoveAll(dir); err != nil {
-			klog.ErrorS(err, "Removing unused layer", "dir", dir)
-		}
-	}
+	removeAll(doomed)
 	return nil
 }
 
@@ -558,48 +570,72 @@ func (s *Store) Usage() FsUsage {
 
 // Hold keeps the layers of image id from being deleted while holder (a
 // container) uses them, even if the image is removed. Holding again under
-// the same holder replaces the previous hold.
+// the same holder replaces the previous hold. The image is resolved and its
+// layers leased at once, so a concurrent Remove either happens before (and
+// Hold fails with ErrNotFound) or after (and keeps the layers).
 func (s *Store) Hold(holder, id string) ([]string, error) {
 	s.mu.Lock()
 	img, err := s.resolve(id)
-	s.mu.Unlock()
 	if err != nil {
+		s.mu.Unlock()
 		return nil, err
 	}
 	chainIDs := make([]string, len(img.Layers))
 	for i, l := range img.Layers {
 		chainIDs[i] = l.ChainID
 	}
-	s.HoldLayers(holder, chainIDs)
+	doomed := s.holdLocked(holder, chainIDs)
+	s.mu.Unlock()
+	removeAll(doomed)
+	if s.testHookHeld != nil {
+		s.testHookHeld()
+	}
 	return chainIDs, nil
 }
 
 // HoldLayers holds chain IDs for holder (see Hold).
 func (s *Store) HoldLayers(holder string, chainIDs []string) {
-	s.Release(holder)
-	s.lease(chainIDs, 1)
 	s.mu.Lock()
-	s.holds[holder] = chainIDs
+	doomed := s.holdLocked(holder, chainIDs)
 	s.mu.Unlock()
+	removeAll(doomed)
 }
 
-// Release ends holder's hold; the layers go with the next image removal
-// if nothing else uses them.
+// holdLocked replaces holder's hold by one on chainIDs and returns the
+// layers that nothing uses any more, for the caller to delete.
+func (s *Store) holdLocked(holder string, chainIDs []string) []string {
+	s.leaseLocked(chainIDs, 1)
+	old, held := s.holds[holder]
+	s.holds[holder] = chainIDs
+	if !held {
+		return nil
+	}
+	s.leaseLocked(old, -1)
+	return s.unusedLayersLocked()
+}
+
+// Release ends holder's hold; the layers of an image removed while the
+// container ran are deleted now if nothing else uses them.
 func (s *Store) Release(holder string) {
 	s.mu.Lock()
 	chainIDs, held := s.holds[holder]
-	delete(s.holds, holder)
-	s.mu.Unlock()
 	if !held {
+		s.mu.Unlock()
 		return
 	}
-	s.lease(chainIDs, -1)
-	// Layers of an image removed while the container ran go now.
-	s.mu.Lock()
+	delete(s.holds, holder)
+	s.leaseLocked(chainIDs, -1)
 	doomed := s.unusedLayersLocked()
 	s.mu.Unlock()
+	removeAll(doomed)
+}
+
+// removeAll deletes the dot-named directories unusedLayersLocked returned.
+func removeAll(doomed []string) {
 	for _, dir := range doomed {
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			klog.ErrorS(err, "Removing unused layer", "dir", dir)
+		}
 	}
 }
 
@@ -608,6 +644,10 @@ func (s *Store) Release(holder string) {
 func (s *Store) lease(chainIDs []string, delta int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.leaseLocked(chainIDs, delta)
+}
+
+func (s *Store) leaseLocked(chainIDs []string, delta int) {
 	for _, id := range chainIDs {
 		s.leases[id] += delta
 		if s.leases[id] <= 0 {
