@@ -92,6 +92,8 @@ var codeOf = []struct {
 	{image.ErrCorrupt, codes.DataLoss},
 	{image.ErrBadLayer, codes.FailedPrecondition},
 	{image.ErrUnavailable, codes.Unavailable},
+	{image.ErrTooLarge, codes.ResourceExhausted},
+	{image.ErrNoSpace, codes.ResourceExhausted},
 	{sandbox.ErrInvalid, codes.InvalidArgument},
 	{sandbox.ErrNotFound, codes.NotFound},
 	{sandbox.ErrAlreadyExists, codes.AlreadyExists},

@@ -73,9 +73,11 @@ type CNIConfig struct {
 
 // ImageConfig is the [image] table.
 type ImageConfig struct {
-	MaxConcurrentDownloads int      `toml:"max_concurrent_downloads"`
-	ProgressInterval       duration `toml:"progress_interval"`
-	PinnedImages           []string `toml:"pinned_images"`
+	MaxConcurrentDownloads    int      `toml:"max_concurrent_downloads"`
+	ProgressInterval          duration `toml:"progress_interval"`
+	PullProgressTimeout       duration `toml:"pull_progress_timeout"`
+	MaxLayerUncompressedBytes int64    `toml:"max_layer_uncompressed_bytes"`
+	PinnedImages              []string `toml:"pinned_images"`
 }
 
 type duration struct{ time.Duration }
@@ -129,6 +131,12 @@ func (c *Config) validate() error {
 	if c.Image.MaxConcurrentDownloads < 1 {
 		return c.keyError(toml.Key{"image", "max_concurrent_downloads"}, "%d: must be at least 1", c.Image.MaxConcurrentDownloads)
 	}
+	if c.Image.PullProgressTimeout.Duration < 0 {
+		return c.keyError(toml.Key{"image", "pull_progress_timeout"}, "%v: must not be negative (\"0s\" disables it)", c.Image.PullProgressTimeout.Duration)
+	}
+	if c.Image.MaxLayerUncompressedBytes < 0 {
+		return c.keyError(toml.Key{"image", "max_layer_uncompressed_bytes"}, "%d: must not be negative (0 bounds layers by free space only)", c.Image.MaxLayerUncompressedBytes)
+	}
 	switch c.Security.SeccompDefault {
 	case "", "unconfined", "runtime/default":
 	default:
@@ -151,4 +159,13 @@ func (c *Config) validate() error {
 		return err
 	}
 	return nil
+}
+
+// pullProgressTimeout is the image.Options value for the configured
+// timeout: "0s" disables it.
+func (c ImageConfig) pullProgressTimeout() time.Duration {
+	if c.PullProgressTimeout.Duration == 0 {
+		return -1
+	}
+	return c.PullProgressTimeout.Duration
 }

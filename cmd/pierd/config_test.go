@@ -14,7 +14,8 @@ func TestDefaultConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Root != "/var/lib/pier" || c.State != "/run/pier" || c.Listen != "unix:///run/pier/pier.sock" ||
-		c.Image.MaxConcurrentDownloads != 3 || c.Image.ProgressInterval.Duration != 5*time.Second {
+		c.Image.MaxConcurrentDownloads != 3 || c.Image.ProgressInterval.Duration != 5*time.Second ||
+		c.Image.pullProgressTimeout() != 5*time.Minute || c.Image.MaxLayerUncompressedBytes != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if _, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {

@@ -103,13 +103,15 @@ func serve(cfg *Config) error {
 	}
 	obs := newObservers(cfg.Metrics)
 	images, err := image.New(image.Options{
-		Root:                   cfg.Root,
-		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
-		ProgressInterval:       cfg.Image.ProgressInterval.Duration,
-		Registries:             cfg.Registries,
-		Pinned:                 cfg.Image.PinnedImages,
-		Keychain:               authn.DefaultKeychain,
-		OnPull:                 obs.pull,
+		Root:                      cfg.Root,
+		MaxConcurrentDownloads:    cfg.Image.MaxConcurrentDownloads,
+		ProgressInterval:          cfg.Image.ProgressInterval.Duration,
+		PullProgressTimeout:       cfg.Image.pullProgressTimeout(),
+		MaxLayerUncompressedBytes: cfg.Image.MaxLayerUncompressedBytes,
+		Registries:                cfg.Registries,
+		Pinned:                    cfg.Image.PinnedImages,
+		Keychain:                  authn.DefaultKeychain,
+		OnPull:                    obs.pull,
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)

@@ -135,6 +135,7 @@ func restartKeys(c *Config) map[string]any {
 		"shim_binary": c.ShimBinary, "cni.conf_dir": c.CNI.ConfDir, "cni.plugin_dirs": c.CNI.PluginDirs,
 		"streaming.address": c.Streaming.Address, "security.seccomp_default": c.Security.SeccompDefault,
 		"image.max_concurrent_downloads": c.Image.MaxConcurrentDownloads, "image.progress_interval": c.Image.ProgressInterval.String(),
+		"image.pull_progress_timeout": c.Image.PullProgressTimeout.String(), "image.max_layer_uncompressed_bytes": c.Image.MaxLayerUncompressedBytes,
 		"metrics.address": c.Metrics.Address, "metrics.allow_non_loopback": c.Metrics.AllowNonLoopback,
 	}
 }

@@ -112,6 +112,8 @@ func TestConfigErrorsNameFileAndKey(t *testing.T) {
 		{"[registries.\"docker.io\"]\nmirror = [\"x\"]\n", []string{"50-bad.toml", `registries."docker.io".mirror`}},
 		{"[image]\nmax_concurrent_downloads = \"many\"\n", []string{"50-bad.toml", "image.max_concurrent_downloads"}},
 		{"[image]\nmax_concurrent_downloads = 0\n", []string{"50-bad.toml: image.max_concurrent_downloads: 0: must be at least 1"}},
+		{"[image]\npull_progress_timeout = \"-1s\"\n", []string{"50-bad.toml: image.pull_progress_timeout: -1s: must not be negative"}},
+		{"[image]\nmax_layer_uncompressed_bytes = -1\n", []string{"50-bad.toml: image.max_layer_uncompressed_bytes: -1: must not be negative"}},
 		{"cgroup_driver = \"magic\"\n", []string{"50-bad.toml: cgroup_driver:"}},
 		{"default_runtime = \"kata\"\n", []string{"50-bad.toml: default_runtime:", "no [runtimes.kata] table"}},
 		{"[runtimes.kata]\nallowed_annotations = []\n", []string{"50-bad.toml: runtimes.kata.path:"}},
