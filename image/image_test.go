@@ -107,6 +107,8 @@ func TestClassify(t *testing.T) {
 		{&transport.Error{StatusCode: http.StatusNotFound}, ErrNotFound},
 		{&transport.Error{StatusCode: http.StatusBadRequest, Errors: []transport.Diagnostic{{Code: transport.ManifestUnknownErrorCode}}}, ErrNotFound},
 		{&transport.Error{StatusCode: http.StatusUnauthorized}, ErrUnauthorized},
+		{&transport.Error{StatusCode: http.StatusServiceUnavailable}, ErrUnavailable},
+		{&transport.Error{StatusCode: http.StatusTooManyRequests}, ErrUnavailable},
 	}
 	for _, c := range cases {
 		err := classify(c.err, "reg.example:5000/a:1", ep)

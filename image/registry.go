@@ -197,6 +197,8 @@ func classify(err error, ref string, ep endpoint) error {
 			return errorf(ErrUnauthorized, "pull %s from %s: unauthorized: check the pull credentials (%v)", ref, ep.host, err)
 		case terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode):
 			return errorf(ErrNotFound, "image %s not found at %s (%v)", ref, ep.host, err)
+		case terr.StatusCode == http.StatusTooManyRequests || terr.StatusCode >= 500:
+			return errorf(ErrUnavailable, "registry %s still answered %d after %d attempts while pulling %s; try again later (%v)", ep.host, terr.StatusCode, retryBackoff.Steps, ref, err)
 		}
 		return fmt.Errorf("pull %s from %s: %w", ref, ep.host, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -55,7 +56,77 @@ type Registry struct {
 	mu       sync.Mutex
 	corrupt  map[v1.Hash]bool
 	drops    map[v1.Hash]*drop
+	injected []*Fault
 	requests map[string]int // GET requests by URL path
+}
+
+// FaultKind is a way a registry misbehaves.
+type FaultKind int
+
+const (
+	// Stall sends the headers and AfterBytes of the body, then nothing
+	// until the client goes away (or the registry closes).
+	Stall FaultKind = iota + 1
+	// Truncate sends the headers, with the full Content-Length, and
+	// AfterBytes of the body, then closes the connection.
+	Truncate
+	// WrongDigest sends content of the right length that does not match
+	// the digest asked for (each byte inverted).
+	WrongDigest
+	// Status answers with Status (500, 429...) and, if RetryAfter is set,
+	// a Retry-After header of that many seconds.
+	Status
+	// RedirectLoop redirects the request to itself.
+	RedirectLoop
+)
+
+// Fault makes GET requests whose URL path contains Path misbehave: the
+// first Times of them (every one if Times is 0).
+type Fault struct {
+	Kind       FaultKind
+	Path       string // a substring of the URL path, such as a digest or "/manifests/"
+	Times      int
+	AfterBytes int64         // Stall, Truncate
+	Delay      time.Duration // Stall: if set, send the rest after this long
+	Status     int           // Status
+	RetryAfter int           // Status: seconds
+	hits       int
+}
+
+// Hits is how many requests the fault has affected.
+func (r *Registry) Hits(f *Fault) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return f.hits
+}
+
+// AddFault makes the registry misbehave as f says, until ClearFaults. The
+// first fault added that matches a request applies.
+func (r *Registry) AddFault(f *Fault) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.injected = append(r.injected, f)
+}
+
+// ClearFaults ends every fault added with AddFault.
+func (r *Registry) ClearFaults() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.injected = nil
+}
+
+// fault returns the fault that applies to req, counting it, or nil.
+func (r *Registry) fault(req *http.Request) *Fault {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.injected {
+		if strings.Contains(req.URL.Path, f.Path) && (f.Times == 0 || f.hits < f.Times) {
+			f.hits++
+			c := *f
+			return &c
+		}
+	}
+	return nil
 }
 
 type drop struct {
@@ -195,6 +266,25 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if req.Method == http.MethodGet {
 		w = r.faults(w, req)
+		if f := r.fault(req); f != nil {
+			switch f.Kind {
+			case Status:
+				if f.RetryAfter > 0 {
+					w.Header().Set("Retry-After", fmt.Sprint(f.RetryAfter))
+				}
+				writeError(w, f.Status, "UNAVAILABLE", "testenv: injected failure")
+				return
+			case RedirectLoop:
+				http.Redirect(w, req, req.URL.String(), http.StatusTemporaryRedirect)
+				return
+			case Stall:
+				w = &faultWriter{ResponseWriter: w, remaining: f.AfterBytes, stall: req.Context().Done(), delay: f.Delay}
+			case Truncate:
+				w = &faultWriter{ResponseWriter: w, remaining: f.AfterBytes}
+			case WrongDigest:
+				w = &faultWriter{ResponseWriter: w, corrupt: true, remaining: -1}
+			}
+		}
 	}
 	r.registry.ServeHTTP(w, req)
 }
@@ -270,7 +360,9 @@ var errDropped = errors.New("testenv: connection dropped")
 type faultWriter struct {
 	http.ResponseWriter
 	corrupt   bool
-	remaining int64 // body bytes to send before dropping; -1: never drop
+	remaining int64           // body bytes to send before dropping; -1: never drop
+	stall     <-chan struct{} // if set, wait for it instead of dropping
+	delay     time.Duration   // with stall: if set, go on after this long
 }
 
 func (f *faultWriter) Write(p []byte) (int, error) {
@@ -293,6 +385,17 @@ func (f *faultWriter) Write(p []byte) (int, error) {
 	f.remaining = 0
 	rc := http.NewResponseController(f.ResponseWriter)
 	rc.Flush() //nolint:errcheck // the connection is closed anyway
+	if f.stall != nil && f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+			f.remaining = -1
+			m, err := f.ResponseWriter.Write(p[n:])
+			return n + m, err
+		case <-f.stall:
+		}
+	} else if f.stall != nil {
+		<-f.stall
+	}
 	if conn, _, err := rc.Hijack(); err == nil {
 		conn.Close()
 	}
