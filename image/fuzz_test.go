@@ -123,7 +123,8 @@ func FuzzApplyLayer(f *testing.F) {
 			return
 		}
 		defer stream.Close()
-		applyLayer(context.Background(), target, stream) //nolint:errcheck // refusing is fine
+		guard := &spaceGuard{layer: "fuzz", dir: top, limit: 16 << 20}
+		applyLayer(context.Background(), target, stream, guard) //nolint:errcheck // refusing is fine
 
 		if b, err := os.ReadFile(sentinel); err != nil || string(b) != "untouched" {
 			t.Fatalf("the file next to the layer changed: %q, %v", b, err)

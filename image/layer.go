@@ -144,7 +144,7 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	if err := os.Mkdir(fsDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := checkFree(s.layersDir()); err != nil {
+	if err := checkFree(s.layersDir(), 0); err != nil {
 		return nil, fmt.Errorf("pull layer %s: %w", l.Digest, err)
 	}
 	blob, err := fetch()
@@ -162,9 +162,9 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	}
 	defer tarStream.Close()
 	diff := sha256.New()
-	guarded := &spaceGuard{r: tarStream, layer: l.Digest, dir: s.layersDir(), limit: s.opts.MaxLayerUncompressedBytes}
-	tee := io.TeeReader(guarded, diff)
-	if err := applyLayer(ctx, fsDir, tee); err != nil {
+	tee := io.TeeReader(tarStream, diff)
+	guard := &spaceGuard{layer: l.Digest, dir: s.layersDir(), limit: s.opts.MaxLayerUncompressedBytes}
+	if err := applyLayer(ctx, fsDir, tee, guard); err != nil {
 		if counted.err != nil {
 			return nil, blobError(l, counted)
 		}
@@ -214,9 +214,10 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 }
 
 // applyLayer unpacks the layer tar r into dir, converting whiteouts for
-// overlayfs. Nothing is written outside dir.
-func applyLayer(ctx context.Context, dir string, r io.Reader) error {
-	_, err := archive.Apply(ctx, dir, r, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
+// overlayfs, within guard's bounds. Nothing is written outside dir.
+func applyLayer(ctx context.Context, dir string, r io.Reader, guard *spaceGuard) error {
+	guard.r = r
+	_, err := archive.Apply(ctx, dir, guard, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout), archive.WithFilter(guard.filter))
 	return err
 }
 

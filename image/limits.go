@@ -1,6 +1,7 @@
 package image
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -228,36 +229,59 @@ func (b *watchedBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
-// spaceGuard fails a layer's tar stream that runs past the configured
+// spaceGuard stops a layer that unpacks to more than the configured
 // uncompressed limit or would leave the store's file system with less than
-// its reserve free.
+// its reserve free. It counts both the tar stream and the sizes its headers
+// declare: a sparse file's few stream bytes can declare terabytes.
 type spaceGuard struct {
 	r       io.Reader
 	layer   string
 	dir     string // where the layer is unpacked
 	limit   int64  // 0: none
-	read    int64
-	checked int64 // read at the last free-space check
+	read    int64  // tar stream bytes
+	files   int64  // sizes the headers declare
+	checked int64  // total at the last free-space check
 }
 
 func (g *spaceGuard) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
 	g.read += int64(n)
-	if g.limit > 0 && g.read > g.limit {
-		return n, errorf(ErrTooLarge, "layer %s unpacks to more than %d bytes, the node's limit (max_layer_uncompressed_bytes)", g.layer, g.limit)
-	}
-	if g.read-g.checked >= spaceCheckEvery {
-		g.checked = g.read
-		if err := checkFree(g.dir); err != nil {
-			return n, fmt.Errorf("unpack layer %s: %w", g.layer, err)
-		}
+	if cerr := g.check(0); cerr != nil {
+		return n, cerr
 	}
 	return n, err
 }
 
-// checkFree fails if dir's file system has less free space than its
-// reserve: 1% of its size, at least 4 MiB and at most 256 MiB.
-func checkFree(dir string) error {
+// filter is an archive.Filter that counts the size each header declares.
+func (g *spaceGuard) filter(h *tar.Header) (bool, error) {
+	if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeGNUSparse {
+		g.files += h.Size
+		return true, g.check(h.Size)
+	}
+	return true, nil
+}
+
+// check fails once the layer is over its limit, or when the file system
+// lacks next bytes beyond its reserve (checked every spaceCheckEvery).
+func (g *spaceGuard) check(next int64) error {
+	total := max(g.read, g.files)
+	if g.limit > 0 && total > g.limit {
+		return errorf(ErrTooLarge, "layer %s unpacks to more than %d bytes, the node's limit (max_layer_uncompressed_bytes)", g.layer, g.limit)
+	}
+	if total-g.checked < spaceCheckEvery && next < spaceCheckEvery {
+		return nil
+	}
+	g.checked = total
+	if err := checkFree(g.dir, next); err != nil {
+		return fmt.Errorf("unpack layer %s: %w", g.layer, err)
+	}
+	return nil
+}
+
+// checkFree fails if dir's file system would have less free space than
+// its reserve (1% of its size, at least 4 MiB and at most 256 MiB) after
+// need more bytes are written.
+func checkFree(dir string, need int64) error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return err
@@ -265,7 +289,7 @@ func checkFree(dir string) error {
 	total := int64(st.Blocks) * st.Bsize
 	free := int64(st.Bavail) * st.Bsize
 	reserve := min(max(total/100, 4<<20), 256<<20)
-	if free < reserve {
+	if free-need < reserve {
 		return errorf(ErrNoSpace, "the file system of %s is full (%d MiB free, %d MiB kept in reserve): free some space or remove unused images", dir, free>>20, reserve>>20)
 	}
 	return nil

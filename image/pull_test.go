@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -506,5 +507,62 @@ func TestHoldRacesRemove(t *testing.T) {
 	}
 	if !s.idle() {
 		t.Fatalf("leases left: %v", s.leases)
+	}
+}
+
+// sparseBomb returns a tar holding one PAX sparse file whose few data bytes
+// declare size bytes of file: a bomb that unpacks to size bytes of zeros.
+func sparseBomb(t testing.TB, size int64) []byte {
+	records := ""
+	for _, kv := range [][2]string{{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"}, {"GNU.sparse.name", "bomb"}, {"GNU.sparse.realsize", fmt.Sprint(size)}} {
+		rec := " " + kv[0] + "=" + kv[1] + "\n"
+		n := len(rec) + 1
+		for len(fmt.Sprint(n))+len(rec) != n {
+			n++
+		}
+		records += fmt.Sprint(n) + rec
+	}
+	sparseMap := make([]byte, 512)
+	copy(sparseMap, "1\n0\n1\n") // one data byte at offset 0, the rest a hole
+	body := append(sparseMap, 'x')
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "PaxHeaders/bomb", Typeflag: tar.TypeReg, Size: int64(len(records)), Format: tar.FormatUSTAR})
+	tw.Write([]byte(records))
+	tw.Flush()
+	tw.WriteHeader(&tar.Header{Name: "GNUSparseFile.0/bomb", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), Format: tar.FormatUSTAR})
+	tw.Write(body)
+	tw.Close()
+	raw := buf.Bytes()
+	// Make the first header a PAX extended header, with its checksum.
+	hdr := raw[:512]
+	hdr[156] = tar.TypeXHeader
+	copy(hdr[148:156], "        ")
+	sum := 0
+	for _, b := range hdr {
+		sum += int(b)
+	}
+	copy(hdr[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return raw
+}
+
+// A sparse file declaring far more than its stream bytes counts for what
+// it declares: it is stopped by the limit, not written out as zeros.
+func TestSparseBomb(t *testing.T) {
+	raw := sparseBomb(t, 1<<40)
+	tr := tar.NewReader(bytes.NewReader(raw))
+	if h, err := tr.Next(); err != nil || h.Size != 1<<40 || h.Name != "bomb" {
+		t.Fatalf("sparse bomb: %+v, %v", h, err)
+	}
+	dir := t.TempDir()
+	guard := &spaceGuard{layer: "bomb", dir: dir, limit: 16 << 20}
+	err := applyLayer(context.Background(), filepath.Join(dir), bytes.NewReader(raw), guard)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a %d-byte tar declaring 1 TiB: %v", len(raw), err)
+	}
+	// Without a limit, the store's free space bounds it.
+	guard = &spaceGuard{layer: "bomb", dir: dir}
+	if err := applyLayer(context.Background(), dir, bytes.NewReader(raw), guard); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("without a limit: %v", err)
 	}
 }
