@@ -175,6 +175,11 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 			return nil, errorf(ErrNoSpace, "unpack layer %s into %s: the file system is full (%v): free some space or remove unused images", l.Digest, s.root, err)
 		}
+		// A tar that does not unpack may be a blob that does not match its
+		// digest: read the rest (no more than its declared size) to tell.
+		if _, derr := io.Copy(io.Discard, counted); derr != nil && counted.err != nil {
+			return nil, blobError(l, counted)
+		}
 		return nil, withKind(ErrBadLayer, fmt.Errorf("unpack layer %s: %w", l.Digest, err))
 	}
 	// Read what the tar reader left (end-of-archive padding) and the rest of

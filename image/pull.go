@@ -257,7 +257,10 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 					return nil, err
 				}
 				rc, err := rl.Compressed()
-				if err != nil {
+				var kerr *kindError
+				if errors.As(err, &kerr) { // explained already (limitTransport)
+					return nil, err
+				} else if err != nil {
 					return nil, classify(err, refStr, ep)
 				}
 				return &countingReadCloser{rc, fetched}, nil
