@@ -329,7 +329,7 @@ func TestPullProgressTimeout(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-req.Context().Done()
 	})
-	s := newTestStore(t, Options{PullProgressTimeout: 200 * time.Millisecond})
+	s := newTestStore(t, Options{PullProgressTimeout: time.Second})
 	_, err := s.Pull(context.Background(), ref, nil)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "image_pull_progress_timeout") ||
 		!strings.Contains(err.Error(), digestOf(layer).String()) || !strings.Contains(err.Error(), reg.host()) {
