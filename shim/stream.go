@@ -105,13 +105,20 @@ func (p *Process) Wait() (int, error) {
 
 // Kill makes the shim kill the process (SIGKILL); Wait then returns its
 // exit code, 137.
-func (p *Process) Kill() error {
+func (p *Process) Kill() error { return p.kill() }
+
+func (p *Process) kill() error {
+	// The shim answers at once: a helper that does not is given up on.
+	p.sc.conn.SetReadDeadline(time.Now().Add(killAnswer))
 	err := p.sc.conn.CloseWrite()
 	if errors.Is(err, net.ErrClosed) {
 		return nil // waited for
 	}
 	return err
 }
+
+// killAnswer is how long Wait waits for the shim's answer after Kill.
+const killAnswer = 10 * time.Second
 
 // streamConn is a connection that outlives its first answer.
 type streamConn struct {
