@@ -115,9 +115,12 @@ type live struct {
 	err      error         // why the shim could not create the container
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
+	execs    chan struct{} // ExecSync slots: one sent for each that runs
 }
 
-func newLive() *live { return &live{ready: make(chan struct{}), exited: make(chan struct{})} }
+func newLive() *live {
+	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer)}
+}
 
 // Options configure a Manager.
 type Options struct {
@@ -157,6 +160,8 @@ type Manager struct {
 	live       map[string]*live
 	names      map[string]string // reserved name -> id
 	cpu        map[string]cpuSample
+
+	execs chan struct{} // ExecSync slots of all containers: one sent for each that runs
 }
 
 // New loads the containers recorded under opts.Root and reconnects to
@@ -169,7 +174,7 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}}
+	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}, execs: make(chan struct{}, MaxExecs)}
 	if err := m.load(); err != nil {
 		return nil, err
 	}
