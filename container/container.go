@@ -92,6 +92,7 @@ type Container struct {
 	Socket     string    `json:"socket"`
 	ShimPid    int       `json:"shimPid"`
 	ShimStart  uint64    `json:"shimStart,omitempty"` // the shim's start time (proc.StartTime), against pid reuse
+	ShimBoot   string    `json:"shimBoot,omitempty"`  // the boot it ran in (proc.BootID); "" in an older pier's records
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
@@ -333,7 +334,7 @@ func (m *Manager) settle(id string, rt *oci.Runtime, state State, client *shim.C
 func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
 	if c.ShimPid == 0 && st.ShimPid > 0 {
 		// pierd stopped between the shim's handshake and its record.
-		c.ShimPid, c.ShimStart = st.ShimPid, proc.StartTime(st.ShimPid)
+		c.ShimPid, c.ShimStart, c.ShimBoot = st.ShimPid, proc.StartTime(st.ShimPid), proc.BootID()
 	}
 	if c.State == Unknown {
 		klog.InfoS("Container's shim answers again", "id", c.ID, "status", st.Status)
@@ -354,7 +355,7 @@ func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
 
 // shimAlive reports whether the container's shim process still runs.
 func shimAlive(c *Container) bool {
-	return c.ShimPid > 0 && proc.IsShim(c.ShimPid, c.ShimStart)
+	return c.ShimPid > 0 && proc.IsShimOf(c.ShimPid, c.ShimStart, c.ShimBoot)
 }
 
 // unreachable records a container whose shim does not answer (err). A

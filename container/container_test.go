@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/shim/protocol"
 )
 
@@ -99,5 +101,29 @@ func TestCensusAndOnExit(t *testing.T) {
 	}
 	if states, _ := m.Census(); states[Running] != 0 || states[Exited] != 3 {
 		t.Fatalf("census after exits %v", states)
+	}
+}
+
+// TestShimOfAnotherBootIsGone: a record whose shim pid and start time match
+// a running pier-shim, but that was made in another boot, has no shim.
+func TestShimOfAnotherBootIsGone(t *testing.T) {
+	cmd := exec.Command("sleep", "10")
+	cmd.Args[0] = "pier-shim"
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	c := &Container{ShimPid: pid, ShimStart: proc.StartTime(pid), ShimBoot: proc.BootID()}
+	if !shimAlive(c) {
+		t.Fatal("the shim of this boot is not found")
+	}
+	c.ShimBoot = "00000000-0000-0000-0000-000000000000"
+	if shimAlive(c) {
+		t.Error("a shim recorded in another boot is taken for alive")
+	}
+	c.ShimBoot = "" // an older pier's record
+	if !shimAlive(c) {
+		t.Error("a record without a boot ID lost its shim")
 	}
 }

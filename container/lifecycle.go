@@ -388,7 +388,7 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *liv
 	}
 	klog.V(2).InfoS("Container's shim ready", "id", c.ID, "duration", time.Since(start))
 	if m.containers[c.ID] == c {
-		c.ShimPid, c.ShimStart = pid, proc.StartTime(pid)
+		c.ShimPid, c.ShimStart, c.ShimBoot = pid, proc.StartTime(pid), proc.BootID()
 		m.save(c)
 	}
 	m.follow(c, l)
