@@ -35,6 +35,7 @@ import (
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/du"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
@@ -159,10 +160,16 @@ type Manager struct {
 	mu         sync.Mutex
 	containers map[string]*Container
 	live       map[string]*live
-	names      map[string]string // reserved name -> id
-	cpu        map[string]cpuSample
+	names      map[string]string      // reserved name -> id
+	cpu        map[string]cpuSample   // the last CPU usage Stats read, by container
+	layers     map[string]*layerUsage // the last writable layer usage Stats measured
 
 	execs chan struct{} // ExecSync slots of all containers: one sent for each that runs
+
+	// For tests: the clock (nil: time.Now) and the measure of a
+	// writable layer (nil: du.Walk).
+	clock func() time.Time
+	walk  func(dir string) (du.Usage, error)
 }
 
 // New loads the containers recorded under opts.Root and reconnects to
@@ -175,7 +182,7 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}, execs: make(chan struct{}, MaxExecs)}
+	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}, layers: map[string]*layerUsage{}, execs: make(chan struct{}, MaxExecs)}
 	if err := m.load(); err != nil {
 		return nil, err
 	}

@@ -646,6 +646,8 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	delete(m.containers, c.ID)
 	delete(m.live, c.ID)
+	delete(m.cpu, c.ID)
+	delete(m.layers, c.ID)
 	for name, cid := range m.names {
 		if cid == c.ID {
 			delete(m.names, name)
