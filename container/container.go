@@ -212,11 +212,11 @@ func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {
 }
 
 func (m *Manager) load() error {
-	// The exit followers that load starts take the lock too.
+	var shims []*Container
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	entries, err := os.ReadDir(m.opts.Root)
 	if err != nil {
+		m.mu.Unlock()
 		return err
 	}
 	for _, e := range entries {
@@ -248,8 +248,10 @@ func (m *Manager) load() error {
 		}
 		c.rt = m.offered(c.Handler)
 		m.containers[c.ID] = c
-		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
-			m.names[nameOf(c.config, pod)] = c.ID
+		if m.opts.Pods != nil { // nil in tests
+			if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
+				m.names[nameOf(c.config, pod)] = c.ID
+			}
 		}
 		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
 		if c.State == Running || c.State == Created {
@@ -259,10 +261,14 @@ func (m *Manager) load() error {
 			}
 		}
 		if c.State == Running || c.State == Created || c.State == Unknown && c.ShimPid > 0 {
-			m.reconnect(c)
+			shims = append(shims, c)
 		}
 	}
-	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live))
+	m.mu.Unlock()
+	m.reconnectAll(shims)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live), "reconnected", len(shims))
 	return nil
 }
 
@@ -285,10 +291,16 @@ func readRecord(dir string) (*Container, error) {
 	return &c, nil
 }
 
-// loadConnectTimeout bounds each connection to a shim at start-up, while
-// pierd holds its lock; one that does not answer in time is tried again in
-// the background (retry).
+// loadConnectTimeout bounds each connection to a shim at start-up (and
+// the state it asks for), before pierd serves; one that does not answer
+// in time is tried again in the background (retry).
 const loadConnectTimeout = 2 * time.Second
+
+// reconnectParallel is how many shims pierd reconnects to at once at
+// start-up: with monitors that hang, N containers take about
+// N/reconnectParallel x loadConnectTimeout (2 x that with a runtime's
+// state to settle), not N x.
+const reconnectParallel = 16
 
 // connect connects to a shim and asks for its state.
 func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.State, error) {
@@ -305,15 +317,40 @@ func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.Stat
 	return client, st, nil
 }
 
+// reconnectAll reconnects to the shims of containers loaded at start-up,
+// reconnectParallel at a time, and returns when all have answered or
+// timed out. It holds no lock across the connections: each container's
+// record is brought in line under mu once its shim has answered.
+func (m *Manager) reconnectAll(cs []*Container) {
+	sem := make(chan struct{}, reconnectParallel)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m.reconnect(c)
+		}()
+	}
+	wg.Wait()
+}
+
 // reconnect finds a container's shim after a pierd restart, or learns how
-// the container ended. The caller holds mu (pierd is not serving yet).
+// the container ended. The caller does not hold mu; nothing else touches
+// c until this returns (pierd is not serving yet).
 func (m *Manager) reconnect(c *Container) {
 	client, st, err := connect(c.Socket, loadConnectTimeout)
+	if err == nil {
+		st = m.settle(c.ID, m.runtimeOf(c), c.State, client, st)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err != nil {
 		m.unreachable(c, err)
 		return
 	}
-	m.adopt(c, client, m.settle(c.ID, m.runtimeOf(c), c.State, client, st))
+	m.adopt(c, client, st)
 }
 
 // settle returns the shim's state, after telling a shim that knows its
