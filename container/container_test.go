@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pier-runtime/pier/internal/proc"
+	"github.com/pier-runtime/pier/shim"
 	"github.com/pier-runtime/pier/shim/protocol"
 )
 
@@ -125,5 +127,39 @@ func TestShimOfAnotherBootIsGone(t *testing.T) {
 	c.ShimBoot = "" // an older pier's record
 	if !shimAlive(c) {
 		t.Error("a record without a boot ID lost its shim")
+	}
+}
+
+// TestExecSyncWaitsForASlot: an ExecSync beyond the bounds waits for a
+// slot while its timeout and context allow, then fails with ErrBusy (or
+// its context's error), running nothing.
+func TestExecSyncWaitsForASlot(t *testing.T) {
+	m := &Manager{containers: map[string]*Container{}, live: map[string]*live{}, execs: make(chan struct{}, MaxExecs)}
+	m.containers["c"] = &Container{Version: recordVersion, ID: "c", State: Running}
+	l := newLive()
+	l.client = &shim.Client{} // never reached
+	m.live["c"] = l
+	for range MaxExecsPerContainer {
+		l.execs <- struct{}{}
+	}
+	_, err := m.ExecSync(context.Background(), "c", []string{"true"}, time.Millisecond)
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("ExecSync with every slot of its container taken: %v, want ErrBusy", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.ExecSync(ctx, "c", []string{"true"}, 0); !errors.Is(err, context.Canceled) {
+		t.Errorf("ExecSync whose context ended while it waited: %v", err)
+	}
+	// A slot that comes free is taken.
+	<-l.execs
+	for range MaxExecs {
+		m.execs <- struct{}{}
+	}
+	if _, err := m.ExecSync(context.Background(), "c", []string{"true"}, time.Millisecond); !errors.Is(err, ErrBusy) {
+		t.Errorf("ExecSync with every slot of the node taken: %v, want ErrBusy", err)
+	}
+	if len(l.execs) != MaxExecsPerContainer-1 {
+		t.Errorf("the container's slot was not given back: %d taken", len(l.execs))
 	}
 }
