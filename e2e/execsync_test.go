@@ -21,9 +21,10 @@ import (
 )
 
 // execHelpersUnder lists the exec helpers ("pier-shim exec <dir> ...") of
-// the containers whose state is under dir: not those that have exited and
-// wait for their monitor to reap them, nor their children that have not
-// yet exec'd the runtime.
+// the containers whose state is under dir: not those that are exiting or
+// have exited (their connection closes as they exit, and frees their
+// slot in pierd), nor their children that have not yet exec'd the
+// runtime.
 func execHelpersUnder(dir string) []int {
 	var pids []int
 	parents := map[int]int{}
@@ -34,12 +35,17 @@ func execHelpersUnder(dir string) []int {
 			continue
 		}
 		stat, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "stat"))
-		if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' {
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
 			continue
 		}
+		// From field 3: state, ppid, ..., flags (field 9).
+		fields := strings.Fields(string(stat[i+1:]))
 		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if err != nil || len(fields) < 2 {
+		if err != nil || len(fields) < 7 || fields[0] == "Z" {
+			continue
+		}
+		if flags, _ := strconv.ParseUint(fields[6], 10, 64); flags&pfExiting != 0 {
 			continue
 		}
 		pids = append(pids, pid)
@@ -47,6 +53,9 @@ func execHelpersUnder(dir string) []int {
 	}
 	return slices.DeleteFunc(pids, func(pid int) bool { _, child := parents[parents[pid]]; return child })
 }
+
+// pfExiting is the kernel's PF_EXITING process flag.
+const pfExiting = 0x4
 
 // TestExecSyncBounded: 100 ExecSync at once in one container all complete,
 // with at most container.MaxExecsPerContainer exec helpers at a time; the
@@ -99,11 +108,8 @@ func TestExecSyncBounded(t *testing.T) {
 		}
 	}
 	t.Logf("%d concurrent ExecSync: at most %d exec helpers at once", n, helpers)
-	// pierd frees a slot once the helper has answered and closed its
-	// connection, as it exits; on this loaded 2-core machine one or two
-	// such helpers may not yet have been scheduled to end.
-	if helpers > container.MaxExecsPerContainer+2 || helpers == 0 {
-		t.Errorf("%d exec helpers at once, want 1 to %d (and 2 ending)", helpers, container.MaxExecsPerContainer)
+	if helpers > container.MaxExecsPerContainer || helpers == 0 {
+		t.Errorf("%d exec helpers at once, want 1 to %d", helpers, container.MaxExecsPerContainer)
 	}
 
 	// The helper is in the container's cgroups (their paths end in its id).

@@ -90,10 +90,9 @@ func (p *Process) Wait() (int, error) {
 		var resp protocol.Response
 		err := p.sc.dec.Decode(&resp)
 		if err == nil {
-			// The helper closes the connection as it exits: once it
-			// has, the process's slot is free (ExecSync's bounds).
+			// The connection closes as the helper exits: once it has,
+			// the process's slot is free (ExecSync's bounds).
 			p.sc.conn.SetReadDeadline(time.Now().Add(time.Second))
-			io.Copy(io.Discard, io.LimitReader(p.sc.dec.Buffered(), 1<<10))
 			io.Copy(io.Discard, io.LimitReader(p.sc.conn, 1<<10))
 		}
 		p.sc.conn.Close()

@@ -455,8 +455,12 @@ func readPidFile(path string) (int, error) {
 
 // handle answers the one request of a connection: exec or exec-stream, the
 // operations the monitor hands over.
+//
+// It leaves conn open: the helper exits right after, and the kernel closes
+// it as the helper ends, so that pierd, which reads to the end of the
+// connection after the answer, frees the exec's slot only once the helper
+// is on its way out (ExecSync's bounds count helpers).
 func (s *server) handle(conn *net.UnixConn) {
-	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var req protocol.Request
 	fc := &protocol.FdConn{UnixConn: conn}
