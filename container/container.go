@@ -35,6 +35,7 @@ import (
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
+	"github.com/pier-runtime/pier/internal/du"
 	"github.com/pier-runtime/pier/internal/ids"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
@@ -92,6 +93,7 @@ type Container struct {
 	Socket     string    `json:"socket"`
 	ShimPid    int       `json:"shimPid"`
 	ShimStart  uint64    `json:"shimStart,omitempty"` // the shim's start time (proc.StartTime), against pid reuse
+	ShimBoot   string    `json:"shimBoot,omitempty"`  // the boot it ran in (proc.BootID); "" in an older pier's records
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
 	Rootfs     string    `json:"rootfs"`
@@ -115,9 +117,12 @@ type live struct {
 	err      error         // why the shim could not create the container
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
+	execs    chan struct{} // ExecSync slots: one sent for each that runs
 }
 
-func newLive() *live { return &live{ready: make(chan struct{}), exited: make(chan struct{})} }
+func newLive() *live {
+	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer)}
+}
 
 // Options configure a Manager.
 type Options struct {
@@ -155,8 +160,16 @@ type Manager struct {
 	mu         sync.Mutex
 	containers map[string]*Container
 	live       map[string]*live
-	names      map[string]string // reserved name -> id
-	cpu        map[string]cpuSample
+	names      map[string]string      // reserved name -> id
+	cpu        map[string]cpuSample   // the last CPU usage Stats read, by container
+	layers     map[string]*layerUsage // the last writable layer usage Stats measured
+
+	execs chan struct{} // ExecSync slots of all containers: one sent for each that runs
+
+	// For tests: the clock (nil: time.Now) and the measure of a
+	// writable layer (nil: du.Walk).
+	clock func() time.Time
+	walk  func(dir string) (du.Usage, error)
 }
 
 // New loads the containers recorded under opts.Root and reconnects to
@@ -169,7 +182,7 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}}
+	m := &Manager{opts: opts, containers: map[string]*Container{}, live: map[string]*live{}, names: map[string]string{}, cpu: map[string]cpuSample{}, layers: map[string]*layerUsage{}, execs: make(chan struct{}, MaxExecs)}
 	if err := m.load(); err != nil {
 		return nil, err
 	}
@@ -199,11 +212,11 @@ func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {
 }
 
 func (m *Manager) load() error {
-	// The exit followers that load starts take the lock too.
+	var shims []*Container
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	entries, err := os.ReadDir(m.opts.Root)
 	if err != nil {
+		m.mu.Unlock()
 		return err
 	}
 	for _, e := range entries {
@@ -235,8 +248,10 @@ func (m *Manager) load() error {
 		}
 		c.rt = m.offered(c.Handler)
 		m.containers[c.ID] = c
-		if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
-			m.names[nameOf(c.config, pod)] = c.ID
+		if m.opts.Pods != nil { // nil in tests
+			if pod, err := m.opts.Pods.Get(c.PodID); err == nil {
+				m.names[nameOf(c.config, pod)] = c.ID
+			}
 		}
 		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
 		if c.State == Running || c.State == Created {
@@ -246,10 +261,14 @@ func (m *Manager) load() error {
 			}
 		}
 		if c.State == Running || c.State == Created || c.State == Unknown && c.ShimPid > 0 {
-			m.reconnect(c)
+			shims = append(shims, c)
 		}
 	}
-	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live))
+	m.mu.Unlock()
+	m.reconnectAll(shims)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	klog.InfoS("Containers loaded", "containers", len(m.containers), "live", len(m.live), "reconnected", len(shims))
 	return nil
 }
 
@@ -272,10 +291,16 @@ func readRecord(dir string) (*Container, error) {
 	return &c, nil
 }
 
-// loadConnectTimeout bounds each connection to a shim at start-up, while
-// pierd holds its lock; one that does not answer in time is tried again in
-// the background (retry).
+// loadConnectTimeout bounds each connection to a shim at start-up (and
+// the state it asks for), before pierd serves; one that does not answer
+// in time is tried again in the background (retry).
 const loadConnectTimeout = 2 * time.Second
+
+// reconnectParallel is how many shims pierd reconnects to at once at
+// start-up: with monitors that hang, N containers take about
+// N/reconnectParallel x loadConnectTimeout (2 x that with a runtime's
+// state to settle), not N x.
+const reconnectParallel = 16
 
 // connect connects to a shim and asks for its state.
 func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.State, error) {
@@ -292,15 +317,40 @@ func connect(socket string, timeout time.Duration) (*shim.Client, *protocol.Stat
 	return client, st, nil
 }
 
+// reconnectAll reconnects to the shims of containers loaded at start-up,
+// reconnectParallel at a time, and returns when all have answered or
+// timed out. It holds no lock across the connections: each container's
+// record is brought in line under mu once its shim has answered.
+func (m *Manager) reconnectAll(cs []*Container) {
+	sem := make(chan struct{}, reconnectParallel)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m.reconnect(c)
+		}()
+	}
+	wg.Wait()
+}
+
 // reconnect finds a container's shim after a pierd restart, or learns how
-// the container ended. The caller holds mu (pierd is not serving yet).
+// the container ended. The caller does not hold mu; nothing else touches
+// c until this returns (pierd is not serving yet).
 func (m *Manager) reconnect(c *Container) {
 	client, st, err := connect(c.Socket, loadConnectTimeout)
+	if err == nil {
+		st = m.settle(c.ID, m.runtimeOf(c), c.State, client, st)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err != nil {
 		m.unreachable(c, err)
 		return
 	}
-	m.adopt(c, client, m.settle(c.ID, m.runtimeOf(c), c.State, client, st))
+	m.adopt(c, client, st)
 }
 
 // settle returns the shim's state, after telling a shim that knows its
@@ -328,7 +378,7 @@ func (m *Manager) settle(id string, rt *oci.Runtime, state State, client *shim.C
 func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
 	if c.ShimPid == 0 && st.ShimPid > 0 {
 		// pierd stopped between the shim's handshake and its record.
-		c.ShimPid, c.ShimStart = st.ShimPid, proc.StartTime(st.ShimPid)
+		c.ShimPid, c.ShimStart, c.ShimBoot = st.ShimPid, proc.StartTime(st.ShimPid), proc.BootID()
 	}
 	if c.State == Unknown {
 		klog.InfoS("Container's shim answers again", "id", c.ID, "status", st.Status)
@@ -349,7 +399,7 @@ func (m *Manager) adopt(c *Container, client *shim.Client, st *protocol.State) {
 
 // shimAlive reports whether the container's shim process still runs.
 func shimAlive(c *Container) bool {
-	return c.ShimPid > 0 && proc.IsShim(c.ShimPid, c.ShimStart)
+	return c.ShimPid > 0 && proc.IsShimOf(c.ShimPid, c.ShimStart, c.ShimBoot)
 }
 
 // unreachable records a container whose shim does not answer (err). A

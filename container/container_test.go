@@ -1,13 +1,17 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pier-runtime/pier/internal/proc"
+	"github.com/pier-runtime/pier/shim"
 	"github.com/pier-runtime/pier/shim/protocol"
 )
 
@@ -99,5 +103,63 @@ func TestCensusAndOnExit(t *testing.T) {
 	}
 	if states, _ := m.Census(); states[Running] != 0 || states[Exited] != 3 {
 		t.Fatalf("census after exits %v", states)
+	}
+}
+
+// TestShimOfAnotherBootIsGone: a record whose shim pid and start time match
+// a running pier-shim, but that was made in another boot, has no shim.
+func TestShimOfAnotherBootIsGone(t *testing.T) {
+	cmd := exec.Command("sleep", "10")
+	cmd.Args[0] = "pier-shim"
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	c := &Container{ShimPid: pid, ShimStart: proc.StartTime(pid), ShimBoot: proc.BootID()}
+	if !shimAlive(c) {
+		t.Fatal("the shim of this boot is not found")
+	}
+	c.ShimBoot = "00000000-0000-0000-0000-000000000000"
+	if shimAlive(c) {
+		t.Error("a shim recorded in another boot is taken for alive")
+	}
+	c.ShimBoot = "" // an older pier's record
+	if !shimAlive(c) {
+		t.Error("a record without a boot ID lost its shim")
+	}
+}
+
+// TestExecSyncWaitsForASlot: an ExecSync beyond the bounds waits for a
+// slot while its timeout and context allow, then fails with ErrBusy (or
+// its context's error), running nothing.
+func TestExecSyncWaitsForASlot(t *testing.T) {
+	m := &Manager{containers: map[string]*Container{}, live: map[string]*live{}, execs: make(chan struct{}, MaxExecs)}
+	m.containers["c"] = &Container{Version: recordVersion, ID: "c", State: Running}
+	l := newLive()
+	l.client = &shim.Client{} // never reached
+	m.live["c"] = l
+	for range MaxExecsPerContainer {
+		l.execs <- struct{}{}
+	}
+	_, err := m.ExecSync(context.Background(), "c", []string{"true"}, time.Millisecond)
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("ExecSync with every slot of its container taken: %v, want ErrBusy", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.ExecSync(ctx, "c", []string{"true"}, 0); !errors.Is(err, context.Canceled) {
+		t.Errorf("ExecSync whose context ended while it waited: %v", err)
+	}
+	// A slot that comes free is taken.
+	<-l.execs
+	for range MaxExecs {
+		m.execs <- struct{}{}
+	}
+	if _, err := m.ExecSync(context.Background(), "c", []string{"true"}, time.Millisecond); !errors.Is(err, ErrBusy) {
+		t.Errorf("ExecSync with every slot of the node taken: %v, want ErrBusy", err)
+	}
+	if len(l.execs) != MaxExecsPerContainer-1 {
+		t.Errorf("the container's slot was not given back: %d taken", len(l.execs))
 	}
 }

@@ -388,7 +388,7 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *liv
 	}
 	klog.V(2).InfoS("Container's shim ready", "id", c.ID, "duration", time.Since(start))
 	if m.containers[c.ID] == c {
-		c.ShimPid, c.ShimStart = pid, proc.StartTime(pid)
+		c.ShimPid, c.ShimStart, c.ShimBoot = pid, proc.StartTime(pid), proc.BootID()
 		m.save(c)
 	}
 	m.follow(c, l)
@@ -646,6 +646,8 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	delete(m.containers, c.ID)
 	delete(m.live, c.ID)
+	delete(m.cpu, c.ID)
+	delete(m.layers, c.ID)
 	for name, cid := range m.names {
 		if cid == c.ID {
 			delete(m.names, name)
@@ -664,7 +666,23 @@ type ExecResult struct {
 	TimedOut       bool // killed at the timeout
 }
 
-// ExecSync runs a command in a running container and waits for it.
+// Bounds on the ExecSync requests (exec probes) that run at once: each
+// costs an exec helper, the runtime's exec and up to 2 x 16 MiB of output
+// in pierd. A request beyond them waits for a slot while its timeout and
+// its context allow (kubelet's probes must not fail because others run),
+// then fails with ErrBusy.
+const (
+	MaxExecsPerContainer = 8
+	MaxExecs             = 64
+)
+
+// ErrBusy: a request found no free slot before its timeout or context
+// ended; the CRI layer answers ResourceExhausted.
+var ErrBusy = errors.New("too many requests at once")
+
+// ExecSync runs a command in a running container and waits for it. The
+// timeout, when set, bounds the wait for a slot (MaxExecs) and the run
+// together: the process is killed when it ends (TimedOut).
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
 	c, l, err := m.client(id)
 	if err != nil {
@@ -675,6 +693,28 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	if len(cmd) == 0 {
 		return nil, fmt.Errorf("%w: no command to run", ErrInvalid)
+	}
+	start := time.Now()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	// The container's slot first: one container's queue holds none of the
+	// others'.
+	for _, slots := range []chan struct{}{l.execs, m.execs} {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("container %s: waiting for one of the %d ExecSync slots per container (%d in all): %w", c.ID, MaxExecsPerContainer, MaxExecs, ctx.Err())
+		case <-expired:
+			return nil, fmt.Errorf("%w: container %s: no ExecSync slot came free within the request's timeout of %v (at most %d run at once per container, %d in all); retry later", ErrBusy, c.ID, timeout, MaxExecsPerContainer, MaxExecs)
+		}
+		defer func() { <-slots }()
+	}
+	if timeout > 0 {
+		timeout = max(timeout-time.Since(start), time.Millisecond)
 	}
 	r, err := l.client.Exec(ctx, protocol.ExecRequest{Args: cmd, UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGids, Timeout: timeout})
 	if err != nil {

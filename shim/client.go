@@ -198,21 +198,127 @@ func (c *Client) Wait(ctx context.Context) (*protocol.Exit, error) {
 	return r.Exit, nil
 }
 
-// Exec runs a process in the running container and waits for it. A process
-// the runtime cannot start (e.g. an executable that does not exist) is an
-// error carrying the runtime's message.
+// Exec runs a process in the running container and waits for it, for
+// ExecSync. A process the runtime cannot start (e.g. an executable that
+// does not exist) is an error carrying the runtime's message.
+//
+// It is an exec-stream whose output goes to pipes that Exec reads itself:
+// the shim's helper holds none of it, and Exec keeps the first
+// protocol.MaxExecOutput bytes of each stream and drops the rest while the
+// process runs on, as containerd does. When r.Timeout passes, or ctx is
+// done, the process is killed (SIGKILL); a timeout is reported in the
+// result (TimedOut), ctx as an error. Exec reads the output on for at most
+// execDrain after the process has exited, for processes it left behind
+// that hold the pipes.
 func (c *Client) Exec(ctx context.Context, r protocol.ExecRequest) (*protocol.ExecResult, error) {
 	if len(r.Args) == 0 {
 		return nil, errors.New("shim exec: no command")
 	}
-	resp, err := c.call(ctx, &protocol.Request{Op: protocol.OpExec, Exec: &r})
+	var outs [2]*capture
+	var ends [2]*os.File // the process's ends
+	for i := range outs {
+		rd, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range ends[:i] {
+				f.Close()
+			}
+			for _, o := range outs[:i] {
+				o.r.Close()
+			}
+			return nil, fmt.Errorf("shim exec: %w", err)
+		}
+		outs[i], ends[i] = &capture{r: rd, done: make(chan struct{})}, w
+	}
+	timeout := r.Timeout
+	r.Timeout = 0 // the helper's own timeout is for older pierds
+	p, err := c.ExecStream(ctx, ExecStreamRequest{ExecRequest: r, Stdout: ends[0], Stderr: ends[1]})
+	ends[0].Close()
+	ends[1].Close()
 	if err != nil {
+		for _, o := range outs {
+			o.r.Close()
+		}
 		return nil, err
 	}
-	if resp.Exec == nil {
-		return nil, errors.New("shim exec: empty answer")
+	for _, o := range outs {
+		go o.run()
 	}
-	return resp.Exec, nil
+	res := &protocol.ExecResult{}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	waited := make(chan struct{})
+	go func() {
+		p.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-expired:
+		res.TimedOut = true
+		p.kill()
+		<-waited
+	case <-ctx.Done():
+		p.kill()
+		<-waited
+	}
+	code, werr := p.Wait()
+	deadline := time.Now().Add(execDrain)
+	if werr != nil {
+		deadline = time.Now() // the helper is gone: nothing kills the process
+	}
+	for _, o := range outs {
+		o.r.SetReadDeadline(deadline)
+	}
+	for _, o := range outs {
+		<-o.done
+		o.r.Close()
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("shim %s exec: %w", c.socket, ctx.Err())
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	res.ExitCode = code
+	res.Stdout, res.Stderr = outs[0].buf, outs[1].buf
+	return res, nil
+}
+
+// execDrain is how long Exec reads an exec'd process's output after it
+// has exited: processes it left behind may hold its pipes.
+const execDrain = time.Second
+
+// capture reads one output of an exec'd process, keeping the first
+// protocol.MaxExecOutput bytes and dropping the rest.
+type capture struct {
+	r    *os.File
+	buf  []byte
+	done chan struct{}
+}
+
+func (c *capture) run() {
+	defer close(c.done)
+	var chunk [32 << 10]byte
+	for {
+		n, err := c.r.Read(chunk[:])
+		if room := protocol.MaxExecOutput - len(c.buf); room > 0 && n > 0 {
+			keep := chunk[:min(n, room)]
+			if len(c.buf)+len(keep) > cap(c.buf) {
+				// Doubling, up to the cap: at most twice the output in all.
+				grown := make([]byte, len(c.buf), min(max(2*cap(c.buf), len(c.buf)+len(keep)), protocol.MaxExecOutput))
+				copy(grown, c.buf)
+				c.buf = grown
+			}
+			c.buf = append(c.buf, keep...)
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // ReopenLog makes the shim reopen the container's log file, e.g. after

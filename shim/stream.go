@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -88,6 +89,12 @@ func (p *Process) Wait() (int, error) {
 	p.once.Do(func() {
 		var resp protocol.Response
 		err := p.sc.dec.Decode(&resp)
+		if err == nil {
+			// The connection closes as the helper exits: once it has,
+			// the process's slot is free (ExecSync's bounds).
+			p.sc.conn.SetReadDeadline(time.Now().Add(time.Second))
+			io.Copy(io.Discard, io.LimitReader(p.sc.conn, 1<<10))
+		}
 		p.sc.conn.Close()
 		switch {
 		case err != nil:
@@ -105,13 +112,20 @@ func (p *Process) Wait() (int, error) {
 
 // Kill makes the shim kill the process (SIGKILL); Wait then returns its
 // exit code, 137.
-func (p *Process) Kill() error {
+func (p *Process) Kill() error { return p.kill() }
+
+func (p *Process) kill() error {
+	// The shim answers at once: a helper that does not is given up on.
+	p.sc.conn.SetReadDeadline(time.Now().Add(killAnswer))
 	err := p.sc.conn.CloseWrite()
 	if errors.Is(err, net.ErrClosed) {
 		return nil // waited for
 	}
 	return err
 }
+
+// killAnswer is how long Wait waits for the shim's answer after Kill.
+const killAnswer = 10 * time.Second
 
 // streamConn is a connection that outlives its first answer.
 type streamConn struct {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -91,6 +92,35 @@ func FindPodInits(podID string) []int {
 		}
 	}
 	return pids
+}
+
+// BootID is this boot's id (/proc/sys/kernel/random/boot_id), "" when it
+// cannot be read. A pid and start time name one process within a boot
+// only: after a reboot, a recorded pair can match a new process. Records
+// keep the boot ID beside them, and IsShimOf takes another boot's as gone.
+func BootID() string { return bootID() }
+
+// bootID reads the boot ID once; tests replace it.
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
+
+// SameBoot reports whether a record made in boot (its BootID) is of this
+// boot. A record without one ("", made by a pier before boot IDs) counts
+// as this boot's, as before: an upgrade loses no container; pid and start
+// time still guard it, and a reboot empties /run, which pier checks first.
+func SameBoot(boot string) bool {
+	return boot == "" || boot == bootID()
+}
+
+// IsShimOf is IsShim for a process recorded in boot (BootID): a process
+// of another boot is gone, whatever its pid and start time.
+func IsShimOf(pid int, start uint64, boot string) bool {
+	return SameBoot(boot) && IsShim(pid, start)
 }
 
 // IsShim reports whether pid is still the pier-shim (a container's or a

@@ -28,3 +28,33 @@ func TestStartTimeNamesOneProcess(t *testing.T) {
 		t.Error("sleep taken for a shim")
 	}
 }
+
+// TestOtherBootIsGone: a record with the right pid and start time but
+// another boot's ID names no process; one without a boot ID (an older
+// pier's) still does.
+func TestOtherBootIsGone(t *testing.T) {
+	cmd := exec.Command("sleep", "10")
+	cmd.Args[0] = "pier-shim" // as IsShim knows pier's processes
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	start := StartTime(pid)
+	boot := BootID()
+	if boot == "" {
+		t.Fatal("no boot ID")
+	}
+	if !IsShimOf(pid, start, boot) || !IsShimOf(pid, start, "") {
+		t.Fatalf("pier-shim %d (start %d) of this boot not found", pid, start)
+	}
+	saved := bootID
+	defer func() { bootID = saved }()
+	bootID = func() string { return "after-a-reboot" }
+	if IsShimOf(pid, start, boot) {
+		t.Error("a process recorded in another boot is taken for this one's")
+	}
+	if !IsShimOf(pid, start, "") {
+		t.Error("a record without a boot ID is taken for gone")
+	}
+}

@@ -40,7 +40,11 @@
 //   - exec {exec: ExecRequest}: handed, unread, to a one-shot "pier-shim
 //     exec <dir> <status>", which runs the runtime's exec and answers
 //     {"exec": ExecResult} when the process has exited; a client that hangs
-//     up has it killed.
+//     up has it killed. The helper buffers the output: pierd no longer
+//     sends it (ExecSync is an exec-stream with pierd's pipes, see package
+//     shim), the helper serves it for a pierd of an older pier.
+//   - The exec helper (exec and exec-stream) first asks the monitor for
+//     its state and joins the cgroups of the container's init.
 //   - attach {attach: AttachRequest} and exec-stream {exec, tty, width,
 //     height, fds}: they pass file descriptors (SCM_RIGHTS on a message's
 //     first byte, named in order by its "fds" field) and keep their

@@ -3,6 +3,7 @@ package server
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -32,53 +33,24 @@ func oomCounterFile(pid int, cgroupsPath string) string {
 }
 
 func oomCounterFromProc(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	cgs, err := cgroupsOf(pid)
 	if err != nil {
 		return ""
 	}
-	var v1, v2 string
-	for _, line := range strings.Split(string(b), "\n") {
-		// hierarchy-ID:controller-list:cgroup-path
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			v2 = parts[2]
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
-				v1 = parts[2]
-			}
-		}
-	}
-	if v1 == "" && v2 == "" {
-		return ""
-	}
-	mounts, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(mounts), "\n") {
-		// id parent major:minor root mount-point options ... - fstype source super-options
-		pre, post, ok := strings.Cut(line, " - ")
-		fields, after := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(after) < 3 {
-			continue
-		}
-		root, point := fields[3], fields[4]
+	// The v1 memory hierarchy, where there is one; else v2's.
+	var v2 string
+	for _, cg := range cgs {
 		switch {
-		case v1 != "" && after[0] == "cgroup" && hasOption(after[2], "memory"):
-			if rel, ok := within(v1, root); ok {
-				return filepath.Join(point, rel, "memory.oom_control")
+		case slices.Contains(cg.controllers, "memory"):
+			if cg.dir == "" {
+				return ""
 			}
-		case v1 == "" && after[0] == "cgroup2":
-			if rel, ok := within(v2, root); ok {
-				return filepath.Join(point, rel, "memory.events")
-			}
+			return filepath.Join(cg.dir, "memory.oom_control")
+		case len(cg.controllers) == 0 && cg.dir != "":
+			v2 = filepath.Join(cg.dir, "memory.events")
 		}
 	}
-	return ""
+	return v2
 }
 
 func hasOption(opts, name string) bool {

@@ -226,7 +226,8 @@ func (s *server) undo() {
 // serveExec answers the one exec or exec-stream request waiting on the
 // connection on fd 3, which the monitor handed over unread; status is the
 // container's. The processes it starts are its children (it is their
-// subreaper); it exits once the request is answered.
+// subreaper); it exits once the request is answered. It first joins the
+// container's cgroups (joinContainerCgroups).
 func serveExec(dir, status string) int {
 	s, err := newServer(dir)
 	if err != nil {
@@ -250,6 +251,9 @@ func serveExec(dir, status string) int {
 	if !ok {
 		logf("exec: fd 3 is not a unix connection")
 		return 1
+	}
+	if status != protocol.StatusExited {
+		s.joinContainerCgroups()
 	}
 	s.handle(conn)
 	return 0
@@ -451,8 +455,12 @@ func readPidFile(path string) (int, error) {
 
 // handle answers the one request of a connection: exec or exec-stream, the
 // operations the monitor hands over.
+//
+// It leaves conn open: the helper exits right after, and the kernel closes
+// it as the helper ends, so that pierd, which reads to the end of the
+// connection after the answer, frees the exec's slot only once the helper
+// is on its way out (ExecSync's bounds count helpers).
 func (s *server) handle(conn *net.UnixConn) {
-	defer conn.Close()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var req protocol.Request
 	fc := &protocol.FdConn{UnixConn: conn}
