@@ -488,23 +488,26 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	return m.stop(ctx, p)
 }
 
-// stop is Stop of a pod whose op lock the caller holds.
+// stop is Stop of a pod whose op lock the caller holds. The pod is
+// recorded not ready before its teardown starts: a pod whose network may be
+// half gone (Stop failed, or pierd was killed during it) is never reported
+// ready, nor given new containers; a later Stop or Remove finishes it.
 func (m *Manager) stop(ctx context.Context, p *pod) error {
 	sb := m.current(p)
+	if sb.State != NotReady {
+		next := sb.copy()
+		next.State = NotReady
+		if err := m.save(next); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
+		}
+		m.mu.Lock()
+		p.sb = next
+		m.mu.Unlock()
+		sb = next
+	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
 	}
-	if sb.State == NotReady {
-		return nil
-	}
-	next := sb.copy()
-	next.State = NotReady
-	if err := m.save(next); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	p.sb = next
-	m.mu.Unlock()
 	klog.V(2).InfoS("Pod sandbox stopped", "id", sb.ID)
 	return nil
 }
