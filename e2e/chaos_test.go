@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -363,8 +364,8 @@ func checkAfterRestart(t *testing.T, p *testenv.Pierd, pods []*chaosPod, warm st
 		owners[c.Id] = true
 	}
 	for what, ids := range map[string][]string{
-		"mount": slices.Collect(mapValues(objs.mounts)), "IP allocation": slices.Collect(mapValues(objs.allocs)),
-		"iptables rule": objs.ruleOwners, "cgroup": objs.cgroups, "shim monitor": slices.Collect(mapValues(objs.monitors)),
+		"mount": slices.Collect(maps.Values(objs.mounts)), "IP allocation": slices.Collect(maps.Values(objs.allocs)),
+		"iptables rule": objs.ruleOwners, "cgroup": objs.cgroups, "shim monitor": slices.Collect(maps.Values(objs.monitors)),
 	} {
 		for _, id := range ids {
 			if !owners[id] {
@@ -450,16 +451,6 @@ func isNSFS(path string) bool {
 	return path != "" && unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
-func mapValues[K comparable, V any](m map[K]V) func(func(V) bool) {
-	return func(yield func(V) bool) {
-		for _, v := range m {
-			if !yield(v) {
-				return
-			}
-		}
-	}
-}
-
 // nodeObjects is what the node holds of one pierd's pods and containers,
 // each with the id of the pod or container that owns it where that shows.
 type nodeObjects struct {
@@ -532,9 +523,13 @@ func snapshotNode(t *testing.T, p *testenv.Pierd) *nodeObjects {
 			}
 		}
 	}
-	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/pier-e2e/*/")
+	// (A pattern that ends in "/" matches nothing.)
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/pier-e2e/*")
 	seen := map[string]bool{}
 	for _, d := range cgroups {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
 		if id := filepath.Base(d); !seen[id] {
 			seen[id] = true
 			o.cgroups = append(o.cgroups, id)
@@ -597,4 +592,62 @@ func waitTransientShims(t *testing.T, p *testenv.Pierd) {
 func output(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).Output()
 	return string(out), err
+}
+
+// TestChaosShimKilled kills a running container's shim monitor with
+// SIGKILL: the container is reported not running, with a reason, within
+// seconds; kubelet's way on from there works: StopContainer ends its
+// process, RemoveContainer takes its cgroup, and a new container of the
+// same pod (the restart's next attempt) starts and runs.
+func TestChaosShimKilled(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "shimchaos")
+	id := startContainer(t, p, podID, pod, containerConfig("victim", "sleep", "4321"))
+	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	shim, init := shimPid(t, p, id), containerPid(t, p, id)
+	if !slices.Contains(snapshotNode(t, p).cgroups, id) {
+		t.Fatalf("no cgroup of the container under the test's parent: the test cannot see one left")
+	}
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var st *runtimeapi.ContainerStatus
+	for st = containerStatus(t, p, id); st.State == runtimeapi.ContainerState_CONTAINER_RUNNING; st = containerStatus(t, p, id) {
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("container still reported running 10 s after its shim was killed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%v after the shim's SIGKILL: %v, exit %d, reason %q: %s", time.Since(killed).Round(time.Millisecond), st.State, st.ExitCode, st.Reason, st.Message)
+	if st.State == runtimeapi.ContainerState_CONTAINER_CREATED || st.Reason == "" || st.Message == "" {
+		t.Errorf("container after its shim was killed: %v, reason %q, message %q", st.State, st.Reason, st.Message)
+	}
+	// kubelet stops a container it does not see exited before it starts
+	// the next one.
+	if _, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
+		t.Fatalf("StopContainer after the shim was killed: %v", err)
+	}
+	if st = containerStatus(t, p, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Errorf("after StopContainer: %v (%s)", st.State, st.Reason)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(init); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the container's process %d survived StopContainer", init)
+		}
+	}
+	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(snapshotNode(t, p).cgroups, id) {
+		t.Errorf("the container's cgroup is left after its removal")
+	}
+	again := containerConfig("victim", "sleep", "4321")
+	again.Metadata.Attempt = 1
+	id2 := startContainer(t, p, podID, pod, again)
+	waitState(t, p, id2, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	if out := execOut(t, p, id2, "echo", "again"); strings.TrimSpace(out) != "again" {
+		t.Errorf("exec in the restarted container: %q", out)
+	}
 }
