@@ -57,14 +57,14 @@ const chaosWorkers = 20
 
 // chaosPod is what one client asked for and what pierd answered it.
 type chaosPod struct {
-	cfg      *runtimeapi.PodSandboxConfig
-	last     int // the last step of its plan (see runChaosPod)
-	id       string
-	ctrs     []*chaosCtr
+	cfg        *runtimeapi.PodSandboxConfig
+	last       int // the last step of its plan (see runChaosPod)
+	id         string
+	ctrs       []*chaosCtr
 	stopSent   bool // StopPodSandbox was sent (answered or not)
 	removeSent bool // RemovePodSandbox was sent
 	removed    bool // RemovePodSandbox answered OK
-	failed   string
+	failed     string
 }
 
 type chaosCtr struct {
