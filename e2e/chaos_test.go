@@ -381,6 +381,9 @@ func checkAfterRestart(t *testing.T, p *testenv.Pierd, pods []*chaosPod, warm st
 	}
 	t.Logf("after the restart: %d pods (%d ready), %d containers; node: %d mounts, %d veths, %d IP allocations, %d pod iptables rules, %d cgroups, %d shim monitors",
 		len(listed), ready, len(ctrs), len(objs.mounts), len(objs.veths), len(objs.allocs), len(objs.ruleOwners), len(objs.cgroups), len(objs.monitors))
+	if len(objs.plugins) > 0 {
+		t.Errorf("CNI plugins run while pierd is idle: %v", objs.plugins)
+	}
 	allocated := map[string]bool{}
 	for _, id := range objs.allocs {
 		allocated[id] = true
@@ -468,11 +471,12 @@ type nodeObjects struct {
 	cgroups    []string          // container cgroups under the test's parent
 	monitors   map[int]string    // shim monitor pid → container
 	others     []string          // other processes whose command line names pierd's directory
+	plugins    []string          // CNI plugins running (of any pod: pierd is idle when it is read)
 }
 
 func (o *nodeObjects) String() string {
 	b, _ := json.Marshal(map[string]any{"mounts": o.mounts, "veths": o.veths, "allocs": o.allocs, "ruleOwners": o.ruleOwners,
-		"rules": o.rules, "cgroups": o.cgroups, "monitors": o.monitors, "others": o.others})
+		"rules": o.rules, "cgroups": o.cgroups, "monitors": o.monitors, "others": o.others, "plugins": o.plugins})
 	return string(b)
 }
 
@@ -544,11 +548,14 @@ func snapshotNode(t *testing.T, p *testenv.Pierd) *nodeObjects {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range procs {
 		b, err := os.ReadFile(f)
+		cmd := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
+		if env, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "environ")); strings.Contains(string(env), "CNI_CONTAINERID=") {
+			o.plugins = append(o.plugins, cmd)
+		}
 		if err != nil || !strings.Contains(string(b), p.Dir) {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		cmd := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
 		if pid == p.Pid() || pid == os.Getpid() {
 			continue
 		}
@@ -569,7 +576,7 @@ func (o *nodeObjects) assertSame(t *testing.T, now *nodeObjects) {
 	t.Helper()
 	same := len(o.mounts) == len(now.mounts) && len(o.veths) == len(now.veths) && len(o.allocs) == len(now.allocs) &&
 		slices.Equal(o.ruleOwners, now.ruleOwners) && o.rules == now.rules && slices.Equal(o.cgroups, now.cgroups) &&
-		len(o.monitors) == len(now.monitors) && len(now.others) == 0
+		len(o.monitors) == len(now.monitors) && len(now.others) == 0 && len(now.plugins) == 0
 	for m := range o.mounts {
 		same = same && now.mounts[m] != ""
 	}
