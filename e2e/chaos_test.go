@@ -99,8 +99,9 @@ func TestChaosKillPierd(t *testing.T) {
 			break // a failed round leaves what the next one would report again
 		}
 	}
-	t.Logf("chaos: %d seeds, %d pierd SIGKILLs with %d requests in flight, %d pods and %d containers checked after restarts, %d retried RunPodSandbox, %d unknown exits (255) reported, %v",
-		stats.seeds, stats.kills, stats.inFlight, stats.pods, stats.ctrs, stats.retries, stats.unknownExits, time.Since(start).Round(time.Second))
+	strays := strings.Count(p.LogText(), "Killing a CNI plugin left running")
+	t.Logf("chaos: %d seeds, %d pierd SIGKILLs with %d requests in flight, %d pods and %d containers checked after restarts, %d retried RunPodSandbox, %d unknown exits (255) reported, %d stray CNI plugins ended at restarts, %v",
+		stats.seeds, stats.kills, stats.inFlight, stats.pods, stats.ctrs, stats.retries, stats.unknownExits, strays, time.Since(start).Round(time.Second))
 }
 
 type chaosStats struct {
