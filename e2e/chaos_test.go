@@ -165,6 +165,12 @@ func chaosRound(t *testing.T, p *testenv.Pierd, seed uint64, round int, warm str
 	t.Logf("pierd restarted in %v; %d of %d clients were cut off", time.Since(restart).Round(time.Millisecond), inFlight, chaosWorkers)
 
 	checkAfterRestart(t, p, pods, warm, stats)
+	// A pull cut short leaves no partial layer in use, and the image is
+	// either recorded whole or not at all: a pull now completes it.
+	if hasTemp(filepath.Join(p.Root(), "layers")) {
+		t.Error("partial layers survived the restart")
+	}
+	mustPull(t, p, pullRef)
 	retryRuns(t, p, pods, stats)
 
 	// Clean up: every pod but the warm-up one, and the pulled image.
