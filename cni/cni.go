@@ -161,7 +161,8 @@ func (m *Manager) undo(ctx context.Context, list *libcni.NetworkConfigList, rt *
 // Teardown detaches the pod (CNI DEL) with the configuration and arguments
 // cached by Setup, so it works after a restart and after the configuration
 // changed. It is idempotent: without a cache entry it does nothing (unless
-// pod.Interrupted), and a
+// pod.Interrupted: it then first ends the plugins the interrupted ADD left
+// running, so that none of them adds anything after the DEL), and a
 // missing network namespace is not an error (plugins then free what they can
 // without it; the bridge plugin then cannot find the pod's addresses to remove
 // its ipMasq rule, so tear down before unpinning the namespace).
@@ -174,6 +175,9 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 	// masquerade rule by the address of the interface it has deleted.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	if pod.Interrupted {
+		endStrayPlugins(pod.ID)
+	}
 	atts, err := m.cni.GetCachedAttachments(pod.ID)
 	if err != nil {
 		return fmt.Errorf("cni teardown: read cache: %w", err)

@@ -657,3 +657,35 @@ func BenchmarkLoopbackUp(b *testing.B) {
 		}
 	}
 }
+
+// TestTeardownEndsStrayPlugins: a pierd killed during a pod's ADD leaves
+// its plugins running; the Teardown of the interrupted pod ends them before
+// its DEL, so that none adds anything after it.
+func TestTeardownEndsStrayPlugins(t *testing.T) {
+	m := New(Options{ConfDir: t.TempDir(), PluginDirs: []string{t.TempDir()}, CacheDir: t.TempDir()})
+	pod := Pod{ID: "0123456789abcdef", NetNS: "/nonexistent", Interrupted: true}
+	// A plugin of the interrupted ADD (blocked, for the test, on its stdin),
+	// and a process of another pod's.
+	start := func(id string) *exec.Cmd {
+		cmd := exec.Command("sh", "-c", "read x")
+		cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+id)
+		if _, err := cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	stray, other := start(pod.ID), start(pod.ID+"0")
+	if err := m.Teardown(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if !ended(stray.Process.Pid) {
+		t.Error("the interrupted ADD's plugin still runs after Teardown")
+	}
+	if ended(other.Process.Pid) {
+		t.Error("Teardown ended another pod's plugin")
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,9 +107,9 @@ type Sandbox struct {
 
 // Options configure a Manager.
 type Options struct {
-	Root       string // persistent pod directories, e.g. /var/lib/pier/pods
-	State      string // volatile pod directories, e.g. /run/pier/pods
-	CNI        *cni.Manager
+	Root       string       // persistent pod directories, e.g. /var/lib/pier/pods
+	State      string       // volatile pod directories, e.g. /run/pier/pods
+	CNI        Network      // nil: pods with a network of their own cannot be run
 	Cgroups    *cgroup.Node // the node's cgroup driver: the form cgroup parents take
 	ResolvConf string       // the node's resolv.conf, default /etc/resolv.conf
 	Hosts      string       // the node's hosts file, default /etc/hosts
@@ -124,14 +125,34 @@ type Options struct {
 	IDMapDirs []string
 }
 
+// Network attaches pods to the node's network; *cni.Manager is one.
+type Network interface {
+	Setup(ctx context.Context, pod cni.Pod) (*cni.Result, error)
+	Teardown(ctx context.Context, pod cni.Pod) error
+}
+
 // Manager runs the node's pod sandboxes.
+//
+// Locking: mu guards the maps and the pod pointers in them, and is never
+// held across a CNI call, a process start or kill, or file I/O. A pod's
+// Sandbox is never changed once published: a change is saved as a new copy,
+// then swapped in under mu, so List and Get copy a consistent record. A
+// pod's own lock (pod.op) serialises the calls that change it (Stop,
+// Remove), and is held across their I/O; it never waits for mu while mu
+// waits for it (mu is taken inside op, briefly, never the other way).
 type Manager struct {
 	opts Options
 	usernsProbe
 
 	mu    sync.Mutex
-	pods  map[string]*Sandbox
+	pods  map[string]*pod
 	names map[string]*reservation // by name_namespace_uid_attempt
+}
+
+// pod is a published sandbox and the lock of the calls that change it.
+type pod struct {
+	op sync.Mutex // held by Stop and Remove of this pod, across their I/O
+	sb *Sandbox   // replaced under Manager.mu, never modified in place
 }
 
 // reservation holds a pod name while its sandbox is made, and after.
@@ -157,7 +178,7 @@ func New(opts Options) (*Manager, error) {
 	if len(opts.IDMapDirs) == 0 {
 		opts.IDMapDirs = []string{opts.State}
 	}
-	m := &Manager{opts: opts, pods: map[string]*Sandbox{}, names: map[string]*reservation{}}
+	m := &Manager{opts: opts, pods: map[string]*pod{}, names: map[string]*reservation{}}
 	for _, d := range []string{opts.Root, opts.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
@@ -205,7 +226,7 @@ func (m *Manager) load() error {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
-		m.pods[sb.ID] = &sb
+		m.pods[sb.ID] = &pod{sb: &sb}
 		m.names[nameOf(sb.Config)] = &reservation{id: sb.ID, done: closed(), claimed: true}
 	}
 	// Volatile directories without a record: a crash before pod.json was written.
@@ -276,7 +297,7 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if err != nil {
 		delete(m.names, name)
 	} else {
-		m.pods[sb.ID] = sb
+		m.pods[sb.ID] = &pod{sb: sb}
 		// A client that gave up will retry: keep the id for it.
 		r.claimed = ctx.Err() == nil
 	}
@@ -303,13 +324,14 @@ func (m *Manager) retry(ctx context.Context, name string, r *reservation) (*Sand
 	if r.claimed {
 		return nil, fmt.Errorf("%w: pod %s is taken by sandbox %s: remove it first", ErrAlreadyExists, name, r.id)
 	}
-	r.claimed = true
-	sb := m.pods[r.id]
-	if sb == nil {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, r.id)
+	p := m.pods[r.id]
+	if p == nil || m.names[name] != r {
+		// Removed in the meantime.
+		return nil, fmt.Errorf("%w: %s was removed", ErrNotFound, r.id)
 	}
+	r.claimed = true
 	klog.InfoS("Returning the pod sandbox made for a RunPodSandbox that timed out", "id", r.id, "pod", name)
-	return sb.copy(), nil
+	return p.sb.copy(), nil
 }
 
 // create makes the sandbox; on any failure it undoes what it made.
@@ -452,66 +474,111 @@ func (m *Manager) save(sb *Sandbox) error {
 }
 
 // Stop tears the sandbox's network down and releases its namespaces. It is
-// idempotent, and stopping an unknown sandbox is not an error.
+// idempotent, and stopping an unknown sandbox is not an error. Calls on
+// other pods, List and Get do not wait for it.
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sb, err := m.resolve(id)
+	p, unlock, err := m.lockPod(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	defer unlock()
+	return m.stop(ctx, p)
+}
+
+// stop is Stop of a pod whose op lock the caller holds. The pod is
+// recorded not ready before its teardown starts: a pod whose network may be
+// half gone (Stop failed, or pierd was killed during it) is never reported
+// ready, nor given new containers; a later Stop or Remove finishes it.
+func (m *Manager) stop(ctx context.Context, p *pod) error {
+	sb := m.current(p)
+	if sb.State != NotReady {
+		next := sb.copy()
+		next.State = NotReady
+		if err := m.save(next); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
+		}
+		m.mu.Lock()
+		p.sb = next
+		m.mu.Unlock()
+		sb = next
+	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
 	}
-	if sb.State != NotReady {
-		sb.State = NotReady
-		if err := m.save(sb); err != nil {
-			return err
-		}
-		klog.V(2).InfoS("Pod sandbox stopped", "id", sb.ID)
-	}
+	klog.V(2).InfoS("Pod sandbox stopped", "id", sb.ID)
 	return nil
 }
 
 // Remove stops the sandbox if needed and deletes it. Removing an unknown
 // sandbox is not an error.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	if err := m.Stop(ctx, id); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sb, err := m.resolve(id)
+	p, unlock, err := m.lockPod(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	defer unlock()
+	if err := m.stop(ctx, p); err != nil {
+		return err
+	}
+	sb := m.current(p)
 	if err := m.deleteFiles(sb); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}
+	m.mu.Lock()
 	delete(m.pods, sb.ID)
-	delete(m.names, nameOf(sb.Config))
+	if r := m.names[nameOf(sb.Config)]; r != nil && r.id == sb.ID {
+		delete(m.names, nameOf(sb.Config))
+	}
+	m.mu.Unlock()
 	klog.V(2).InfoS("Pod sandbox removed", "id", sb.ID)
 	return nil
+}
+
+// lockPod finds the pod with this id or unique id prefix and takes its op
+// lock; it returns ErrNotFound if the pod was removed while it waited.
+func (m *Manager) lockPod(id string) (*pod, func(), error) {
+	m.mu.Lock()
+	p, err := m.resolve(id)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	p.op.Lock()
+	m.mu.Lock()
+	gone := m.pods[p.sb.ID] != p
+	m.mu.Unlock()
+	if gone {
+		p.op.Unlock()
+		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return p, p.op.Unlock, nil
+}
+
+// current is the pod's record now.
+func (m *Manager) current(p *pod) *Sandbox {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return p.sb
 }
 
 // Get returns the sandbox with this id or unique id prefix.
 func (m *Manager) Get(id string) (*Sandbox, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	sb, err := m.resolve(id)
+	p, err := m.resolve(id)
 	if err != nil {
 		return nil, err
 	}
-	return sb.copy(), nil
+	return p.sb.copy(), nil
 }
 
-func (m *Manager) resolve(id string) (*Sandbox, error) {
+func (m *Manager) resolve(id string) (*pod, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty pod sandbox id", ErrInvalid)
 	}
@@ -537,7 +604,8 @@ func (m *Manager) List(f Filter) []*Sandbox {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*Sandbox
-	for id, sb := range m.pods {
+	for id, p := range m.pods {
+		sb := p.sb
 		if f.ID != "" && !strings.HasPrefix(id, f.ID) || f.State != "" && sb.State != f.State {
 			continue
 		}
@@ -553,8 +621,11 @@ func (m *Manager) List(f Filter) []*Sandbox {
 	return out
 }
 
+// copy is a deep copy of the record (Config's maps and slices are shared:
+// nothing modifies them after Run).
 func (sb *Sandbox) copy() *Sandbox {
 	c := *sb
 	c.IPs = slices.Clone(sb.IPs)
+	c.Namespaces = maps.Clone(sb.Namespaces)
 	return &c
 }

@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pier-runtime/pier/cgroup"
+	"github.com/pier-runtime/pier/cni"
 )
 
 // hostPod needs no namespaces and no CNI, so the tests run without root.
@@ -299,5 +302,159 @@ func TestValidateUserNamespace(t *testing.T) {
 	}
 	if uid, gid := good.UserNamespace.HostRoot(); uid != 1000 || gid != 1<<31 {
 		t.Errorf("HostRoot = %d, %d", uid, gid)
+	}
+}
+
+// blockingNetwork is a CNI whose Teardown of a pod announces itself on
+// entered and returns when release is closed.
+type blockingNetwork struct {
+	entered chan string
+	release chan struct{}
+	mu      sync.Mutex
+	active  map[string]int // Teardowns running, by pod
+	overlap bool           // two Teardowns of one pod ran at once
+}
+
+func (n *blockingNetwork) Setup(context.Context, cni.Pod) (*cni.Result, error) {
+	return nil, errors.New("the test network makes no pods")
+}
+
+func (n *blockingNetwork) Teardown(_ context.Context, p cni.Pod) error {
+	n.mu.Lock()
+	n.active[p.ID]++
+	n.overlap = n.overlap || n.active[p.ID] > 1
+	n.mu.Unlock()
+	n.entered <- p.ID
+	<-n.release
+	n.mu.Lock()
+	n.active[p.ID]--
+	n.mu.Unlock()
+	return nil
+}
+
+// networkPod runs a host-network pod, then rewrites its record as a pod
+// with a network of its own (which needs no root once made) and restarts
+// the manager with net as its CNI.
+func networkPod(t *testing.T, m *Manager, name string, net Network) (*Manager, *Sandbox) {
+	t.Helper()
+	sb, err := m.Run(context.Background(), hostPod(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Config.HostNetwork = false
+	if err := m.save(sb); err != nil {
+		t.Fatal(err)
+	}
+	opts := m.opts
+	opts.CNI = net
+	m2, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m2, sb
+}
+
+// waitOrFail waits for done; a deadline just short of the test's turns a
+// hang into a failure that says what hung.
+func waitOrFail(t *testing.T, done <-chan struct{}, what string) {
+	t.Helper()
+	var expire <-chan time.Time
+	if d, ok := t.Deadline(); ok {
+		expire = time.After(time.Until(d) - 5*time.Second)
+	}
+	select {
+	case <-done:
+	case <-expire:
+		t.Fatalf("%s waited for another pod's CNI DEL", what)
+	}
+}
+
+// TestStopDoesNotBlockOthers: while one pod's Stop waits in CNI DEL, the
+// calls on other pods, List and Get return.
+func TestStopDoesNotBlockOthers(t *testing.T) {
+	net := &blockingNetwork{entered: make(chan string), release: make(chan struct{}), active: map[string]int{}}
+	m := newManager(t)
+	if _, err := m.Run(context.Background(), hostPod("other")); err != nil {
+		t.Fatal(err)
+	}
+	m, slow := networkPod(t, m, "slow", net)
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(context.Background(), slow.ID) }()
+	<-net.entered
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if l := m.List(Filter{}); len(l) != 2 {
+			t.Errorf("List: %d pods, want 2", len(l))
+		}
+		// Its network is half gone: it is not ready any more.
+		if sb, err := m.Get(slow.ID); err != nil || sb.State != NotReady {
+			t.Errorf("Get of the pod being stopped: %+v %v", sb, err)
+		}
+		var other *Sandbox
+		for _, sb := range m.List(Filter{}) {
+			if sb.Config.Name == "other" {
+				other = sb
+			}
+		}
+		if err := m.Stop(context.Background(), other.ID); err != nil {
+			t.Errorf("Stop of another pod: %v", err)
+		}
+		if err := m.Remove(context.Background(), other.ID); err != nil {
+			t.Errorf("Remove of another pod: %v", err)
+		}
+		if _, err := m.Run(context.Background(), hostPod("new")); err != nil {
+			t.Errorf("Run of another pod: %v", err)
+		}
+	}()
+	waitOrFail(t, done, "List, Get, Stop, Remove or Run")
+	close(net.release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := m.Get(slow.ID); err != nil || sb.State != NotReady {
+		t.Fatalf("after Stop: %+v %v", sb, err)
+	}
+}
+
+// TestStopRemoveOfOnePodSerialised: Stop and Remove of one pod, and List
+// and Get, race; the pod's CNI DELs never overlap and it ends removed.
+func TestStopRemoveOfOnePodSerialised(t *testing.T) {
+	net := &blockingNetwork{entered: make(chan string, 100), release: make(chan struct{}), active: map[string]int{}}
+	close(net.release)
+	m, sb := networkPod(t, newManager(t), "p", net)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			switch i % 4 {
+			case 0:
+				err = m.Stop(context.Background(), sb.ID)
+			case 1:
+				err = m.Remove(context.Background(), sb.ID)
+			case 2:
+				m.List(Filter{State: Ready})
+			case 3:
+				if _, err := m.Get(sb.ID); err != nil && !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+				}
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if net.overlap {
+		t.Error("two CNI DELs of one pod ran at once")
+	}
+	if _, err := m.Get(sb.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pod after Remove: %v", err)
+	}
+	if _, err := os.Stat(sb.Dir); !os.IsNotExist(err) {
+		t.Fatal("pod directory left after remove")
 	}
 }
