@@ -53,7 +53,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if pod.State != sandbox.Ready {
 		return nil, fmt.Errorf("%w: pod sandbox %s is stopped: containers cannot be created in it", ErrPodNotReady, pod.ID)
 	}
-	if pod.InitPid > 0 && !proc.IsShim(pod.InitPid, pod.InitStart) {
+	if pod.InitPid > 0 && !pod.InitAlive() {
 		// Its PID namespace is gone, and the pid may be another process's.
 		return nil, fmt.Errorf("%w: the init process of pod sandbox %s (pid %d) has exited: remove the pod and run it again", ErrPodNotReady, pod.ID, pod.InitPid)
 	}

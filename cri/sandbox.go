@@ -10,7 +10,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/cni"
-	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -128,7 +127,7 @@ func (s *RuntimeService) podVerboseInfo(sb *sandbox.Sandbox) (map[string]string,
 		return nil, err
 	}
 	ns := maps.Clone(sb.Namespaces)
-	if sb.Config.PodPID && !sb.Config.HostPID && sb.InitPid > 0 && proc.IsShim(sb.InitPid, sb.InitStart) {
+	if sb.Config.PodPID && !sb.Config.HostPID && sb.InitAlive() {
 		if ns == nil {
 			ns = map[string]string{}
 		}

@@ -102,6 +102,7 @@ type Sandbox struct {
 	Shm        string            `json:"shm,omitempty"`        // the pod's /dev/shm
 	InitPid    int               `json:"initPid,omitempty"`    // pier-shim, PID 1 of the pod's PID namespace (PodPID)
 	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (proc.StartTime), against pid reuse
+	InitBoot   string            `json:"initBoot,omitempty"`   // the boot it ran in (proc.BootID); "" in an older pier's records
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
 }
 
@@ -222,7 +223,7 @@ func (m *Manager) load() error {
 			m.deleteFiles(&sb)
 			continue
 		}
-		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !proc.IsShim(sb.InitPid, sb.InitStart)) {
+		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !sb.InitAlive()) {
 			// The node rebooted: the pod's namespaces are gone.
 			sb.State = NotReady
 		}
@@ -407,9 +408,15 @@ func (m *Manager) startPodInit(sb *Sandbox, opts proc.PodInitOptions) (err error
 	if sb.InitPid, err = m.opts.StartPodInit(sb.ID, opts); err != nil {
 		return fmt.Errorf("start the pod's init process: %w", err)
 	}
-	sb.InitStart = proc.StartTime(sb.InitPid)
+	sb.InitStart, sb.InitBoot = proc.StartTime(sb.InitPid), proc.BootID()
 	// A pierd killed from here on must find the process to end it.
 	return m.save(sb)
+}
+
+// InitAlive reports whether the pod's init process (InitPid) still runs:
+// the same process, of this boot.
+func (sb *Sandbox) InitAlive() bool {
+	return sb.InitPid > 0 && proc.IsShimOf(sb.InitPid, sb.InitStart, sb.InitBoot)
 }
 
 func (m *Manager) cniPod(sb *Sandbox) cni.Pod {
@@ -442,7 +449,7 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := unpinNamespaces(sb.Namespaces); err != nil {
 		errs = append(errs, err)
 	}
-	if sb.InitPid > 0 && proc.IsShim(sb.InitPid, sb.InitStart) {
+	if sb.InitAlive() {
 		unix.Kill(sb.InitPid, unix.SIGKILL)
 	}
 	if sb.Creating {

@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/cni"
+	"github.com/pier-runtime/pier/internal/proc"
 )
 
 // hostPod needs no namespaces and no CNI, so the tests run without root.
@@ -456,5 +459,50 @@ func TestStopRemoveOfOnePodSerialised(t *testing.T) {
 	}
 	if _, err := os.Stat(sb.Dir); !os.IsNotExist(err) {
 		t.Fatal("pod directory left after remove")
+	}
+}
+
+// TestInitOfAnotherBootIsGone: a pod whose recorded init has the pid and
+// start time of a live pier-shim, but was recorded in another boot, is
+// loaded not ready, and nothing is signalled.
+func TestInitOfAnotherBootIsGone(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.Args[0] = "pier-shim" // as proc.IsShim knows pier's processes
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+
+	m := newManager(t)
+	sb, err := m.Run(context.Background(), hostPod("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The record as a pod with a shared PID namespace leaves it.
+	rec := *sb
+	rec.InitPid, rec.InitStart, rec.InitBoot = pid, proc.StartTime(pid), proc.BootID()
+	if !rec.InitAlive() {
+		t.Fatal("the live init of this boot is taken for gone")
+	}
+	rec.InitBoot = "00000000-0000-0000-0000-000000000000"
+	if rec.InitAlive() {
+		t.Fatal("an init recorded in another boot is taken for this boot's")
+	}
+	if err := m.save(&rec); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := New(m.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m2.Get(sb.ID); err != nil || got.State != NotReady {
+		t.Fatalf("pod whose init is of another boot: %+v %v", got, err)
+	}
+	if err := m2.Remove(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("a process of this boot was killed for another boot's init: %v", err)
 	}
 }

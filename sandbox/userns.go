@@ -112,13 +112,13 @@ func (m *Manager) makeUserNamespaces(sb *Sandbox, dir string) error {
 	if err := m.startPodInit(sb, proc.PodInitOptions{UIDMappings: sysProcIDMaps(u.UIDs), GIDMappings: sysProcIDMaps(u.GIDs)}); err != nil {
 		return err
 	}
-	pid, start := sb.InitPid, sb.InitStart
+	pid, podInit := sb.InitPid, *sb
 	if !sb.Config.PodPID {
 		defer func() {
-			if proc.IsShim(pid, start) {
+			if podInit.InitAlive() {
 				unix.Kill(pid, unix.SIGKILL)
 			}
-			sb.InitPid, sb.InitStart = 0, 0
+			sb.InitPid, sb.InitStart, sb.InitBoot = 0, 0, ""
 		}()
 	}
 	var err error
