@@ -2,28 +2,19 @@ package cri
 
 import (
 	"context"
-	"errors"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/pier-runtime/pier/container"
 )
 
-// ExecSync runs a command in a container and returns its output (each
-// stream's first 16 MiB). A request that finds no free slot
-// (container.MaxExecs) before its timeout is ResourceExhausted.
+// ExecSync runs a command in a container and returns its output (as much
+// as a 16 MiB message carries: shim.ExecOutputBudget). A request that finds
+// no free slot (container.MaxExecs) before its timeout is ResourceExhausted.
 func (s *RuntimeService) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	if req.GetContainerId() == "" {
 		return nil, invalid("ExecSync: container id is empty")
 	}
 	res, err := s.opts.Containers.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
-	if errors.Is(err, container.ErrBusy) {
-		return nil, status.Error(codes.ResourceExhausted, err.Error())
-	}
 	if err != nil {
 		return nil, err
 	}

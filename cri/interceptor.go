@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -104,6 +105,10 @@ var codeOf = []struct {
 	{container.ErrAlreadyExists, codes.AlreadyExists},
 	{container.ErrNotRunning, codes.FailedPrecondition},
 	{container.ErrPodNotReady, codes.FailedPrecondition},
+	{container.ErrBusy, codes.ResourceExhausted},
+	// The node's disk (or a quota) is full: a CreateContainer, a record.
+	{syscall.ENOSPC, codes.ResourceExhausted},
+	{syscall.EDQUOT, codes.ResourceExhausted},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

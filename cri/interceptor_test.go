@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/image"
 )
 
@@ -29,6 +32,9 @@ func TestInterceptorMapsErrors(t *testing.T) {
 		// A pull tried on a mirror and upstream: not found wins over unreachable.
 		{errors.Join(fmt.Errorf("a: %w", image.ErrUnavailable), fmt.Errorf("b: %w", image.ErrNotFound)), codes.NotFound},
 		{status.Error(codes.AlreadyExists, "x"), codes.AlreadyExists},
+		// The disk is full (a CreateContainer's mkdir), or exec slots are.
+		{&os.PathError{Op: "mkdir", Path: "/var/lib/pier/containers/x", Err: syscall.ENOSPC}, codes.ResourceExhausted},
+		{fmt.Errorf("x: %w", container.ErrBusy), codes.ResourceExhausted},
 		{errors.New("surprise"), codes.Unknown},
 	}
 	for _, c := range cases {

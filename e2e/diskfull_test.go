@@ -152,8 +152,8 @@ func TestDiskFull(t *testing.T) {
 	if err == nil {
 		t.Fatal("CreateContainer succeeded on a full disk")
 	}
-	if !strings.Contains(err.Error(), "no space left on device") {
-		t.Errorf("CreateContainer on a full disk: unclear error: %v", err)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("CreateContainer on a full disk: unclear error: %v, want ResourceExhausted", err)
 	}
 	if err := errors.Join(os.Remove(filler), os.RemoveAll(filler+".d")); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/container"
-	"github.com/pier-runtime/pier/shim/protocol"
+	"github.com/pier-runtime/pier/shim"
 )
 
 // execHelpersUnder lists the exec helpers ("pier-shim exec <dir> ...") of
@@ -138,9 +138,10 @@ func TestExecSyncBounded(t *testing.T) {
 		t.Errorf("the exec helper is not in the container's cgroups:\n%s", cg)
 	}
 
-	// 100 MiB of output: the first 16 MiB come back.
+	// 100 MiB of output: what comes back fits the 16 MiB message that
+	// kubelet and crictl accept (gRPC's default for a client, kept here).
 	conn, err := grpc.NewClient(p.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestExecSyncBounded(t *testing.T) {
 	}
 	after := statusKiB(t, p.Pid(), "VmHWM")
 	t.Logf("100 MiB exec: %d bytes back; pierd's peak RSS %d -> %d KiB", len(resp.Stdout), before, after)
-	if len(resp.Stdout) != protocol.MaxExecOutput || string(resp.Stderr) != "done\n" || resp.ExitCode != 0 {
+	if len(resp.Stdout) != shim.ExecOutputBudget-1<<20 || string(resp.Stderr) != "done\n" || resp.ExitCode != 0 {
 		t.Errorf("100 MiB exec: %d bytes, stderr %q, code %d", len(resp.Stdout), resp.Stderr, resp.ExitCode)
 	}
 }

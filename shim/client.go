@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -204,8 +205,9 @@ func (c *Client) Wait(ctx context.Context) (*protocol.Exit, error) {
 //
 // It is an exec-stream whose output goes to pipes that Exec reads itself:
 // the shim's helper holds none of it, and Exec keeps the first
-// protocol.MaxExecOutput bytes of each stream and drops the rest while the
-// process runs on, as containerd does. When r.Timeout passes, or ctx is
+// ExecOutputBudget bytes of the two streams together (standard error is
+// always left its first execStderrShare of it) and drops the rest while
+// the process runs on. When r.Timeout passes, or ctx is
 // done, the process is killed (SIGKILL); a timeout is reported in the
 // result (TimedOut), ctx as an error. Exec reads the output on for at most
 // execDrain after the process has exited, for processes it left behind
@@ -216,6 +218,7 @@ func (c *Client) Exec(ctx context.Context, r protocol.ExecRequest) (*protocol.Ex
 	}
 	var outs [2]*capture
 	var ends [2]*os.File // the process's ends
+	budget := &outputBudget{left: ExecOutputBudget, reserved: execStderrShare}
 	for i := range outs {
 		rd, w, err := os.Pipe()
 		if err != nil {
@@ -227,7 +230,7 @@ func (c *Client) Exec(ctx context.Context, r protocol.ExecRequest) (*protocol.Ex
 			}
 			return nil, fmt.Errorf("shim exec: %w", err)
 		}
-		outs[i], ends[i] = &capture{r: rd, done: make(chan struct{})}, w
+		outs[i], ends[i] = &capture{r: rd, done: make(chan struct{}), budget: budget, stderr: i == 1}, w
 	}
 	timeout := r.Timeout
 	r.Timeout = 0 // the helper's own timeout is for older pierds
@@ -292,12 +295,55 @@ func (c *Client) Exec(ctx context.Context, r protocol.ExecRequest) (*protocol.Ex
 // has exited: processes it left behind may hold its pipes.
 const execDrain = time.Second
 
-// capture reads one output of an exec'd process, keeping the first
-// protocol.MaxExecOutput bytes and dropping the rest.
+// ExecOutputBudget is how much of an ExecSync's standard output and error
+// together Exec keeps: kubelet and crictl accept CRI messages of at most
+// 16 MiB, and the reply must fit with room for the rest of it.
+const ExecOutputBudget = protocol.MaxExecOutput - 64<<10
+
+// execStderrShare is the part of ExecOutputBudget kept for standard error,
+// however much the process prints on its standard output first: a failing
+// probe's reason is usually there.
+const execStderrShare = 1 << 20
+
+// outputBudget is what is left of ExecOutputBudget for the two captures of
+// one exec.
+type outputBudget struct {
+	mu       sync.Mutex
+	left     int
+	reserved int // of left, for standard error until it ends
+}
+
+// take returns how many of n bytes read from a stream fit.
+func (b *outputBudget) take(stderr bool, n int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	avail := b.left
+	if !stderr {
+		avail -= b.reserved
+	}
+	k := max(0, min(n, avail))
+	b.left -= k
+	if stderr {
+		b.reserved = max(0, b.reserved-k)
+	}
+	return k
+}
+
+// release gives back what standard error kept in reserve once it ended.
+func (b *outputBudget) release() {
+	b.mu.Lock()
+	b.reserved = 0
+	b.mu.Unlock()
+}
+
+// capture reads one output of an exec'd process, keeping what fits in its
+// budget and dropping the rest.
 type capture struct {
-	r    *os.File
-	buf  []byte
-	done chan struct{}
+	r      *os.File
+	buf    []byte
+	done   chan struct{}
+	budget *outputBudget
+	stderr bool
 }
 
 func (c *capture) run() {
@@ -305,17 +351,20 @@ func (c *capture) run() {
 	var chunk [32 << 10]byte
 	for {
 		n, err := c.r.Read(chunk[:])
-		if room := protocol.MaxExecOutput - len(c.buf); room > 0 && n > 0 {
-			keep := chunk[:min(n, room)]
+		if k := c.budget.take(c.stderr, n); k > 0 {
+			keep := chunk[:k]
 			if len(c.buf)+len(keep) > cap(c.buf) {
-				// Doubling, up to the cap: at most twice the output in all.
-				grown := make([]byte, len(c.buf), min(max(2*cap(c.buf), len(c.buf)+len(keep)), protocol.MaxExecOutput))
+				// Doubling, up to the budget: at most twice the output in all.
+				grown := make([]byte, len(c.buf), min(max(2*cap(c.buf), len(c.buf)+len(keep)), ExecOutputBudget))
 				copy(grown, c.buf)
 				c.buf = grown
 			}
 			c.buf = append(c.buf, keep...)
 		}
 		if err != nil {
+			if c.stderr {
+				c.budget.release()
+			}
 			return
 		}
 	}

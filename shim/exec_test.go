@@ -79,7 +79,7 @@ func TestExecBigOutput(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	if len(res.r.Stdout) != protocol.MaxExecOutput || string(res.r.Stderr) != "done\n" || res.r.ExitCode != 0 {
+	if len(res.r.Stdout) != ExecOutputBudget-execStderrShare || string(res.r.Stderr) != "done\n" || res.r.ExitCode != 0 {
 		t.Errorf("100 MiB exec: %d bytes of output, stderr %q, code %d", len(res.r.Stdout), res.r.Stderr, res.r.ExitCode)
 	}
 	if len(peak) == 0 {
@@ -147,5 +147,48 @@ func TestExecHelperCgroup(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("exec helper's cgroups:\n%s\nthe container's:\n%s", got, want)
+	}
+}
+
+// TestExecOutputBudget: the two streams together never keep more than
+// ExecOutputBudget, standard error keeps its share however much standard
+// output came first, and standard output gets the share back once standard
+// error has ended.
+func TestExecOutputBudget(t *testing.T) {
+	b := &outputBudget{left: ExecOutputBudget, reserved: execStderrShare}
+	out := 0
+	for i := 0; i < 1000; i++ {
+		out += b.take(false, 32<<10)
+	}
+	if out != ExecOutputBudget-execStderrShare {
+		t.Fatalf("standard output kept %d bytes, want %d", out, ExecOutputBudget-execStderrShare)
+	}
+	if got := b.take(true, 5); got != 5 {
+		t.Fatalf("standard error kept %d of 5 bytes", got)
+	}
+	b.release()
+	if got := b.take(false, 2*execStderrShare); got != execStderrShare-5 {
+		t.Fatalf("standard output kept %d bytes after standard error ended, want %d", got, execStderrShare-5)
+	}
+	if got := b.take(true, 1); got != 0 || b.left != 0 {
+		t.Fatalf("over the budget: kept %d, %d left", got, b.left)
+	}
+}
+
+// TestExecBothStreamsFitOneMessage: a process that floods both streams gets
+// back no more than one CRI message can carry.
+func TestExecBothStreamsFitOneMessage(t *testing.T) {
+	c := newContainer(t, "sleep", "100")
+	client, _ := c.start(t)
+	ctx := ctxT(t)
+	if err := c.run(ctx, client); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.Exec(ctx, protocol.ExecRequest{Args: []string{"sh", "-c", "head -c 20000000 /dev/zero & head -c 20000000 /dev/zero >&2; wait"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.Stdout) + len(r.Stderr); n != ExecOutputBudget || len(r.Stderr) < execStderrShare {
+		t.Errorf("flooded streams: %d + %d bytes back, want %d in all, at least %d of standard error", len(r.Stdout), len(r.Stderr), ExecOutputBudget, execStderrShare)
 	}
 }
