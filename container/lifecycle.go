@@ -19,6 +19,7 @@ import (
 
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
+	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/beneath"
 	"github.com/pier-runtime/pier/internal/ids"
@@ -75,7 +76,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	m.names[name] = id
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, id, pod, rt, img.ID, imageRef(img.RepoDigests, img.ID), cfg)
+	c, err := m.create(ctx, id, pod, rt, img, cfg)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -98,7 +99,9 @@ func imageRef(digests []string, id string) string {
 	return id
 }
 
-func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, rt *oci.Runtime, imageID, ref string, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
+// create makes the container from img, as resolved once by Create: the
+// image may be removed meanwhile, but its layers are held from here on.
+func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, rt *oci.Runtime, img *image.Image, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
 	start := time.Now()
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -106,7 +109,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	}
 	c = &Container{
 		Version: recordVersion, ID: id, PodID: pod.ID, Creating: true, State: Created, CreatedAt: time.Now(),
-		ImageID: imageID, ImageRef: ref, Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
+		ImageID: img.ID, ImageRef: imageRef(img.RepoDigests, img.ID), Handler: pod.Config.RuntimeHandler, Socket: m.socket(id),
 		Rootfs: filepath.Join(m.bundle(id), "rootfs"), Config: raw, config: cfg, rt: rt,
 	}
 	cg := m.opts.Cgroups.Container(pod.Config.CgroupParent, id)
@@ -123,7 +126,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 			return nil, err
 		}
 	}
-	if c.ChainIDs, err = m.opts.Images.Hold(id, imageID); err != nil {
+	if c.ChainIDs, err = m.opts.Images.Hold(id, img.ID); err != nil {
 		os.RemoveAll(m.dir(id))
 		os.RemoveAll(m.stateDir(id))
 		return nil, err
@@ -141,10 +144,6 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 		return c, err
 	}
 	if err := m.mountRootfs(c, pod); err != nil {
-		return c, err
-	}
-	img, err := m.opts.Images.Get(imageID)
-	if err != nil {
 		return c, err
 	}
 	if err := PrepareMounts(cfg); err != nil {
