@@ -56,6 +56,8 @@ var failureReasons = []struct {
 	{ErrCorrupt, "corrupt"},
 	{ErrBadLayer, "bad_layer"},
 	{ErrUnavailable, "unavailable"},
+	{ErrTooLarge, "too_large"},
+	{ErrNoSpace, "no_space"},
 	{context.DeadlineExceeded, "deadline_exceeded"},
 	{context.Canceled, "canceled"},
 }

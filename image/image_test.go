@@ -176,7 +176,9 @@ func TestFailureReason(t *testing.T) {
 		withKind(ErrUnauthorized, errors.New("no")):                                        "unauthorized",
 		errors.Join(fmt.Errorf("a: %w", ErrUnavailable), fmt.Errorf("b: %w", ErrNotFound)): "not_found",
 		fmt.Errorf("x: %w", context.Canceled):                                              "canceled",
-		errors.New("disk full"):                                                            "other",
+		fmt.Errorf("x: %w", ErrNoSpace):                                                    "no_space",
+		fmt.Errorf("x: %w", ErrTooLarge):                                                   "too_large",
+		errors.New("surprise"):                                                             "other",
 	} {
 		if got := FailureReason(err); got != want {
 			t.Errorf("%v: %s, want %s", err, got, want)

@@ -78,9 +78,11 @@ pier_image_pull_failures_total{reason="canceled"} 0
 pier_image_pull_failures_total{reason="corrupt"} 0
 pier_image_pull_failures_total{reason="deadline_exceeded"} 0
 pier_image_pull_failures_total{reason="invalid_reference"} 0
+pier_image_pull_failures_total{reason="no_space"} 0
 pier_image_pull_failures_total{reason="not_found"} 1
 pier_image_pull_failures_total{reason="other"} 1
 pier_image_pull_failures_total{reason="platform"} 0
+pier_image_pull_failures_total{reason="too_large"} 0
 pier_image_pull_failures_total{reason="unauthorized"} 0
 pier_image_pull_failures_total{reason="unavailable"} 0
 # HELP pier_pods Pod sandboxes pier holds, by state.
