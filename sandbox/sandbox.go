@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
@@ -191,11 +192,18 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// loadParallelism is how many interrupted pods load undoes at once.
+const loadParallelism = 8
+
 func (m *Manager) load() error {
 	entries, err := os.ReadDir(m.opts.Root)
 	if err != nil {
 		return err
 	}
+	// Pods whose creation was interrupted are undone a few at a time (each
+	// a CNI DEL, which may wait for a plugin), before pierd serves.
+	var undo errgroup.Group
+	undo.SetLimit(loadParallelism)
 	for _, e := range entries {
 		dir := filepath.Join(m.opts.Root, e.Name())
 		if strings.HasPrefix(e.Name(), ".") {
@@ -219,8 +227,11 @@ func (m *Manager) load() error {
 			if sb.Shm == "" {
 				sb.Shm = filepath.Join(volatile, "shm")
 			}
-			m.teardown(context.Background(), &sb)
-			m.deleteFiles(&sb)
+			undo.Go(func() error {
+				m.teardown(context.Background(), &sb)
+				m.deleteFiles(&sb)
+				return nil
+			})
 			continue
 		}
 		if sb.State == Ready && (!m.namespacesPinned(&sb) || sb.InitPid > 0 && !sb.InitAlive()) {
@@ -230,15 +241,20 @@ func (m *Manager) load() error {
 		m.pods[sb.ID] = &pod{sb: &sb}
 		m.names[nameOf(sb.Config)] = &reservation{id: sb.ID, done: closed(), claimed: true}
 	}
+	undo.Wait()
 	// Volatile directories without a record: a crash before pod.json was written.
 	states, _ := os.ReadDir(m.opts.State)
 	for _, e := range states {
 		if m.pods[e.Name()] == nil {
 			sb := &Sandbox{ID: e.Name(), Creating: true, Namespaces: pinsIn(filepath.Join(m.opts.State, e.Name(), "ns")), Shm: filepath.Join(m.opts.State, e.Name(), "shm")}
-			m.teardown(context.Background(), sb)
-			os.RemoveAll(filepath.Join(m.opts.State, e.Name()))
+			undo.Go(func() error {
+				m.teardown(context.Background(), sb)
+				os.RemoveAll(filepath.Join(m.opts.State, sb.ID))
+				return nil
+			})
 		}
 	}
+	undo.Wait()
 	klog.InfoS("Pod sandboxes loaded", "pods", len(m.pods))
 	return nil
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -504,5 +505,48 @@ func TestInitOfAnotherBootIsGone(t *testing.T) {
 	}
 	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("a process of this boot was killed for another boot's init: %v", err)
+	}
+}
+
+// TestLoadUndoesInterruptedPodsTogether: pods whose creation a killed
+// pierd interrupted are undone several at a time at start-up, so one slow
+// CNI DEL does not hold every other back.
+func TestLoadUndoesInterruptedPodsTogether(t *testing.T) {
+	m := newManager(t)
+	const n = 3
+	for i := 0; i < n; i++ {
+		cfg := hostPod(fmt.Sprintf("p%d", i))
+		cfg.HostNetwork = false
+		sb := &Sandbox{Version: recordVersion, ID: fmt.Sprintf("%064d", i), Config: cfg, Creating: true, Dir: filepath.Join(m.opts.Root, fmt.Sprintf("%064d", i))}
+		if err := os.MkdirAll(sb.Dir, dirMode); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.save(sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net := &blockingNetwork{entered: make(chan string, n), release: make(chan struct{}), active: map[string]int{}}
+	opts := m.opts
+	opts.CNI = net
+	loaded := make(chan error, 1)
+	go func() {
+		_, err := New(opts)
+		loaded <- err
+	}()
+	// Every DEL must be under way before any is let go.
+	for i := 0; i < n; i++ {
+		select {
+		case <-net.entered:
+		case <-time.After(10 * time.Second):
+			close(net.release)
+			t.Fatalf("%d of %d interrupted pods' CNI DEL under way at once", i, n)
+		}
+	}
+	close(net.release)
+	if err := <-loaded; err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(m.opts.Root); len(entries) != 0 {
+		t.Errorf("records left after undoing interrupted pods: %v", entries)
 	}
 }
