@@ -103,20 +103,30 @@ fuzz-request fuzz-log: fuzz-%: bin/fuzz-%
 # testdata/fuzz/FuzzXxx; new interesting inputs stay in Go's cache
 # (fuzz/ in go env GOCACHE), not in the repository. An input that fails is
 # written to testdata/fuzz/FuzzXxx/<hash> of its package and fails the run
-# (the others still run); go test then fails on it too until it is fixed:
-# reproduce with go test -run 'FuzzXxx/<hash>' -v ./<package>, and commit
-# it with the fix as a regression seed.
+# (the other targets still run); go test then fails on it too until it is
+# fixed: reproduce with go test -run 'FuzzXxx/<hash>' -v ./<package>, and
+# commit it with the fix as a regression seed. Go 1.26's coordinator may
+# fail a run that found nothing with a bare "context deadline exceeded" as
+# -fuzztime ends (go.dev/issue/75804, fixed in Go 1.27): such a run, with
+# no input written, is reported and not counted as a failure.
 FUZZ_GO_TIME  ?= 15s
 FUZZ_CRI_TIME ?= 60s
 
 fuzz-go: deps
-	@failed=; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+	@failed=; out=$$(mktemp); trap 'rm -f $$out' EXIT; \
+	for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
 		pkg=$$(dirname $$file); \
 		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
 			flags="-fuzztime $(FUZZ_GO_TIME)"; \
 			if [ $$name = FuzzCRIServer ]; then flags="-fuzztime $(FUZZ_CRI_TIME) -fuzzminimizetime 5x"; fi; \
 			echo "fuzz $$name $$pkg ($$flags)"; \
-			$(GO) test -run '^$$' -fuzz "^$$name\$$" $$flags $$pkg || failed="$$failed $$pkg:$$name"; \
+			seeds=$$(ls $$pkg/testdata/fuzz/$$name 2>/dev/null | wc -l); \
+			if $(GO) test -run '^$$' -fuzz "^$$name\$$" $$flags $$pkg >$$out 2>&1; then cat $$out; continue; fi; \
+			cat $$out; \
+			if [ "$$(ls $$pkg/testdata/fuzz/$$name 2>/dev/null | wc -l)" = "$$seeds" ] && \
+				[ "$$(sed -n '/^--- FAIL/,/^FAIL/p' $$out | sed '1d;$$d')" = "    context deadline exceeded" ]; then \
+				echo "fuzz-go: $$pkg $$name: the coordinator's deadline race (go.dev/issue/75804), no failing input: ignored"; \
+			else failed="$$failed $$pkg:$$name"; fi; \
 		done; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz-go: failed:$$failed (inputs in the packages' testdata/fuzz)"; exit 1; fi
