@@ -199,6 +199,9 @@ func start(f *testing.F) *target {
 		if after.goroutines > before.goroutines+10 || after.fds > before.fds+5 {
 			f.Errorf("pierd leaks: goroutines %d → %d, fds %d → %d", before.goroutines, after.goroutines, before.fds, after.fds)
 		}
+		if procs := processesUnder(pdir, p.Pid()); len(procs) > 0 {
+			f.Errorf("processes left (shims, monitors, containers' runtimes):\n%s", strings.Join(procs, "\n"))
+		}
 		if m := mountsUnder(dir); len(m) > 0 {
 			f.Errorf("mounts left under pierd's directories:\n%s", strings.Join(m, "\n"))
 		}
@@ -350,6 +353,21 @@ func metricsURL(f *testing.F, log string) string {
 		f.Fatalf("pierd did not log its metrics address:\n%s", log)
 	}
 	return m[1]
+}
+
+// processesUnder lists the processes but pierd whose command line names
+// a path under dir: a shim or monitor runs on its directory there.
+func processesUnder(dir string, pierd int) []string {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var out []string
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err == nil && pid != pierd && bytes.Contains(b, []byte(dir)) {
+			out = append(out, fmt.Sprintf("%d %s", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
 }
 
 // mountsUnder lists the mount points under dir.
