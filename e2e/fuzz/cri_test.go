@@ -100,12 +100,19 @@ func start(f *testing.F) *target {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { os.RemoveAll(dir) })
+	f.Cleanup(func() {
+		if m := mountsUnder(dir); len(m) > 0 {
+			f.Errorf("%s left in place: mounts under it:\n%s", dir, strings.Join(m, "\n"))
+			return
+		}
+		os.RemoveAll(dir)
+	})
 	bin := filepath.Join(dir, "bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		f.Fatal(err)
 	}
-	pierdBin, err := testenv.BuildPier("../..", bin, false)
+	// PIER_E2E_RACE=1, as for e2e: pierd and pier-shim with the race detector.
+	pierdBin, err := testenv.BuildPier("../..", bin, os.Getenv("PIER_E2E_RACE") != "")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -179,8 +186,10 @@ func start(f *testing.F) *target {
 		if err := p.RemovePods(); err != nil {
 			f.Errorf("remove the pods left: %v", err)
 		}
-		if strings.Contains(p.LogText(), "Panic in CRI handler") || strings.Contains(p.LogText(), "panic:") {
-			f.Errorf("pierd logged a panic")
+		for _, bad := range []string{"Panic in CRI handler", "panic:", "WARNING: DATA RACE"} {
+			if strings.Contains(p.LogText(), bad) {
+				f.Errorf("pierd logged %q", bad)
+			}
 		}
 		if u := unclassified(p.LogText()); len(u) > 0 {
 			f.Logf("errors pierd did not classify (code Unknown or Internal), by method and message:\n%s", strings.Join(u, "\n"))
