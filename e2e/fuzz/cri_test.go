@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,8 +82,8 @@ func FuzzCRIServer(f *testing.F) {
 		f.Skip("the CRI fuzzer runs a real pierd: it needs root")
 	}
 	var tg *target
-	if os.Getenv(envEndpoint) != "" {
-		tg = connect(f) // a fuzz worker: the coordinator's pierd
+	if fuzzWorker() {
+		tg = connect(f) // the coordinator's pierd
 	} else {
 		tg = start(f)
 	}
@@ -220,8 +221,16 @@ func start(f *testing.F) *target {
 	})
 	for k, v := range map[string]string{envEndpoint: p.Endpoint(), envImage: tg.image, envRegistry: tg.registry, envDir: tg.dir, envLog: tg.log} {
 		os.Setenv(k, v)
+		f.Cleanup(func() { os.Unsetenv(k) })
 	}
 	return tg
+}
+
+// fuzzWorker tells whether this process is one of the fuzz workers that
+// go test -fuzz starts.
+func fuzzWorker() bool {
+	fl := flag.Lookup("test.fuzzworker")
+	return fl != nil && fl.Value.String() == "true"
 }
 
 // connect is a fuzz worker's target: the pierd its coordinator started.
