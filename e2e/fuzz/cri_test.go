@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -571,9 +572,15 @@ func (s *sequence) podConfig() *runtimeapi.PodSandboxConfig {
 		cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: in.strings(2), Searches: in.strings(2), Options: in.strings(2)}
 	}
 	if network == runtimeapi.NamespaceMode_POD && in.n(4) == 3 {
-		// Sysctls apply in the pod's own namespaces only; the host's are
-		// left alone (pierd refuses sysctls of namespaces the pod shares).
-		cfg.Linux.Sysctls = map[string]string{in.pick("net.core.somaxconn", "kernel.shmmax"): in.pick("1024")}
+		// Namespaced sysctls only (pierd must refuse those of namespaces
+		// the pod shares: kernel.msgmax with the host's IPC), or names
+		// that exist nowhere: a pierd that failed to check must not
+		// change this host's kernel.
+		key := in.pick("net.core.somaxconn", "kernel.shmmax", "kernel.msgmax", "net.ipv4.ip_unprivileged_port_start")
+		if !slices.Contains([]string{"net.core.somaxconn", "kernel.shmmax", "kernel.msgmax", "net.ipv4.ip_unprivileged_port_start"}, key) {
+			key = "net.nosuch." + key
+		}
+		cfg.Linux.Sysctls = map[string]string{key: in.pick("1024")}
 	}
 	return cfg
 }
@@ -632,7 +639,14 @@ func (s *sequence) command(first int) []string {
 	case 5:
 		return nil
 	default:
-		return in.strings(3)
+		// Fuzzed arguments, but only to harmless programs, or to one that
+		// does not exist: the container may be privileged and share the
+		// host's PID namespace.
+		prog := in.pick("echo", "ls", "sleep")
+		if !slices.Contains([]string{"echo", "ls", "sleep"}, prog) {
+			prog = "/nonexistent/" + prog
+		}
+		return append([]string{prog}, in.strings(2)...)
 	}
 }
 
@@ -672,7 +686,7 @@ func (s *sequence) containerConfig() *runtimeapi.ContainerConfig {
 		Metadata:    &runtimeapi.ContainerMetadata{Name: in.pick("c", "d"), Attempt: in.uint32() % 3},
 		Image:       &runtimeapi.ImageSpec{Image: in.pick(s.tg.image, s.tg.image, "")},
 		Command:     s.command(0),
-		Args:        in.strings(2),
+		Args:        in.strings(2), // dropped below when there is no command
 		WorkingDir:  in.pick("", "/", "/tmp"),
 		LogPath:     in.pick("c.log", ""),
 		Labels:      in.stringMap(2),
@@ -689,6 +703,11 @@ func (s *sequence) containerConfig() *runtimeapi.ContainerConfig {
 				RunAsUsername:  in.pick("", "", "root", "nobody"),
 			},
 		},
+	}
+	if cfg.Command == nil {
+		// The arguments would be the program (the image has no entry
+		// point): see command.
+		cfg.Args = nil
 	}
 	if in.n(4) == 3 {
 		cfg.LogPath = in.name()
