@@ -78,6 +78,9 @@ type target struct {
 	inputs   atomic.Int64
 }
 
+// FuzzCRIServer sends each input's calls (see calls and step) to the one
+// pierd of the run, then removes the input's pods and checks that pierd
+// still answers and logged no panic.
 func FuzzCRIServer(f *testing.F) {
 	if os.Geteuid() != 0 {
 		f.Skip("the CRI fuzzer runs a real pierd: it needs root")
