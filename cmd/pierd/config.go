@@ -117,6 +117,13 @@ func (c *Config) validate() error {
 	default:
 		return c.keyError(toml.Key{"cgroup_driver"}, "%q: want \"systemd\", \"cgroupfs\" or \"\"", c.CgroupDriver)
 	}
+	for _, d := range []struct {
+		key, path string
+	}{{"root", c.Root}, {"state", c.State}} {
+		if !filepath.IsAbs(d.path) {
+			return c.keyError(toml.Key{d.key}, "%q: want an absolute path", d.path)
+		}
+	}
 	if !strings.HasPrefix(c.Listen, "unix://") {
 		return c.keyError(toml.Key{"listen"}, "%q: want unix:///path/to.sock", c.Listen)
 	}
@@ -156,7 +163,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if err := c.Metrics.Validate(); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", c.from(toml.Key{"metrics", "address"}), err)
 	}
 	return nil
 }

@@ -48,6 +48,39 @@ mirrors = ["http://127.0.0.1:5000"]
 	if _, err := loadConfig(path, true); err == nil {
 		t.Fatal("bad cgroup driver accepted")
 	}
+	for _, bad := range []string{"root = \"\"\n", "state = \"run/pier\"\n"} {
+		os.WriteFile(path, []byte(bad), 0o644)
+		if _, err := loadConfig(path, true); err == nil || !strings.Contains(err.Error(), "absolute path") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: %v, want a refusal naming the file", bad, err)
+		}
+	}
+	os.WriteFile(path, []byte("[metrics]\naddress = \"nowhere\"\n"), 0o644)
+	if _, err := loadConfig(path, true); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("bad metrics address: %v, want an error naming the file", err)
+	}
+}
+
+// TestConfigKeysAreCaseSensitive: a key in another case than its own is
+// refused (the decoder took it, and which spelling won the merge was left
+// to map order: FuzzConfig found it); names of handlers and registries are
+// the operator's own.
+func TestConfigKeysAreCaseSensitive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	for _, bad := range []string{"ROOT = \"/srv/pier\"\n", "[Image]\nmax_concurrent_downloads = 7\n", "[image]\nprogress_intervAl = \"0s\"\n",
+		"[metriCs]\naddress = \"127.0.0.1:1\"\n", "[runtimes.x]\nPath = \"/bin/x\"\n", "[registries.\"a.example\"]\nMirrors = []\n"} {
+		os.WriteFile(path, []byte(bad), 0o644)
+		if _, err := loadConfig(path, true); err == nil || !strings.Contains(err.Error(), "lower case") {
+			t.Errorf("%q: %v, want a refusal of the key's case", bad, err)
+		}
+	}
+	os.WriteFile(path, []byte("default_runtime = \"MyRunc\"\n[runtimes.MyRunc]\npath = \"/usr/bin/runc\"\n[registries.\"Registry.Example\"]\nmirrors = []\n"), 0o644)
+	c, err := loadConfig(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Runtimes["MyRunc"].Path != "/usr/bin/runc" {
+		t.Errorf("handler names keep their case: %+v", c.Runtimes)
+	}
 }
 
 // Metrics are off by default, and served on loopback only unless the

@@ -25,6 +25,9 @@ func FuzzConfig(f *testing.F) {
 	f.Add("[streaming]\naddress = \"127.0.0.1:0\"\n[cni]\nconf_dir = \"/etc/cni/net.d\"\nplugin_dirs = [\"/opt/cni/bin\"]\n", "[security]\nseccomp_default = \"runtime/default\"\n")
 	f.Add("cgroup_driver = \"systemd\"\n", "cgroup_driver = \"magic\"\n")
 	f.Add("rooot = 1\n", "[image]\nprogress_interval = \"soon\"\n")
+	// Keys in another case, which the merge once kept apart (either won).
+	f.Add("root=\"\"\nlog_verBositY=0\n[imAge]\npinned_imAges=[]\nprogress_intervAl=\"0\"", "")
+	f.Add("[metriCs]\nAddress= \"00000000000000\" ", "")
 	f.Add("listen = \"unix:///run/x.sock\"\n[runtimes.runc]\npath = \"\"\n", "[runtimes]\nrunc = 3\n")
 	f.Fuzz(func(t *testing.T, main, dropIn string) {
 		dir := t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -99,7 +100,49 @@ func checkFile(file string, data []byte) error {
 		}
 		return fmt.Errorf("%s: unknown %s %s (see `pierd config default`)", file, word, strings.Join(names, ", "))
 	}
+	for _, k := range md.Keys() {
+		if err := checkCase(k, reflect.TypeOf(c)); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+	}
 	return nil
+}
+
+// checkCase refuses a key that names a field in another case than its own
+// ("ROOT", "[Image]"): the TOML decoder takes either, but the merge keeps
+// them apart, and which would win is left to chance. Keys of maps (runtime
+// handlers, registries) are the user's own.
+func checkCase(key toml.Key, t reflect.Type) error {
+	for i, name := range key {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.Map:
+			t = t.Elem()
+		case reflect.Struct:
+			f, ok := fieldNamed(t, name)
+			if !ok {
+				return fmt.Errorf("unknown key %s: keys are lower case, as in `pierd config default`", key[:i+1])
+			}
+			t = f.Type
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// fieldNamed is t's field whose TOML name is exactly name.
+func fieldNamed(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if f.IsExported() && tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // mergeTree merges src over dst: tables key by key, anything else (arrays
