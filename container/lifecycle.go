@@ -717,10 +717,35 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	r, err := l.client.Exec(ctx, protocol.ExecRequest{Args: cmd, UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGids, Timeout: timeout})
 	if err != nil {
+		if !errors.Is(err, shim.ErrNotRunning) && ctx.Err() == nil && exited(ctx, l.client) {
+			// The runtime failed because the container ended under it
+			// ("cannot exec in a stopped container", a setns of a gone
+			// namespace): say so, as for an exec after the exit.
+			return nil, fmt.Errorf("%w: container %s exited: %v", ErrNotRunning, c.ID, err)
+		}
 		return nil, shimErr(c.ID, err)
 	}
 	return &ExecResult{ExitCode: r.ExitCode, Stdout: r.Stdout, Stderr: r.Stderr, TimedOut: r.TimedOut}, nil
 }
+
+// exited reports whether the shim's container has exited, or does within
+// exitGrace: its monitor reaps an ended init at once.
+func exited(ctx context.Context, client *shim.Client) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for deadline := time.Now().Add(exitGrace); ; time.Sleep(exitGrace / 5) {
+		st, err := client.State(ctx)
+		if err != nil || st.Status == protocol.StatusExited {
+			return err == nil
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// exitGrace is how long exited waits for an ending container's exit.
+const exitGrace = 250 * time.Millisecond
 
 // shimErr adds this package's sentinel error to a shim's.
 func shimErr(id string, err error) error {

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/container"
@@ -173,4 +175,31 @@ func statusKiB(t *testing.T, pid int, field string) int {
 	}
 	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// TestExecSyncAsTheContainerExits: an ExecSync that races the container's
+// exit either runs or fails with FailedPrecondition (the container is not
+// running), never Unknown with the runtime's message ("cannot exec in a
+// stopped container", a setns of a namespace that is gone): FuzzCRIServer
+// found those.
+func TestExecSyncAsTheContainerExits(t *testing.T) {
+	p := startPierd(t, "")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "exec-exiting")
+	codesSeen := map[codes.Code]int{}
+	for i := 0; i < 8; i++ {
+		id := startContainer(t, p, podID, pod, containerConfig(fmt.Sprintf("x%d", i), "sleep", "0.3"))
+		for n := 0; n < 200; n++ {
+			_, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}, Timeout: 5})
+			codesSeen[status.Code(err)]++
+			if err == nil {
+				continue
+			}
+			if status.Code(err) != codes.FailedPrecondition {
+				t.Fatalf("ExecSync as the container exits: %v, want FailedPrecondition", err)
+			}
+			break
+		}
+	}
+	t.Logf("ExecSync answers as 8 containers exited: %v", codesSeen)
 }
