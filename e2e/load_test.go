@@ -23,7 +23,7 @@ const (
 	loadPods          = 100
 	loadExecRate      = 200 // ExecSync per second offered
 	loadExecInFlight  = 64  // at most this many ExecSync calls wait at once
-	loadDefaultExecS  = 30  // seconds of ExecSync; PIER_LOAD_EXEC_SECONDS sets it
+	loadDefaultExecS  = 60  // seconds of ExecSync; PIER_LOAD_EXEC_SECONDS sets it
 	goroutineSlack    = 5   // see TestLoad
 	fdSlack           = 3
 	loadSettleTimeout = 20 * time.Second
@@ -31,7 +31,7 @@ const (
 
 // TestLoad: 10 clients, each on a connection of its own, make 100 pods of
 // 2 running containers and one that has exited; ExecSync is offered at
-// 200 per second for PIER_LOAD_EXEC_SECONDS (30 by default) across the
+// 200 per second for PIER_LOAD_EXEC_SECONDS (60 by default) across the
 // running ones (a call is not sent while 64 wait: the achieved rate is
 // logged); the 300 containers are listed; everything is removed. No
 // call may fail, and pierd's goroutines and open descriptors return to
