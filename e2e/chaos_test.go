@@ -308,7 +308,7 @@ func checkAfterRestart(t *testing.T, p *testenv.Pierd, pods []*chaosPod, warm st
 		switch {
 		case cp.removed && pod != nil:
 			t.Errorf("pod %s was removed (OK answered) and is listed again", cp.id)
-		case !cp.removed && pod == nil:
+		case !cp.removeSent && pod == nil: // a RemovePodSandbox cut short may have finished
 			t.Errorf("pod %s (%s) was made (its id answered) and is gone; client: %s", cp.id, cp.cfg.Metadata.Name, cp.failed)
 		}
 		for _, cc := range cp.ctrs {
