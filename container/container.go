@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -469,10 +470,26 @@ func (m *Manager) shimGone(c *Container, err error) {
 		m.recordExit(c, exit)
 		return
 	}
-	klog.InfoS("Container's shim is gone and left no exit status", "id", c.ID, "err", err)
+	klog.InfoS("Container's shim is gone and left no exit status", "id", c.ID, "err", err, "shimLog", shimLogTail(m.shimDir(c.ID)))
 	c.State, c.Reason = Unknown, "ShimDied"
 	c.Message = "pier-shim of this container died; its exit status is unknown"
 	m.save(c)
+}
+
+// shimLogTail is the end of a shim's own log (protocol.LogFile), which
+// says why a shim ended unexpectedly.
+func shimLogTail(dir string) string {
+	f, err := os.Open(filepath.Join(dir, protocol.LogFile))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 2 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		f.Seek(fi.Size()-tail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, tail))
+	return strings.TrimSpace(string(b))
 }
 
 // unknownExitCode is the exit code of a container whose exit was lost, as
