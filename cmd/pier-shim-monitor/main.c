@@ -151,13 +151,19 @@ static int start_up(struct monitor *m) {
 			return -1;
 	}
 	/* memory.events (cgroup v2) notifies a change; memory.oom_control (v1)
-	 * never does, and stays until the runtime's delete. Without the
-	 * watch, the count is read at the exit only. */
-	if (*m->oom_file && (m->oom_watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) >= 0) {
+	 * never does, and stays until the runtime's delete: no watch (each
+	 * takes one of root's inotify instances). Without the watch, the
+	 * count is read at the exit only. */
+	int watch = *m->oom_file && !strstr(m->oom_file, "memory.oom_control");
+	if (watch && (m->oom_watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) >= 0) {
 		if (inotify_add_watch(m->oom_watch, m->oom_file, IN_MODIFY) < 0 || ep_ctl(m, EPOLL_CTL_ADD, m->oom_watch, EPOLLIN, T_OOM, "oom") < 0) {
 			close(m->oom_watch);
 			m->oom_watch = -1;
 		}
+	} else if (watch) {
+		/* EMFILE: fs.inotify.max_user_instances (128 on Debian) is
+		 * used up by root's processes, one per container here. */
+		shimlog("cannot watch %s (%s): OOM kills are read at the exit only; raise fs.inotify.max_user_instances", m->oom_file, strerror(errno));
 	}
 	return 0;
 }
