@@ -34,6 +34,10 @@ type FdConn struct {
 
 func (c *FdConn) Read(p []byte) (int, error) {
 	n, oobn, _, _, err := c.ReadMsgUnix(p, c.oob[:unix.CmsgSpace(MaxFds*4)])
+	// On an error other than EAGAIN (ECONNRESET: the peer ended with data
+	// of ours unread), the runtime passes recvmsg's -1 on; a reader
+	// (json.Decoder) would slice with it.
+	n = max(n, 0)
 	if oobn > 0 {
 		msgs, perr := unix.ParseSocketControlMessage(c.oob[:oobn])
 		if perr == nil {
