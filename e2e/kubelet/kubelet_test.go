@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +63,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("RestartPolicyNever", func(t *testing.T) { checkNever(t, n) })
 	t.Run("RestartPolicyOnFailure", func(t *testing.T) { checkOnFailure(t, n) })
 	t.Run("KilledProcessRestarts", func(t *testing.T) { checkKilled(t, n) })
+	t.Run("KilledShimRestarts", func(t *testing.T) { checkShimKilled(t, n) })
 	t.Run("LogRotation", func(t *testing.T) { checkLogRotation(t, n) })
 	t.Run("GarbageCollection", func(t *testing.T) {
 		if deleted == nil {
@@ -652,6 +654,58 @@ func checkKilled(t *testing.T, n *node) {
 	if last := c.LastTerminationState.Terminated; last == nil || last.ExitCode != 137 || last.Reason != "Error" {
 		t.Errorf("container victim's last state: want terminated, exit 137, Error\n%s", describe(p))
 	}
+}
+
+// checkShimKilled kills the shim monitor of the kill pod's orphan: pier
+// reports the container Unknown (its exit was lost with the monitor), and
+// kubelet stops it and starts it again.
+func checkShimKilled(t *testing.T, n *node) {
+	p := n.waitPod(t, "kill", 2*time.Minute, running())
+	old := status(p, "orphan")
+	monitor := shimMonitor(containerID(old))
+	if monitor == 0 {
+		t.Fatalf("no shim monitor found for container orphan (%s)", old.ContainerID)
+	}
+	if err := syscall.Kill(monitor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p = n.waitPod(t, "kill", 90*time.Second, func(p *corev1.Pod) error {
+		c := status(p, "orphan")
+		if c.RestartCount < 1 || c.State.Running == nil || c.ContainerID == old.ContainerID {
+			return fmt.Errorf("container orphan, whose shim monitor was killed, is not running again")
+		}
+		return nil
+	})
+	// Its processes were killed through the runtime; with their monitor
+	// gone, whoever they were reparented to reaps them.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		pids, _ := containerPids(containerID(old))
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("processes of the container whose shim was killed still run 10 s after its restart: %v", pids)
+			break
+		}
+	}
+	if last := status(p, "orphan").LastTerminationState.Terminated; last == nil || last.Reason != "Unknown" {
+		t.Errorf("container orphan's last state: want terminated, reason Unknown (its exit was lost with its shim)\n%s", describe(p))
+	}
+}
+
+// shimMonitor is the pid of container id's shim monitor ("pier-shim
+// monitor id=<id> ..."), or 0.
+func shimMonitor(id string) int {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(string(b), "pier-shim\x00monitor\x00id="+id+"\x00") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		return pid
+	}
+	return 0
 }
 
 // checkLogRotation waits until the chatty pod wrote all its lines and

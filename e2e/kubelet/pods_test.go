@@ -262,7 +262,8 @@ func onFailurePod() *corev1.Pod {
 }
 
 // killPod's container has its process killed by the test.
-func killPod() *corev1.Pod { return newPod("kill", ctr("victim", idle)) }
+// killPod's victim has its process killed, its orphan its shim monitor.
+func killPod() *corev1.Pod { return newPod("kill", ctr("victim", idle), ctr("orphan", idle)) }
 
 // deleteGrace is deletePod's grace period.
 const deleteGrace = 4
