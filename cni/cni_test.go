@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pier-runtime/pier/internal/hostlock"
+	"github.com/pier-runtime/pier/internal/proc"
 )
 
 // TestMain keeps the e2e tests, which change the host's network too, from
@@ -682,10 +683,10 @@ func TestTeardownEndsStrayPlugins(t *testing.T) {
 	if err := m.Teardown(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	if !ended(stray.Process.Pid) {
+	if !proc.Ended(stray.Process.Pid) {
 		t.Error("the interrupted ADD's plugin still runs after Teardown")
 	}
-	if ended(other.Process.Pid) {
+	if proc.Ended(other.Process.Pid) {
 		t.Error("Teardown ended another pod's plugin")
 	}
 }

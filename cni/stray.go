@@ -2,16 +2,13 @@ package cni
 
 import (
 	"bytes"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/internal/proc"
 )
 
 // strayWait bounds the wait for killed stray plugins to end.
@@ -26,37 +23,20 @@ const strayWait = 10 * time.Second
 // down after an interruption is a stray.
 func endStrayPlugins(containerID string) {
 	want := []byte("CNI_CONTAINERID=" + containerID + "\x00")
-	envs, _ := filepath.Glob("/proc/[0-9]*/environ")
 	var pids []int
-	for _, f := range envs {
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		env, err := os.ReadFile(f)
-		if err != nil || !(bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...))) {
-			continue
-		}
+	for _, pid := range proc.Find("environ", func(env []byte) bool {
+		return bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...))
+	}) {
 		klog.InfoS("Killing a CNI plugin left running by an interrupted pod network setup", "pod", containerID, "pid", pid)
 		if unix.Kill(pid, unix.SIGKILL) == nil {
 			pids = append(pids, pid)
 		}
 	}
 	for deadline := time.Now().Add(strayWait); len(pids) > 0; time.Sleep(10 * time.Millisecond) {
-		pids = slices.DeleteFunc(pids, ended)
+		pids = slices.DeleteFunc(pids, proc.Ended)
 		if time.Now().After(deadline) {
 			klog.InfoS("CNI plugins of an interrupted pod network setup outlive SIGKILL", "pod", containerID, "pids", pids)
 			return
 		}
 	}
-}
-
-// ended says whether process pid has exited (it is gone, or a zombie).
-func ended(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	_, after, _ := strings.Cut(string(b), ") ")
-	return strings.HasPrefix(after, "Z") || strings.HasPrefix(after, "X")
 }

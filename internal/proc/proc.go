@@ -80,14 +80,23 @@ type PodInitOptions struct {
 // FindPodInits returns the pids of the pod inits started for pod podID.
 func FindPodInits(podID string) []int {
 	want := []byte("\x00pod-init\x00" + podID + "\x00")
-	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	return Find("cmdline", func(b []byte) bool {
+		return bytes.Contains(b, []byte("pier-shim")) && bytes.Contains(b, want)
+	})
+}
+
+// Find returns the pids of the processes whose /proc/<pid>/<file>
+// (cmdline, environ, ...) match accepts; the caller's own process is left
+// out.
+func Find(file string, match func(content []byte) bool) []int {
+	files, _ := filepath.Glob("/proc/[0-9]*/" + file)
 	var pids []int
-	for _, d := range dirs {
-		b, err := os.ReadFile(d)
-		if err != nil || !bytes.Contains(b, []byte("pier-shim")) || !bytes.Contains(b, want) {
+	for _, f := range files {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(d))); err == nil {
+		if b, err := os.ReadFile(f); err == nil && match(b) {
 			pids = append(pids, pid)
 		}
 	}
@@ -138,19 +147,31 @@ func IsShim(pid int, start uint64) bool {
 // 22 of /proc/<pid>/stat), or 0 when it does not exist. With the pid it
 // names one process for good.
 func StartTime(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name, in parentheses, may hold anything.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:])) // from field 3, the state
+	f := stat(pid)
 	if len(f) < 20 {
 		return 0
 	}
 	start, _ := strconv.ParseUint(f[19], 10, 64)
 	return start
+}
+
+// Ended reports whether process pid has exited: it is gone, or a zombie
+// nobody has reaped yet.
+func Ended(pid int) bool {
+	f := stat(pid)
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
+}
+
+// stat is /proc/<pid>/stat from its field 3 (the state) on, or nil.
+func stat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	// The command name, in parentheses, may hold anything.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }
