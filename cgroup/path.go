@@ -94,3 +94,18 @@ func ExpandSlice(slice string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// Pod returns the directory of a pod's cgroup, the cgroup parent kubelet
+// names for it (which CheckParent accepted), under each hierarchy's root:
+// the path itself with cgroupfs, the slice's path with systemd. A pod
+// without a cgroup parent has no cgroup of its own: "".
+func (n *Node) Pod(parent string) string {
+	if parent == "" {
+		return ""
+	}
+	if n.Driver == Systemd {
+		dir, _ := ExpandSlice(path.Base(parent))
+		return dir
+	}
+	return parent
+}

@@ -83,7 +83,7 @@ func TestRemovePrunesStats(t *testing.T) {
 	if _, err := m.Stats("c"); err != nil {
 		t.Fatal(err)
 	}
-	m.cpu["c"] = cpuSample{at: time.Now(), usage: 1} // as for a running container
+	m.cpu["c"] = cpuSample{At: time.Now(), Usage: 1} // as for a running container
 	if err := m.Remove(context.Background(), "c"); err != nil {
 		t.Fatal(err)
 	}

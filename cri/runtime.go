@@ -22,8 +22,7 @@ import (
 )
 
 // RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (PodSandboxStats, UpdateContainerResources, container events, metrics)
-// answer Unimplemented.
+// (UpdateContainerResources, container events) answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions
@@ -33,6 +32,8 @@ type RuntimeService struct {
 
 	// hmu guards opts.Handlers and opts.DefaultHandler (SetHandlers).
 	hmu sync.RWMutex
+
+	podCPU podSamples // the pods' last CPU samples (PodSandboxStats)
 }
 
 // SetHandlers replaces the runtime handlers offered and the default one.

@@ -14,7 +14,6 @@ var reasons = []struct{ pattern, why, area string }{
 	{"AppArmor", "Skipped by critest: this host has no AppArmor (pier applies it where the kernel has it: `make e2e-node` checks that in its VM).", "none (acceptable skip)"},
 	{"NRI", "Skipped: NRI is not implemented.", "NRI (later issue)"},
 	{"benchmark", "Benchmarks; `make bench` measures pier, not the conformance run.", "none (acceptable skip)"},
-	{"metrics operations", "Skipped: the metrics RPCs (ListMetricDescriptors, ListPodSandboxMetrics) are not implemented.", "containers (stats)"},
 	{"Image Volume", "Image volumes (an image mounted read-only into a container) are not implemented.", "containers (image volumes)"},
 	{"Streaming", "Exec, attach and port-forward.", "streaming"},
 	{"Networking", "Checks run inside containers (DNS, hostname, port mappings).", "containers"},

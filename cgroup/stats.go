@@ -1,0 +1,249 @@
+package cgroup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+)
+
+// Usage is what a cgroup (a container's or a pod's) has used, read by
+// ReadUsage: the one reader behind container stats, pod stats and the
+// metrics RPCs.
+type Usage struct {
+	CPUUsageNanos       uint64 // cumulative CPU time
+	CPUUserNanos        uint64
+	CPUSystemNanos      uint64
+	CFSPeriods          uint64
+	CFSThrottledPeriods uint64
+	CFSThrottledNanos   uint64
+
+	MemoryUsage     uint64
+	MemoryMaxUsage  uint64 // v1 only: v2 has no high-water mark
+	WorkingSet      uint64 // usage less inactive file cache, as kubelet counts it
+	RSS             uint64
+	Cache           uint64
+	MappedFile      uint64
+	Swap            uint64
+	KernelUsage     uint64
+	Failcnt         uint64 // times the limit was hit (v2: memory.events max)
+	OOMEvents       uint64 // v2 only (memory.events oom_kill); v1 reports none
+	PageFaults      uint64
+	MajorPageFaults uint64
+	MemoryLimit     uint64 // 0 when unlimited
+
+	Processes uint64 // pids.current: processes and threads
+	PidsLimit uint64 // 0 when unlimited
+
+	IOReadBytes, IOWriteBytes, IOReads, IOWrites uint64
+
+	// PSI is the pressure stall information of cgroup v2 (the
+	// cpu.pressure, memory.pressure and io.pressure files), where the
+	// kernel has it (CONFIG_PSI, not disabled with psi=0). Cgroup v1 has
+	// none: nil there.
+	PSI *PSI
+}
+
+// PSI is a cgroup's pressure, per resource; nil where the kernel has none.
+type PSI struct {
+	CPU, Memory, IO *Pressure
+}
+
+// Pressure is one resource's pressure: some tasks stalled, all stalled.
+type Pressure struct {
+	Some, Full PressureData
+}
+
+// PressureData is one line of a *.pressure file.
+type PressureData struct {
+	Avg10, Avg60, Avg300 float64 // percent of wall time stalled
+	TotalMicros          uint64  // cumulative stall time
+}
+
+// unlimited is above any real limit: v1 reports "no limit" as a page-rounded
+// maximum, v2 as "max" (the library reads it as the maximum uint64).
+const unlimited = 1 << 62
+
+// ReadUsage reads the usage of the cgroup at dir (a path under each
+// hierarchy's root, as Paths.Dir and PodDir give it) on a node whose layout
+// is mode. A cgroup that does not exist (its processes all ended) is an
+// error wrapping os.ErrNotExist.
+func ReadUsage(mode cgroups.CGMode, dir string) (*Usage, error) {
+	if mode == cgroups.Unified {
+		return readV2(dir)
+	}
+	return readV1(dir)
+}
+
+func readV1(dir string) (*Usage, error) {
+	cg, err := cgroup1.Load(cgroup1.StaticPath(dir))
+	if err != nil {
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			return nil, errors.Join(os.ErrNotExist, err)
+		}
+		return nil, err
+	}
+	mt, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return nil, err
+	}
+	u := &Usage{}
+	if c := mt.CPU; c != nil {
+		if c.Usage != nil {
+			u.CPUUsageNanos, u.CPUUserNanos, u.CPUSystemNanos = c.Usage.Total, c.Usage.User, c.Usage.Kernel
+		}
+		if t := c.Throttling; t != nil {
+			u.CFSPeriods, u.CFSThrottledPeriods, u.CFSThrottledNanos = t.Periods, t.ThrottledPeriods, t.ThrottledTime
+		}
+	}
+	if mem := mt.Memory; mem != nil && mem.Usage != nil {
+		u.MemoryUsage, u.MemoryMaxUsage, u.Failcnt = mem.Usage.Usage, mem.Usage.Max, mem.Usage.Failcnt
+		u.RSS, u.Cache, u.MappedFile = mem.TotalRSS, mem.TotalCache, mem.TotalMappedFile
+		u.WorkingSet = workingSet(mem.Usage.Usage, mem.TotalInactiveFile)
+		u.PageFaults, u.MajorPageFaults = mem.TotalPgFault, mem.TotalPgMajFault
+		if mem.Usage.Limit < unlimited {
+			u.MemoryLimit = mem.Usage.Limit
+		}
+		if mem.Swap != nil && mem.Swap.Usage > mem.Usage.Usage {
+			u.Swap = mem.Swap.Usage - mem.Usage.Usage // memsw counts memory and swap
+		}
+		if mem.Kernel != nil {
+			u.KernelUsage = mem.Kernel.Usage
+		}
+	}
+	if p := mt.Pids; p != nil {
+		u.Processes, u.PidsLimit = p.Current, p.Limit
+	}
+	if b := mt.Blkio; b != nil {
+		for _, e := range b.IoServiceBytesRecursive {
+			addIO(&u.IOReadBytes, &u.IOWriteBytes, e.Op, e.Value)
+		}
+		for _, e := range b.IoServicedRecursive {
+			addIO(&u.IOReads, &u.IOWrites, e.Op, e.Value)
+		}
+	}
+	return u, nil
+}
+
+func addIO(read, write *uint64, op string, v uint64) {
+	switch strings.ToLower(op) {
+	case "read":
+		*read += v
+	case "write":
+		*write += v
+	}
+}
+
+func readV2(dir string) (*Usage, error) {
+	cg, err := cgroup2.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(Root, dir)); err != nil {
+		return nil, err
+	}
+	mt, err := cg.Stat()
+	if err != nil {
+		return nil, err
+	}
+	u := &Usage{}
+	psi := &PSI{}
+	if c := mt.CPU; c != nil {
+		u.CPUUsageNanos, u.CPUUserNanos, u.CPUSystemNanos = c.UsageUsec*1000, c.UserUsec*1000, c.SystemUsec*1000
+		u.CFSPeriods, u.CFSThrottledPeriods, u.CFSThrottledNanos = c.NrPeriods, c.NrThrottled, c.ThrottledUsec*1000
+		psi.CPU = pressure(c.PSI)
+	}
+	if mem := mt.Memory; mem != nil {
+		u.MemoryUsage, u.RSS, u.Cache, u.MappedFile = mem.Usage, mem.Anon, mem.File, mem.FileMapped
+		u.WorkingSet = workingSet(mem.Usage, mem.InactiveFile)
+		u.PageFaults, u.MajorPageFaults = mem.Pgfault, mem.Pgmajfault
+		u.Swap, u.KernelUsage = mem.SwapUsage, mem.KernelStack+mem.Slab+mem.Sock
+		if mem.UsageLimit < unlimited {
+			u.MemoryLimit = mem.UsageLimit
+		}
+		psi.Memory = pressure(mem.PSI)
+	}
+	if ev := mt.MemoryEvents; ev != nil {
+		u.Failcnt, u.OOMEvents = ev.Max, ev.OomKill
+	}
+	if p := mt.Pids; p != nil {
+		u.Processes, u.PidsLimit = p.Current, p.Limit
+	}
+	if io := mt.Io; io != nil {
+		for _, e := range io.Usage {
+			u.IOReadBytes += e.Rbytes
+			u.IOWriteBytes += e.Wbytes
+			u.IOReads += e.Rios
+			u.IOWrites += e.Wios
+		}
+		psi.IO = pressure(io.PSI)
+	}
+	if psi.CPU != nil || psi.Memory != nil || psi.IO != nil {
+		u.PSI = psi
+	}
+	return u, nil
+}
+
+// pressure converts the library's reading of a *.pressure file; nil where
+// the file is absent (a kernel without PSI).
+func pressure(p *v2stats.PSIStats) *Pressure {
+	if p == nil || p.Some == nil {
+		return nil
+	}
+	data := func(d *v2stats.PSIData) PressureData {
+		return PressureData{Avg10: d.GetAvg10(), Avg60: d.GetAvg60(), Avg300: d.GetAvg300(), TotalMicros: d.GetTotal()}
+	}
+	return &Pressure{Some: data(p.Some), Full: data(p.Full)}
+}
+
+func workingSet(usage, inactiveFile uint64) uint64 {
+	if inactiveFile > usage {
+		return 0
+	}
+	return usage - inactiveFile
+}
+
+// Pids lists the processes of the cgroup at dir (its cgroup.procs, in the
+// pids hierarchy on v1, whose cgroup tree every process is in).
+func Pids(mode cgroups.CGMode, dir string) ([]int, error) {
+	base := Root
+	if mode != cgroups.Unified {
+		base = filepath.Join(Root, "pids")
+	}
+	b, err := os.ReadFile(filepath.Join(base, filepath.Clean("/"+dir), "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for f := range strings.FieldsSeq(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
+
+// Sample is a cgroup's cumulative CPU time at an instant: two of them give
+// the CPU use between (NanoCores).
+type Sample struct {
+	At    time.Time
+	Usage uint64 // nanoseconds
+}
+
+// NanoCores is the CPU use from prev to cur in nanocores (a billionth of a
+// core), nil when prev is no earlier sample of the same cgroup (zero, or
+// with more usage: the cgroup was made anew).
+func NanoCores(prev, cur Sample) *uint64 {
+	if prev.At.IsZero() || cur.Usage < prev.Usage || !cur.At.After(prev.At) {
+		return nil
+	}
+	cores := uint64(float64(cur.Usage-prev.Usage) / cur.At.Sub(prev.At).Seconds())
+	return &cores
+}
