@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -82,8 +83,26 @@ func ReadUsage(mode cgroups.CGMode, dir string) (*Usage, error) {
 	return readV1(dir)
 }
 
+// v1Hierarchy is the v1 hierarchies Usage reads, found once (the library
+// would parse the mount table at every Load): cgroup1.Default's, but those
+// Usage has no figure from.
+var v1Hierarchy = sync.OnceValues(func() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var read []cgroup1.Subsystem
+	for _, s := range all {
+		switch s.Name() {
+		case cgroup1.Cpu, cgroup1.Cpuacct, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio:
+			read = append(read, s)
+		}
+	}
+	return read, nil
+})
+
 func readV1(dir string) (*Usage, error) {
-	cg, err := cgroup1.Load(cgroup1.StaticPath(dir))
+	cg, err := cgroup1.Load(cgroup1.StaticPath(dir), cgroup1.WithHiearchy(v1Hierarchy))
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			return nil, errors.Join(os.ErrNotExist, err)

@@ -205,9 +205,10 @@ func (s *RuntimeService) podMetrics() []*runtimeapi.PodSandboxMetrics {
 func (s *RuntimeService) onePodMetrics(sb *sandbox.Sandbox) *runtimeapi.PodSandboxMetrics {
 	now := time.Now()
 	pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: sb.ID}
-	ifaces, _ := sb.Interfaces() // none readable: no network families
+	cs := s.opts.Containers.List(container.Filter{PodID: sb.ID, State: container.Running})
+	ifaces, _ := sb.Interfaces(podPids(cs)...) // none readable: no network families
 	pm.Metrics = metrics(&metricInput{ifaces: ifaces, now: now}, []string{"POD", sb.ID, "", sb.ID, sb.Config.Namespace, sb.Config.Name}, true)
-	for _, c := range s.opts.Containers.List(container.Filter{PodID: sb.ID, State: container.Running}) {
+	for _, c := range cs {
 		if c.PodID != sb.ID {
 			continue
 		}

@@ -112,7 +112,8 @@ func (s *RuntimeService) listPodStats(f *runtimeapi.PodSandboxStatsFilter) ([]*r
 func (s *RuntimeService) podStats(sb *sandbox.Sandbox) (*runtimeapi.PodSandboxStats, error) {
 	var containers []*runtimeapi.ContainerStats
 	var sum cgroup.Usage
-	for _, c := range s.opts.Containers.List(container.Filter{PodID: sb.ID}) {
+	cs := s.opts.Containers.List(container.Filter{PodID: sb.ID})
+	for _, c := range cs {
 		if c.PodID != sb.ID {
 			continue // an id prefix matched another pod
 		}
@@ -146,7 +147,7 @@ func (s *RuntimeService) podStats(sb *sandbox.Sandbox) (*runtimeapi.PodSandboxSt
 		Process:    &runtimeapi.ProcessUsage{Timestamp: ts, ProcessCount: &runtimeapi.UInt64Value{Value: u.Processes}},
 		Containers: containers,
 	}
-	ifaces, err := sb.Interfaces()
+	ifaces, err := sb.Interfaces(podPids(cs)...)
 	if err != nil {
 		klog.V(2).InfoS("Reading a pod's network interfaces", "pod", sb.ID, "err", err)
 	}
@@ -167,6 +168,18 @@ func (s *RuntimeService) podStats(sb *sandbox.Sandbox) (*runtimeapi.PodSandboxSt
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: sb.ID, Metadata: podMetadata(c), Labels: c.Labels, Annotations: c.Annotations},
 		Linux:      linux,
 	}, nil
+}
+
+// podPids are pids that may be in a pod's network namespace: those of the
+// cgroup of its first running container among cs.
+func podPids(cs []*container.Container) []int {
+	for _, c := range cs {
+		if c.State == container.Running && c.Cgroup != "" {
+			pids, _ := cgroup.Pids(cgroups.Mode(), c.Cgroup)
+			return pids
+		}
+	}
+	return nil // Interfaces enters the namespace
 }
 
 // addUsage adds a container's usage to its pod's, for a pod without a

@@ -29,21 +29,8 @@ func statsPod(t *testing.T, p *testenv.Pierd, name string, hostNet bool) (string
 	if hostNet {
 		cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}
 	}
-	t.Cleanup(func() { removeCgroup(parent) })
+	t.Cleanup(func() { testenv.RemoveCgroupTree(parent) })
 	return runPod(t, p, cfg), cfg, parent
-}
-
-// removeCgroup removes a cgroup made by the OCI runtime for a pod's
-// containers (kubelet would make and remove it), and its parent when empty.
-func removeCgroup(dir string) {
-	roots := []string{"/sys/fs/cgroup"}
-	if cgroups.Mode() != cgroups.Unified {
-		roots, _ = filepath.Glob("/sys/fs/cgroup/*")
-	}
-	for _, r := range roots {
-		os.Remove(filepath.Join(r, dir))
-		os.Remove(filepath.Join(r, filepath.Dir(dir)))
-	}
 }
 
 // cgroupValue reads a number from a cgroup file of dir: file1 under the v1

@@ -29,15 +29,35 @@ type Interface struct {
 const maxNetDev = 1 << 20
 
 // Interfaces returns the counters of the interfaces in the network
-// namespace of pod sb, but its loopback, read from /proc/net/dev inside
-// the pinned namespace. A pod on the host's network has none of its own:
-// nil. The namespace is entered on a locked OS thread that is never
-// unlocked, so that the Go runtime ends the thread with the goroutine and
-// no other goroutine ever runs in the pod's namespace.
-func (sb *Sandbox) Interfaces() ([]Interface, error) {
+// namespace of pod sb, but its loopback, from /proc/net/dev as a process
+// in that namespace sees it. A pod on the host's network has none of its
+// own: nil. candidates are pids that may be in the pod's namespace (its
+// containers'): the first that is (its /proc/<pid>/ns/net is the pinned
+// namespace) is read through, which costs one read; without one, the
+// namespace is entered on a locked OS thread that is never unlocked (the
+// Go runtime then ends the thread with the goroutine, so no other
+// goroutine ever runs in the pod's namespace), which costs a thread.
+func (sb *Sandbox) Interfaces(candidates ...int) ([]Interface, error) {
 	netns := sb.Namespaces["net"]
 	if sb.Config.HostNetwork || netns == "" {
 		return nil, nil
+	}
+	var want unix.Stat_t
+	if err := unix.Stat(netns, &want); err != nil {
+		return nil, fmt.Errorf("the pod's network namespace: %w", err)
+	}
+	for _, pid := range candidates {
+		var st unix.Stat_t
+		ns := "/proc/" + strconv.Itoa(pid) + "/ns/net"
+		if unix.Stat(ns, &st) != nil || st.Dev != want.Dev || st.Ino != want.Ino {
+			continue
+		}
+		b, err := readLimited("/proc/" + strconv.Itoa(pid) + "/net/dev")
+		// The process may have ended meanwhile, its pid taken by another
+		// in another namespace: the namespace must still be the pod's.
+		if err == nil && unix.Stat(ns, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+			return parseNetDev(b)
+		}
 	}
 	type result struct {
 		b   []byte
@@ -65,7 +85,12 @@ func readNetDev(netns string) ([]byte, error) {
 	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 		return nil, fmt.Errorf("enter the pod's network namespace %s: %w", netns, err)
 	}
-	f, err := os.Open("/proc/thread-self/net/dev")
+	return readLimited("/proc/thread-self/net/dev")
+}
+
+// readLimited reads a /proc file, its first maxNetDev bytes at most.
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}

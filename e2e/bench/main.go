@@ -10,7 +10,9 @@
 //     pod (crictl and Go client), and the memory (PSS) each running
 //     container costs in pier-shim processes and pierd;
 //   - streaming: `crictl exec <id> true` latency, and 100 MB through
-//     `exec cat` and through a port-forward.
+//     `exec cat` and through a port-forward;
+//   - stats: ListPodSandboxStats and ListContainerStats latency (median,
+//     p95) through a Go client with 100 pods of one running container each.
 //
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
@@ -41,7 +43,8 @@ func main() {
 	runs := flag.Int("runs", 5, "pulls to measure; the median is reported")
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
-	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers" or "streaming"`)
+	statsPods := flag.Int("stats-pods", 100, "pods (of one container each) in the stats benchmark")
+	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers", "streaming" or "stats"`)
 	flag.Parse()
 	var err error
 	if *only == "" || *only == "pull" {
@@ -58,6 +61,9 @@ func main() {
 			}
 			if err == nil && (*only == "" || *only == "streaming") {
 				err = benchStreaming(env, *pods)
+			}
+			if err == nil && (*only == "" || *only == "stats") {
+				err = benchStats(env, *statsPods)
 			}
 			env.close()
 		}
