@@ -46,18 +46,17 @@ func (s *RuntimeService) StreamContainerStats(req *runtimeapi.StreamContainerSta
 }
 
 func (s *RuntimeService) listContainerStats(f *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
-	var out []*runtimeapi.ContainerStats
-	for _, c := range s.opts.Containers.List(container.Filter{ID: f.GetId(), PodID: f.GetPodSandboxId(), Labels: f.GetLabelSelector()}) {
+	cs := s.opts.Containers.List(container.Filter{ID: f.GetId(), PodID: f.GetPodSandboxId(), Labels: f.GetLabelSelector()})
+	return inParallel(cs, func(c *container.Container) (*runtimeapi.ContainerStats, error) {
 		st, err := s.opts.Containers.Stats(c.ID)
 		if errors.Is(err, container.ErrNotFound) {
-			continue // removed meanwhile
+			return nil, nil // removed meanwhile
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, containerStats(c, st))
-	}
-	return out, nil
+		return containerStats(c, st), nil
+	})
 }
 
 func containerStats(c *container.Container, st *container.Stats) *runtimeapi.ContainerStats {

@@ -195,10 +195,9 @@ func (s *RuntimeService) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandbo
 }
 
 func (s *RuntimeService) podMetrics() []*runtimeapi.PodSandboxMetrics {
-	var out []*runtimeapi.PodSandboxMetrics
-	for _, sb := range s.opts.Pods.List(sandbox.Filter{State: sandbox.Ready}) {
-		out = append(out, s.onePodMetrics(sb))
-	}
+	out, _ := inParallel(s.opts.Pods.List(sandbox.Filter{State: sandbox.Ready}), func(sb *sandbox.Sandbox) (*runtimeapi.PodSandboxMetrics, error) {
+		return s.onePodMetrics(sb), nil
+	})
 	return out
 }
 
