@@ -34,13 +34,14 @@ func TestKubelet(t *testing.T) {
 		"containerLogMaxSize":         "10Ki",
 		"containerLogMaxFiles":        30,
 		"containerLogMonitorInterval": "3s",
+		"featureGates":                map[string]bool{"PodAndContainerStatsFromCRI": true},
 	}})
 	hostFile := filepath.Join(t.TempDir(), "hostfile.txt")
 	if err := os.WriteFile(hostFile, []byte("from the host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []*corev1.Pod{deletePod(), orderPod(), volumesPod(hostFile), probesPod(), livenessPod(),
-		resourcesPod(), ephemeralPod(), oomPod(), restrictedPod(), neverPod(), onFailurePod(), killPod(), chattyPod()} {
+		resourcesPod(), ephemeralPod(), oomPod(), restrictedPod(), neverPod(), onFailurePod(), killPod(), chattyPod(), statsPod()} {
 		if err := n.kubelet.WritePod(p); err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +66,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("KilledProcessRestarts", func(t *testing.T) { checkKilled(t, n) })
 	t.Run("KilledShimRestarts", func(t *testing.T) { checkShimKilled(t, n) })
 	t.Run("LogRotation", func(t *testing.T) { checkLogRotation(t, n) })
+	t.Run("Stats", func(t *testing.T) { checkStats(t, n) })
 	t.Run("GarbageCollection", func(t *testing.T) {
 		if deleted == nil {
 			t.Fatal("DeleteStopsPodInGracePeriod deleted no pod")

@@ -1,0 +1,137 @@
+package kubelet
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// statsPod burns CPU in one container (at most a fifth of a core) and
+// allocates 1 MiB every half second, up to 40 MiB, in another.
+func statsPod() *corev1.Pod {
+	burn := ctr("burn", `trap 'exit 0' TERM; while :; do :; done`)
+	burn.Resources = corev1.ResourceRequirements{Limits: resources("cpu", "200m")}
+	grow := ctr("grow", `x=; i=0; while [ $i -lt 40 ]; do x="$x$(head -c 1048576 /dev/zero | tr '\0' a)"; i=$((i+1)); sleep 0.5; done; `+idle)
+	return newPod("stats", burn, grow)
+}
+
+// summary is the part of kubelet's /stats/summary the check reads.
+type summary struct {
+	Pods []struct {
+		PodRef struct{ Name string } `json:"podRef"`
+		CPU    struct {
+			UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
+		} `json:"cpu"`
+		Memory struct {
+			WorkingSetBytes uint64 `json:"workingSetBytes"`
+		} `json:"memory"`
+		Network *struct {
+			Name    string `json:"name"`
+			RxBytes uint64 `json:"rxBytes"`
+			TxBytes uint64 `json:"txBytes"`
+		} `json:"network"`
+		Containers []struct {
+			Name string `json:"name"`
+			CPU  struct {
+				UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
+			} `json:"cpu"`
+			Memory struct {
+				WorkingSetBytes uint64 `json:"workingSetBytes"`
+			} `json:"memory"`
+		} `json:"containers"`
+	} `json:"pods"`
+}
+
+// podFigures are one pod's figures in the summary: the pod's CPU, memory,
+// rx and tx bytes, and each container's CPU and memory by name.
+type podFigures struct {
+	cpu, mem, rx, tx uint64
+	iface            string
+	ctrCPU, ctrMem   map[string]uint64
+}
+
+func (n *node) readOnly(t *testing.T, path string) []byte {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", n.kubelet.ReadOnlyPort, path))
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v: %.200s", path, resp.Status, err, b)
+	}
+	return b
+}
+
+func (n *node) statsOf(t *testing.T, pod string) *podFigures {
+	t.Helper()
+	var s summary
+	if err := json.Unmarshal(n.readOnly(t, "/stats/summary"), &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range s.Pods {
+		if p.PodRef.Name != n.kubelet.PodName(pod) {
+			continue
+		}
+		f := &podFigures{cpu: p.CPU.UsageCoreNanoSeconds, mem: p.Memory.WorkingSetBytes, ctrCPU: map[string]uint64{}, ctrMem: map[string]uint64{}}
+		if p.Network != nil {
+			f.rx, f.tx, f.iface = p.Network.RxBytes, p.Network.TxBytes, p.Network.Name
+		}
+		for _, c := range p.Containers {
+			f.ctrCPU[c.Name], f.ctrMem[c.Name] = c.CPU.UsageCoreNanoSeconds, c.Memory.WorkingSetBytes
+		}
+		return f
+	}
+	t.Fatalf("/stats/summary has no pod %s", n.kubelet.PodName(pod))
+	return nil
+}
+
+// checkStats: kubelet's /stats/summary, built from pier's CRI stats
+// (PodAndContainerStatsFromCRI), shows the stats pod's CPU and memory
+// growing while it burns CPU and allocates, and its eth0 counters growing
+// with datagrams sent to its IP; /metrics/cadvisor shows the pod's
+// families from ListPodSandboxMetrics.
+func checkStats(t *testing.T, n *node) {
+	p := n.waitPod(t, "stats", 2*time.Minute, running())
+	time.Sleep(2 * time.Second)
+	before := n.statsOf(t, "stats")
+	conn, err := net.Dial("udp", net.JoinHostPort(p.Status.PodIP, "9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		conn.Write(make([]byte, 1000))
+	}
+	conn.Close()
+	time.Sleep(5 * time.Second)
+	after := n.statsOf(t, "stats")
+	t.Logf("stats pod: before %+v, after %+v", before, after)
+	if after.cpu <= before.cpu || after.ctrCPU["burn"] <= before.ctrCPU["burn"] {
+		t.Errorf("CPU did not grow while a container burns it: pod %d → %d ns, burn %d → %d ns", before.cpu, after.cpu, before.ctrCPU["burn"], after.ctrCPU["burn"])
+	}
+	if after.ctrMem["grow"] < before.ctrMem["grow"]+4<<20 || after.mem < before.mem+4<<20 {
+		t.Errorf("working set did not grow while a container allocates 2 MiB/s: pod %d → %d, grow %d → %d bytes", before.mem, after.mem, before.ctrMem["grow"], after.ctrMem["grow"])
+	}
+	if after.iface != "eth0" || after.rx < before.rx+50*1000 || after.tx < before.tx {
+		t.Errorf("network %s: rx %d → %d, tx %d → %d bytes, after 100 kB sent to the pod", after.iface, before.rx, after.rx, before.tx, after.tx)
+	}
+	metrics := string(n.readOnly(t, "/metrics/cadvisor"))
+	pod := `pod="` + n.kubelet.PodName("stats") + `"`
+	for _, family := range []string{"container_cpu_usage_seconds_total", "container_memory_working_set_bytes", "container_network_receive_bytes_total", "container_processes"} {
+		found := false
+		for l := range strings.Lines(metrics) {
+			found = found || strings.HasPrefix(l, family+"{") && strings.Contains(l, pod)
+		}
+		if !found {
+			t.Errorf("/metrics/cadvisor has no %s for %s", family, pod)
+		}
+	}
+}
