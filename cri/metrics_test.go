@@ -1,0 +1,50 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// TestMetricDescriptors: each family is described once, with help and
+// label keys.
+func TestMetricDescriptors(t *testing.T) {
+	resp, err := (&RuntimeService{}).ListMetricDescriptors(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, d := range resp.Descriptors {
+		if seen[d.Name] || d.Help == "" || len(d.LabelKeys) < len(metricLabels) {
+			t.Errorf("descriptor %v: twice, or without help or label keys", d)
+		}
+		seen[d.Name] = true
+	}
+	if len(seen) != len(families) {
+		t.Errorf("%d descriptors of %d families", len(seen), len(families))
+	}
+}
+
+func TestInParallel(t *testing.T) {
+	in := []int{1, 2, 3, 4, 5, 6, 7, 8}
+	got, err := inParallel(in, func(i int) (*int, error) {
+		if i%3 == 0 {
+			return nil, nil // gone meanwhile
+		}
+		return &i, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []int
+	for _, p := range got {
+		vals = append(vals, *p)
+	}
+	if want := []int{1, 2, 4, 5, 7, 8}; len(vals) != len(want) || vals[2] != 4 || vals[5] != 8 {
+		t.Errorf("inParallel: %v, want %v in order", vals, want)
+	}
+	boom := errors.New("boom")
+	if _, err := inParallel(in, func(i int) (*int, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Errorf("an item's error: %v", err)
+	}
+}
