@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -154,14 +153,9 @@ func TestPodStats(t *testing.T) {
 	if got := net1.DefaultInterface.RxBytes.Value; got > rx {
 		t.Errorf("eth0 rx %d bytes: /proc/%d/net/dev has %d since", got, pid, rx)
 	}
-	conn, err := net.Dial("udp", net.JoinHostPort(info.IPs[0], "9"))
-	if err != nil {
+	if err := testenv.SendUDP(info.IPs[0], 100, 1000); err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		conn.Write(make([]byte, 1000))
-	}
-	conn.Close()
 	time.Sleep(200 * time.Millisecond)
 	st = podStats(t, p, id)
 	rx2, tx2 := netDev(t, pid, "eth0")

@@ -19,14 +19,11 @@ import (
 // existing pod (through crictl and a Go client) and the memory each
 // running container costs.
 func benchContainers(env *benchEnv, n int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	ref, closeReg, err := pullBusybox(ctx, env)
+	ctx, ref, done, err := env.busybox(true)
 	if err != nil {
 		return err
 	}
-	defer closeReg()
-	defer env.images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	defer done()
 
 	ctrCfg := func(name string) *runtimeapi.ContainerConfig {
 		return &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: ref}, Command: []string{"sleep", "100000"}}

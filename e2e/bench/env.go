@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,4 +72,23 @@ func podConfig(name string) *runtimeapi.PodSandboxConfig {
 			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
 		}},
 	}
+}
+
+// busybox serves the busybox test image from a registry of its own and
+// pulls it through e, for a benchmark of at most ten minutes: done stops
+// the registry (and, with removeImage, removes the image) and cancels ctx.
+func (e *benchEnv) busybox(removeImage bool) (ctx context.Context, ref string, done func(), err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ref, closeReg, err := pullBusybox(ctx, e)
+	if err != nil {
+		cancel()
+		return nil, "", nil, err
+	}
+	return ctx, ref, func() {
+		if removeImage {
+			e.images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		}
+		closeReg()
+		cancel()
+	}, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -18,14 +17,11 @@ const statsCalls = 20
 // under a cgroup parent of its own as kubelet makes them (target: < 100 ms
 // for 100 pods).
 func benchStats(env *benchEnv, n int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	ref, closeReg, err := pullBusybox(ctx, env)
+	ctx, ref, done, err := env.busybox(true)
 	if err != nil {
 		return err
 	}
-	defer closeReg()
-	defer env.images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	defer done()
 	const parent = "/pier-bench-stats"
 	defer testenv.RemoveCgroupTree(parent)
 	setupStart := time.Now()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,13 +14,11 @@ import (
 // benchStreaming measures `crictl exec <id> true` latency and the
 // throughput of 100 MB through `exec cat` and through a port-forward.
 func benchStreaming(env *benchEnv, n int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	ref, closeReg, err := pullBusybox(ctx, env)
+	ctx, ref, done, err := env.busybox(false)
 	if err != nil {
 		return err
 	}
-	defer closeReg()
+	defer done()
 	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("bench-stream")})
 	if err != nil {
 		return err

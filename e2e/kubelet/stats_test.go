@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
 // statsPod burns CPU in one container (at most a fifth of a core) and
@@ -22,29 +23,29 @@ func statsPod() *corev1.Pod {
 	return newPod("stats", burn, grow)
 }
 
+// usage is the CPU and memory of a pod or container in kubelet's summary.
+type usage struct {
+	CPU struct {
+		UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
+	} `json:"cpu"`
+	Memory struct {
+		WorkingSetBytes uint64 `json:"workingSetBytes"`
+	} `json:"memory"`
+}
+
 // summary is the part of kubelet's /stats/summary the check reads.
 type summary struct {
 	Pods []struct {
-		PodRef struct{ Name string } `json:"podRef"`
-		CPU    struct {
-			UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
-		} `json:"cpu"`
-		Memory struct {
-			WorkingSetBytes uint64 `json:"workingSetBytes"`
-		} `json:"memory"`
+		usage
+		PodRef  struct{ Name string } `json:"podRef"`
 		Network *struct {
 			Name    string `json:"name"`
 			RxBytes uint64 `json:"rxBytes"`
 			TxBytes uint64 `json:"txBytes"`
 		} `json:"network"`
 		Containers []struct {
+			usage
 			Name string `json:"name"`
-			CPU  struct {
-				UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
-			} `json:"cpu"`
-			Memory struct {
-				WorkingSetBytes uint64 `json:"workingSetBytes"`
-			} `json:"memory"`
 		} `json:"containers"`
 	} `json:"pods"`
 }
@@ -103,14 +104,9 @@ func checkStats(t *testing.T, n *node) {
 	p := n.waitPod(t, "stats", 2*time.Minute, running())
 	time.Sleep(2 * time.Second)
 	before := n.statsOf(t, "stats")
-	conn, err := net.Dial("udp", net.JoinHostPort(p.Status.PodIP, "9"))
-	if err != nil {
+	if err := testenv.SendUDP(p.Status.PodIP, 100, 1000); err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		conn.Write(make([]byte, 1000))
-	}
-	conn.Close()
 	time.Sleep(5 * time.Second)
 	after := n.statsOf(t, "stats")
 	t.Logf("stats pod: before %+v, after %+v", before, after)
