@@ -23,7 +23,7 @@ import (
 func statsPod(t *testing.T, p *testenv.Pierd, name string, hostNet bool) (string, *runtimeapi.PodSandboxConfig, string) {
 	t.Helper()
 	cfg := podConfig(name)
-	parent := "/pier-e2e-stats/" + name
+	parent := "/pier-e2e-stats-" + name
 	cfg.Linux.CgroupParent = parent
 	if hostNet {
 		cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}
