@@ -167,6 +167,8 @@ type Manager struct {
 
 	execs chan struct{} // ExecSync slots of all containers: one sent for each that runs
 
+	checkpoints sync.Map // ids of the containers a Checkpoint dumps (checkpoint.go)
+
 	// For tests: the clock (nil: time.Now) and the measure of a
 	// writable layer (nil: du.Walk).
 	clock func() time.Time

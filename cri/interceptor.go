@@ -105,6 +105,7 @@ var codeOf = []struct {
 	{container.ErrAlreadyExists, codes.AlreadyExists},
 	{container.ErrNotRunning, codes.FailedPrecondition},
 	{container.ErrPodNotReady, codes.FailedPrecondition},
+	{container.ErrCheckpoint, codes.FailedPrecondition},
 	{container.ErrBusy, codes.ResourceExhausted},
 	// The node's disk (or a quota) is full: a CreateContainer, a record.
 	{syscall.ENOSPC, codes.ResourceExhausted},
