@@ -170,7 +170,9 @@ func TestCheckpointRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	runc := func(args ...string) *exec.Cmd { return exec.Command("runc", append([]string{"--root", root}, args...)...) }
+	runc := func(args ...string) *exec.Cmd {
+		return exec.Command("runc", append([]string{"--root", root}, args...)...)
+	}
 	t.Cleanup(func() { runc("delete", "--force", restored).Run() })
 	cmd := runc("restore", "--detach", "--image-path", filepath.Join(ext, "checkpoint"), "--work-path", t.TempDir(),
 		"--bundle", bundle, restored)
