@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -192,8 +193,9 @@ func TestCheckpointRestore(t *testing.T) {
 	t.Logf("counted to %d before the checkpoint, %d after; the restored process went on from %d to %d", before, after, first, last)
 }
 
-// untar extracts the regular files and directories of a tar file into dir.
-func untar(t *testing.T, path, dir string) {
+// untar extracts the regular files and directories of a tar file into
+// dir, and lists the names of all its entries.
+func untar(t *testing.T, path, dir string) (names []string) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -204,11 +206,12 @@ func untar(t *testing.T, path, dir string) {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return
+			return names
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		names = append(names, h.Name)
 		name := filepath.Join(dir, filepath.Clean("/"+h.Name))
 		switch h.Typeflag {
 		case tar.TypeDir:
@@ -223,5 +226,125 @@ func untar(t *testing.T, path, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// fakeRuncCheckpoint is a runc whose checkpoint writes what CRIU would
+// (and records its arguments in $DIR/args), or fails when $DIR/fail
+// exists; every other command is runc's.
+const fakeRuncCheckpoint = `#!/bin/sh
+for a; do
+	case "$prev" in --image-path) img=$a;; --work-path) work=$a;; esac
+	[ "$a" = checkpoint ] && ck=1
+	prev=$a
+done
+[ -z "$ck" ] && exec runc "$@"
+echo "$@" > DIR/args
+echo "(00.01) Error (criu/cr-dump.c:1): fake dump failure" > "$work/dump.log"
+if [ -e DIR/fail ]; then echo "criu failed: type NOTIFY errno 0" >&2; exit 1; fi
+echo inventory > "$img/inventory.img" && echo dumped > "$work/dump.log" && echo stats > "$work/stats-dump"
+`
+
+// TestCheckpointArchive: with a runc whose checkpoint stands in for
+// CRIU's dump (CRIU cannot dump on every host), CheckpointContainer asks
+// the runtime to leave the container running, writes the archive of the
+// kubelet layout 0600 over a symlink at the location without following
+// it, with the container's file changes and deletions, runs `criu check`
+// once, and leaves none of its work directories; a failing dump leaves
+// nothing and quotes CRIU's log.
+func TestCheckpointArchive(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(text, "DIR", dir)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	write("criu", "#!/bin/sh\necho check >> "+dir+"/criu-runs\n")
+	runc := write("runc-checkpoint", fakeRuncCheckpoint)
+	p := startPierd(t, "[runtimes.runc]\npath = \""+runc+"\"\n", "PATH="+dir+":"+os.Getenv("PATH"))
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "ckpt-archive")
+	id := startContainer(t, p, podID, pod, containerConfig("counter", "sh", "-c", "echo kept > /data.txt; rm /bin/ls; "+strings.Join(counterCmd[2:], "")))
+	logPath := filepath.Join(pod.LogDirectory, "counter.log")
+	logCount := func() int { return lastCount(logText(t, logPath)) }
+	waitCount(t, "container", logCount, 2)
+
+	out := t.TempDir()
+	loc := filepath.Join(out, "checkpoint.tar")
+	victim := filepath.Join(out, "victim")
+	os.WriteFile(victim, []byte("keep"), 0o644)
+	if err := os.Symlink(victim, loc); err != nil {
+		t.Fatal(err)
+	}
+	checkpoint := func() error {
+		_, err := p.Runtime.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: loc, Timeout: 60})
+		return err
+	}
+	if err := checkpoint(); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	for _, want := range []string{"checkpoint ", "--leave-running", "--image-path " + p.Dir, "--work-path " + p.Dir, " " + id} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("runtime arguments %q lack %q", args, want)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("the symlink at the location was followed: its target holds %q", b)
+	}
+	fi, err := os.Lstat(loc)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("archive: %v %v, want a regular file 0600", fi, err)
+	}
+	ext := t.TempDir()
+	untar(t, loc, ext)
+	for f, want := range map[string]string{"checkpoint/inventory.img": "inventory\n", "dump.log": "dumped\n", "stats-dump": "stats\n", "deleted.files": `["/bin/ls"]`} {
+		if b, err := os.ReadFile(filepath.Join(ext, f)); err != nil || strings.Join(strings.Fields(string(b)), "") != strings.Join(strings.Fields(want), "") {
+			t.Errorf("archive's %s: %q %v, want %q", f, b, err, want)
+		}
+	}
+	var config struct {
+		ID, Name, RootfsImageName string
+		Runtime                   string `json:"runtime"`
+	}
+	if b, err := os.ReadFile(filepath.Join(ext, "config.dump")); err != nil || json.Unmarshal(b, &config) != nil || config.ID != id || config.Name != "counter" || config.RootfsImageName != reg.Ref(busyboxImg) || config.Runtime != "runc" {
+		t.Errorf("config.dump: %+v %v", config, err)
+	}
+	bundleSpec, _ := os.ReadFile(filepath.Join(p.Dir, "state", "containers", id, "bundle", "config.json"))
+	if b, _ := os.ReadFile(filepath.Join(ext, "spec.dump")); len(b) == 0 || string(b) != string(bundleSpec) {
+		t.Errorf("spec.dump is not the bundle's config.json")
+	}
+	diff := t.TempDir()
+	names := untar(t, filepath.Join(ext, "rootfs-diff.tar"), diff)
+	if b, _ := os.ReadFile(filepath.Join(diff, "data.txt")); string(b) != "kept\n" {
+		t.Errorf("rootfs-diff.tar's data.txt: %q", b)
+	}
+	if slices.Contains(names, "bin/ls") {
+		t.Errorf("rootfs-diff.tar has the whiteout of /bin/ls: %q", names)
+	}
+	waitCount(t, "checkpointed container", logCount, logCount()+2)
+
+	// A failing dump: the error quotes the runtime and CRIU's log, the
+	// archive of the last checkpoint stays as it was.
+	write("fail", "")
+	before, _ := os.ReadFile(loc)
+	err = checkpoint()
+	if err == nil || !strings.Contains(err.Error(), "criu failed: type NOTIFY errno 0") || !strings.Contains(err.Error(), "fake dump failure") {
+		t.Errorf("failing dump: %v, want the runtime's message and CRIU's log", err)
+	}
+	if after, _ := os.ReadFile(loc); string(after) != string(before) {
+		t.Errorf("a failing checkpoint changed the archive")
+	}
+	if runs, _ := os.ReadFile(filepath.Join(dir, "criu-runs")); string(runs) != "check\n" {
+		t.Errorf("criu ran %q, want one check", runs)
+	}
+	left, _ := filepath.Glob(filepath.Join(p.Dir, "*", "containers", id, "checkpoint*"))
+	if tmp, _ := filepath.Glob(filepath.Join(out, ".*")); len(left)+len(tmp) > 0 {
+		t.Errorf("checkpoints left %v %v", left, tmp)
+	}
+	if st := containerStatus(t, p, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the container is %v after its checkpoints", st.State)
 	}
 }
