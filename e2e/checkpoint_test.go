@@ -230,8 +230,9 @@ func untar(t *testing.T, path, dir string) (names []string) {
 }
 
 // fakeRuncCheckpoint is a runc whose checkpoint writes what CRIU would
-// (and records its arguments in $DIR/args), or fails when $DIR/fail
-// exists; every other command is runc's.
+// (and records its arguments in $DIR/args), or fails as CRIU when
+// $DIR/fail exists, as Debian 12's crun when $DIR/unknown does; every
+// other command is runc's.
 const fakeRuncCheckpoint = `#!/bin/sh
 for a; do
 	case "$prev" in --image-path) img=$a;; --work-path) work=$a;; esac
@@ -241,6 +242,7 @@ done
 [ -z "$ck" ] && exec runc "$@"
 echo "$@" > DIR/args
 echo "(00.01) Error (criu/cr-dump.c:1): fake dump failure" > "$work/dump.log"
+if [ -e DIR/unknown ]; then echo "crun: unknown command checkpoint" >&2; exit 1; fi
 if [ -e DIR/fail ]; then echo "criu failed: type NOTIFY errno 0" >&2; exit 1; fi
 echo inventory > "$img/inventory.img" && echo dumped > "$work/dump.log" && echo stats > "$work/stats-dump"
 `
@@ -251,7 +253,8 @@ echo inventory > "$img/inventory.img" && echo dumped > "$work/dump.log" && echo 
 // kubelet layout 0600 over a symlink at the location without following
 // it, with the container's file changes and deletions, runs `criu check`
 // once, and leaves none of its work directories; a failing dump leaves
-// nothing and quotes CRIU's log.
+// nothing and quotes CRIU's log; a runtime without checkpoint is
+// FailedPrecondition.
 func TestCheckpointArchive(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string) string {
@@ -347,4 +350,10 @@ func TestCheckpointArchive(t *testing.T) {
 	if st := containerStatus(t, p, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("the container is %v after its checkpoints", st.State)
 	}
+
+	// A runtime built without CRIU (Debian 12's crun) says so.
+	os.Remove(filepath.Join(dir, "fail"))
+	write("unknown", "")
+	_, err = p.Runtime.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: filepath.Join(out, "unknown.tar")})
+	wantCode(t, "a runtime without CRIU", err, codes.FailedPrecondition, `runtime handler "runc" cannot checkpoint`)
 }
