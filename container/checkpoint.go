@@ -23,7 +23,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
-	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/oci"
 )
 
@@ -166,7 +165,10 @@ func (m *Manager) Checkpoint(ctx context.Context, id, location string, timeout t
 		if err := os.RemoveAll(d); err != nil {
 			return err
 		}
-		if err := privdir.Make(d, privdir.Private); err != nil {
+		// Mkdir, not MkdirAll: a container removed meanwhile stays gone.
+		if err := os.Mkdir(d, 0o700); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: %s (removed)", ErrNotFound, c.ID)
+		} else if err != nil {
 			return err
 		}
 	}
