@@ -127,6 +127,12 @@ func (m *Manager) Checkpoint(ctx context.Context, id, location string, timeout t
 	if err := CheckLocation(location); err != nil {
 		return err
 	}
+	// Before the dump, which may take long: the archive's directory.
+	if fi, err := os.Stat(filepath.Dir(location)); err != nil {
+		return fmt.Errorf("%w: checkpoint location %s: %v", ErrInvalid, location, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%w: checkpoint location %s: %s is not a directory", ErrInvalid, location, filepath.Dir(location))
+	}
 	c, err := m.Get(id)
 	if err != nil {
 		return err

@@ -84,10 +84,13 @@ func TestCheckpointErrors(t *testing.T) {
 	}
 	wantCode(t, "unknown id", checkpoint("0123456789abcdef", loc, 0), codes.NotFound, "not found")
 	wantCode(t, "empty id", checkpoint("", loc, 0), codes.InvalidArgument, "empty container id")
-	for _, bad := range []string{"", "checkpoint.tar", dir + "/../checkpoint.tar", dir + "/"} {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	for _, bad := range []string{"", "checkpoint.tar", dir + "/../checkpoint.tar", dir + "/", dir + "/missing/checkpoint.tar", file + "/checkpoint.tar"} {
 		wantCode(t, "location "+bad, checkpoint(running, bad, 0), codes.InvalidArgument, "checkpoint location")
 	}
 	wantCode(t, "negative timeout", checkpoint(running, loc, -1), codes.InvalidArgument, "timeout")
+	wantCode(t, "huge timeout", checkpoint(running, loc, 1<<62), codes.InvalidArgument, "timeout")
 	wantCode(t, "created container", checkpoint(created, loc, 0), codes.FailedPrecondition, "only a running container")
 	wantCode(t, "no criu", checkpoint(running, loc, 0), codes.FailedPrecondition, "install the criu package")
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
