@@ -158,29 +158,13 @@ func (m *Manager) Checkpoint(ctx context.Context, id, location string, timeout t
 	defer cancel()
 
 	start := time.Now()
-	// The images (as large as the container's memory) on disk, beside the
-	// container's upper directory; CRIU's work directory (its logs) in the
-	// volatile state. A pierd killed meanwhile leaves them until the next
-	// checkpoint of the container, or its removal.
-	stage := filepath.Join(m.dir(c.ID), "checkpoint")
-	work := filepath.Join(m.stateDir(c.ID), "checkpoint-work")
+	stage, work, err := m.checkpointDirs(c.ID)
 	defer os.RemoveAll(stage)
 	defer os.RemoveAll(work)
-	images := filepath.Join(stage, metadata.CheckpointDirectory)
-	for _, d := range []string{stage, work} {
-		if err := os.RemoveAll(d); err != nil {
-			return err
-		}
-		// Mkdir, not MkdirAll: a container removed meanwhile stays gone.
-		if err := os.Mkdir(d, 0o700); errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w: %s (removed)", ErrNotFound, c.ID)
-		} else if err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(images, 0o700); err != nil {
+	if err != nil {
 		return err
 	}
+	images := filepath.Join(stage, metadata.CheckpointDirectory)
 	specJSON, err := m.Spec(c.ID)
 	if err != nil {
 		return fmt.Errorf("container %s: read its OCI spec: %w", c.ID, err)
@@ -212,6 +196,29 @@ func (m *Manager) Checkpoint(ctx context.Context, id, location string, timeout t
 	}
 	klog.V(2).InfoS("Container checkpointed", "id", c.ID, "location", location, "dump", dumped.Sub(start), "duration", time.Since(start))
 	return nil
+}
+
+// checkpointDirs makes a checkpoint's directories afresh: the stage of its
+// archive, with CRIU's images in checkpoint/ (as large as the container's
+// memory: on disk, beside the container's upper directory), and CRIU's
+// work directory (its logs) in the volatile state. A pierd killed
+// meanwhile leaves them until the next checkpoint of the container, or its
+// removal. It returns their paths also when it fails.
+func (m *Manager) checkpointDirs(id string) (stage, work string, err error) {
+	stage = filepath.Join(m.dir(id), "checkpoint")
+	work = filepath.Join(m.stateDir(id), "checkpoint-work")
+	for _, d := range []string{stage, work} {
+		if err := os.RemoveAll(d); err != nil {
+			return stage, work, err
+		}
+		// Mkdir, not MkdirAll: a container removed meanwhile stays gone.
+		if err := os.Mkdir(d, 0o700); errors.Is(err, os.ErrNotExist) {
+			return stage, work, fmt.Errorf("%w: %s (removed)", ErrNotFound, id)
+		} else if err != nil {
+			return stage, work, err
+		}
+	}
+	return stage, work, os.Mkdir(filepath.Join(stage, metadata.CheckpointDirectory), 0o700)
 }
 
 // ociCheckpointOpts are the runtime's options for a container with spec.
