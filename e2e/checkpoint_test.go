@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -119,7 +120,11 @@ func TestCheckpointRestore(t *testing.T) {
 	loc := filepath.Join(t.TempDir(), "checkpoint.tar")
 	_, err := p.Runtime.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: loc})
 	if out, cerr := exec.Command("criu", "check").CombinedOutput(); cerr != nil {
-		wantCode(t, "checkpoint where criu check fails", err, codes.FailedPrecondition, "check` failed")
+		says := "check` failed"
+		if errors.Is(cerr, exec.ErrNotFound) {
+			says = "install the criu package"
+		}
+		wantCode(t, "checkpoint where criu check fails", err, codes.FailedPrecondition, says)
 		if _, serr := os.Lstat(loc); !os.IsNotExist(serr) {
 			t.Errorf("a failed checkpoint left %s", loc)
 		}

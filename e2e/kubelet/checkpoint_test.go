@@ -3,6 +3,7 @@ package kubelet
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -44,8 +45,12 @@ func TestKubeletCheckpoint(t *testing.T) {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	if out, cerr := exec.Command("criu", "check").CombinedOutput(); cerr != nil {
-		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "FailedPrecondition") || !strings.Contains(string(body), "check` failed") {
-			t.Fatalf("POST %s where criu check fails: %s %s, want 500 with pier's FailedPrecondition", url, resp.Status, body)
+		says := "check` failed"
+		if errors.Is(cerr, exec.ErrNotFound) {
+			says = "install the criu package"
+		}
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "FailedPrecondition") || !strings.Contains(string(body), says) {
+			t.Fatalf("POST %s where criu check fails: %s %s, want 500 with pier's FailedPrecondition saying %q", url, resp.Status, body, says)
 		}
 		t.Skipf("CRIU cannot checkpoint on this host; kubelet answered %s: %s\n`criu check`: %s", resp.Status, body, out)
 	}
