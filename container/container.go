@@ -144,6 +144,12 @@ type Options struct {
 	// metrics counts OOM kills). It runs under the manager's lock: it must
 	// be quick and must not call the manager.
 	OnExit func(reason string)
+	// OnEvent, if set, is told of each container created, started,
+	// stopped (its exit recorded, or its shim lost) and deleted, once the
+	// change is recorded (package events). It runs under the manager's
+	// lock, in the order of the changes: it must be quick and must not
+	// call the manager.
+	OnEvent EventFunc
 }
 
 // Manager runs the node's containers.
@@ -474,6 +480,7 @@ func (m *Manager) shimGone(c *Container, err error) {
 	c.State, c.Reason = Unknown, "ShimDied"
 	c.Message = "pier-shim of this container died; its exit status is unknown"
 	m.save(c)
+	m.publishExit(c)
 }
 
 // shimLogTail is the end of a shim's own log (protocol.LogFile), which
@@ -518,6 +525,7 @@ func (m *Manager) recordLostExit(c *Container, msg string) {
 	if err := m.save(c); err != nil {
 		klog.ErrorS(err, "Recording a container whose exit status is lost", "id", c.ID)
 	}
+	m.publishExit(c)
 }
 
 // watch waits, in the background, for the container to exit.
@@ -567,6 +575,7 @@ func (m *Manager) recordExit(c *Container, e *protocol.Exit) {
 	if m.opts.OnExit != nil {
 		m.opts.OnExit(c.Reason)
 	}
+	m.publishExit(c)
 }
 
 // Get returns a container by id or unique id prefix.

@@ -125,6 +125,10 @@ type Options struct {
 	// image layers', the containers' state): UserNamespaces checks them.
 	// Default: State.
 	IDMapDirs []string
+	// OnEvent, if set, is told of each pod created and started (together,
+	// once RunPodSandbox made it), stopped and deleted, once the change is
+	// recorded (package events). It runs without the manager's lock.
+	OnEvent EventFunc
 }
 
 // Network attaches pods to the node's network; *cni.Manager is one.
@@ -323,6 +327,7 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.publishRun(sb)
 	return sb.copy(), nil
 }
 
@@ -527,6 +532,7 @@ func (m *Manager) stop(ctx context.Context, p *pod) error {
 		p.sb = next
 		m.mu.Unlock()
 		sb = next
+		m.publishStop(sb)
 	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
@@ -559,6 +565,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		delete(m.names, nameOf(sb.Config))
 	}
 	m.mu.Unlock()
+	m.publishRemove(sb)
 	klog.V(2).InfoS("Pod sandbox removed", "id", sb.ID)
 	return nil
 }
