@@ -1,6 +1,10 @@
 package kubelet
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -11,8 +15,19 @@ import (
 // one GetContainerEvents subscriber from before the first pod ran, never
 // dropped nor ended; StreamPodSandboxes, StreamContainers and StreamImages
 // answered, never failed; and kubelet never fell back to the unary lists
-// nor gave up its event stream.
+// nor gave up its event stream; and kubelet's metrics say it connected
+// once, never failed, and received events.
 func checkEventsAndStreaming(t *testing.T, n *node) {
+	m, err := kubeletMetrics(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, errs, events := m["kubelet_evented_pleg_connection_success_count"], m["kubelet_evented_pleg_connection_error_count"], m["kubelet_evented_pleg_connection_latency_seconds_count"]; ok != 1 || errs != 0 || events == 0 {
+		t.Errorf("kubelet's evented PLEG: %v connections, %v errors, %v events; want 1, 0 and some", ok, errs, events)
+	} else {
+		t.Logf("kubelet's evented PLEG received %v events on one connection", events)
+	}
+
 	pier := n.pierd.LogText()
 	added := strings.Index(pier, `"Container events subscriber added"`)
 	firstPod := strings.Index(pier, `method="/runtime.v1.RuntimeService/RunPodSandbox"`)
@@ -55,7 +70,10 @@ func checkEventsAndStreaming(t *testing.T, n *node) {
 	}
 	kubelet := n.kubelet.LogText()
 	for _, s := range []string{
-		"not implemented, falling back to",                          // a Stream* list RPC
+		// The list streams (the stats streams are checked with the stats).
+		"StreamPodSandboxes not implemented, falling back",
+		"StreamContainers not implemented, falling back",
+		"StreamImages not implemented, falling back",
 		"Evented PLEG: disabling container-termination fast path",   // GetContainerEvents, given up
 		"container events stream is closed",                         // ended
 		"failed to receive streaming container event",               // broken
@@ -69,4 +87,27 @@ func checkEventsAndStreaming(t *testing.T, n *node) {
 			}
 		}
 	}
+}
+
+// kubeletMetrics reads kubelet's /metrics (on its read-only port): the
+// value of each sample without labels, by name.
+func kubeletMetrics(n *node) (map[string]float64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", n.kubelet.ReadOnlyPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET kubelet's /metrics: %s %v", resp.Status, err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(line, "#") {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m, nil
 }
