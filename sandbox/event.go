@@ -11,8 +11,9 @@ import (
 type EventFunc func(t runtimeapi.ContainerEventType, sb *Sandbox)
 
 // publish tells Options.OnEvent of a change of a pod, once it is recorded.
-// The caller holds the pod's op lock or has the pod to itself, not mu: the
-// receiver may read the pod's containers.
+// The caller holds mu (a pod made) or the pod's op lock (the changes of a
+// pod that exists), so that a pod's events come in the order of its
+// changes.
 func (m *Manager) publish(t runtimeapi.ContainerEventType, sb *Sandbox) {
 	if m.opts.OnEvent != nil {
 		m.opts.OnEvent(t, sb.copy())

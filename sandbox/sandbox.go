@@ -127,7 +127,8 @@ type Options struct {
 	IDMapDirs []string
 	// OnEvent, if set, is told of each pod created and started (together,
 	// once RunPodSandbox made it), stopped and deleted, once the change is
-	// recorded (package events). It runs without the manager's lock.
+	// recorded (package events), in the order of the changes: it must be
+	// quick and must not call the manager.
 	OnEvent EventFunc
 }
 
@@ -323,11 +324,13 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 		r.claimed = ctx.Err() == nil
 	}
 	close(r.done)
+	if err == nil {
+		m.publishRun(sb)
+	}
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	m.publishRun(sb)
 	return sb.copy(), nil
 }
 
