@@ -210,6 +210,31 @@ func TestContainerEvents(t *testing.T) {
 		default:
 		}
 	}
+
+	// pierd ends the streams when it stops (else its graceful stop would
+	// wait for them). The test's client closes its own connection first:
+	// this subscriber has one of its own.
+	conn, err := grpc.NewClient(p.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	last, err := runtimeapi.NewRuntimeServiceClient(conn).GetContainerEvents(ctx(t), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribers(t, p)
+	begin := time.Now()
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pierd stopped in %v with a subscriber", time.Since(begin).Round(time.Millisecond))
+	if _, err := last.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "pierd is stopping") {
+		t.Errorf("subscriber's stream ended with %v, want Unavailable, pierd is stopping", err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestContainerEventsSlowSubscriber: a subscriber that reads nothing never
