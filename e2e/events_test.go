@@ -31,6 +31,7 @@ const (
 type evSubscriber struct {
 	events chan *runtimeapi.ContainerEventResponse
 	err    chan error // the stream's end
+	cancel func()     // ends the stream
 }
 
 // subscribe opens a GetContainerEvents stream that is read until the test
@@ -44,7 +45,7 @@ func subscribe(t *testing.T, p *testenv.Pierd) *evSubscriber {
 	if err != nil {
 		t.Fatalf("GetContainerEvents: %v", err)
 	}
-	s := &evSubscriber{events: make(chan *runtimeapi.ContainerEventResponse, 100000), err: make(chan error, 1)}
+	s := &evSubscriber{events: make(chan *runtimeapi.ContainerEventResponse, 100000), err: make(chan error, 1), cancel: cancel}
 	go func() {
 		for {
 			e, err := stream.Recv()
@@ -59,14 +60,16 @@ func subscribe(t *testing.T, p *testenv.Pierd) *evSubscriber {
 	return s
 }
 
-// waitSubscribers waits until pierd's log says it has as many event
-// subscribers as the streams it has been asked for so far.
+// waitSubscribers waits until pierd's log says it has added as many event
+// subscribers as it has begun streams.
 func waitSubscribers(t *testing.T, p *testenv.Pierd) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		added := strings.Count(p.LogText(), `"Container events subscriber added"`)
-		if added >= strings.Count(p.LogText(), `method="/runtime.v1.RuntimeService/GetContainerEvents"`) && added > 0 {
+		log := p.LogText()
+		added := strings.Count(log, `"Container events subscriber added"`)
+		if added >= strings.Count(log, `"CRI stream" id=`) && added > 0 { // no other stream in these tests
+
 			return
 		}
 		if time.Now().After(deadline) {
@@ -209,6 +212,16 @@ func TestContainerEvents(t *testing.T) {
 			t.Errorf("subscriber %d: an event more: %v of %s", i, e.ContainerEventType, e.ContainerId)
 		default:
 		}
+	}
+
+	// A subscriber that goes away is removed at once.
+	subs[2].cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.LogText(), `"Container events subscriber removed" subscribers=2`) {
+		if time.Now().After(deadline) {
+			t.Fatal("pierd did not remove a subscriber whose client went away within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// pierd ends the streams when it stops (else its graceful stop would
