@@ -101,6 +101,9 @@ type Container struct {
 	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
+	// Resources are the container's CRI resources as last updated
+	// (UpdateResources), as protobuf JSON; nil: its config's.
+	Resources json.RawMessage `json:"resources,omitempty"`
 
 	config *runtimeapi.ContainerConfig
 	// rt is the runtime the container was created (or, after a restart of
@@ -119,6 +122,7 @@ type live struct {
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
 	execs    chan struct{} // ExecSync slots: one sent for each that runs
+	resize   sync.Mutex    // held by UpdateResources across its runtime update
 }
 
 func newLive() *live {

@@ -22,7 +22,7 @@ import (
 )
 
 // RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (PodSandboxStats, UpdateContainerResources, container events, metrics)
+// (PodSandboxStats, container events, metrics)
 // answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
