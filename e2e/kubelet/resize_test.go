@@ -1,0 +1,98 @@
+package kubelet
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// resizeUID is the resize pod's fixed uid: kubelet names a static pod by
+// a hash of its manifest unless the manifest sets one, so with it a new
+// manifest is the same pod, changed, which kubelet may resize in place.
+const resizeUID = "8b0f3c52-6d1e-4c8e-9a57-resize000001"
+
+// resizePod is a Burstable pod whose limits checkResize raises (bigger
+// is true) in place: CPU 200m to 400m, memory 64Mi to 96Mi.
+func resizePod(bigger bool) *corev1.Pod {
+	c := ctr("resized", idle)
+	c.Resources = corev1.ResourceRequirements{
+		Requests: resources("cpu", "100m", "memory", "32Mi"),
+		Limits:   resources("cpu", "200m", "memory", "64Mi"),
+	}
+	if bigger {
+		c.Resources.Limits = resources("cpu", "400m", "memory", "96Mi")
+	}
+	p := newPod("resize", c)
+	p.UID = types.UID(resizeUID)
+	return p
+}
+
+// checkResize rewrites the resize pod's manifest with higher limits and
+// checks that kubelet resizes it in place through pier: the container
+// keeps its id and restart count, kubelet reports the new limits, and the
+// container's cgroup has them (CFS quota, memory limit), as pier's
+// ContainerStatus reports them.
+func checkResize(t *testing.T, n *node) {
+	p := n.waitPod(t, "resize", 2*time.Minute, running())
+	before := status(p, "resized")
+	id := containerID(before)
+	pids, err := containerPids(id)
+	if err != nil || len(pids) == 0 {
+		t.Fatalf("the resize pod's container %s has no process: %v", id, err)
+	}
+	cpuDir, memDir := cgroupDir(t, pids[0], "cpu"), cgroupDir(t, pids[0], "memory")
+	quota, memLimit := "cpu.cfs_quota_us", "memory.limit_in_bytes"
+	if _, v1 := cgroupMountsByController(t)["memory"]; !v1 {
+		quota, memLimit = "cpu.max", "memory.max"
+	}
+	quotaOf := func(v string) string { // "40000" of v1's "40000" and v2's "40000 100000"
+		var q string
+		fmt.Sscan(v, &q)
+		return q
+	}
+	if q, m := quotaOf(cgroupValue(cpuDir, quota)), cgroupValue(memDir, memLimit); q != "20000" || m != "67108864" {
+		t.Fatalf("before the resize the container's cgroup has quota %s, memory limit %s; want 20000, 67108864", q, m)
+	}
+	if err := n.kubelet.WritePod(resizePod(true)); err != nil {
+		t.Fatal(err)
+	}
+	p = n.waitPod(t, "resize", 2*time.Minute, func(p *corev1.Pod) error {
+		if err := running()(p); err != nil {
+			return err
+		}
+		st := status(p, "resized")
+		if r := st.Resources; r == nil || r.Limits.Cpu().MilliValue() != 400 || r.Limits.Memory().Value() != 96<<20 {
+			return fmt.Errorf("kubelet reports the container's resources %v, want limits cpu 400m, memory 96Mi", st.Resources)
+		}
+		return nil
+	})
+	after := status(p, "resized")
+	if containerID(after) != id || after.RestartCount != before.RestartCount {
+		t.Errorf("the container was replaced or restarted, not resized in place: id %s, restarts %d; before: id %s, restarts %d",
+			containerID(after), after.RestartCount, id, before.RestartCount)
+	}
+	if q, m := quotaOf(cgroupValue(cpuDir, quota)), cgroupValue(memDir, memLimit); q != "40000" || m != "100663296" {
+		t.Errorf("after the resize the container's cgroup has quota %s, memory limit %s; want 40000, 100663296", q, m)
+	}
+	resp, err := n.pierd.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Status.GetResources().GetLinux(); r.GetCpuQuota() != 40000 || r.GetMemoryLimitInBytes() != 96<<20 {
+		t.Errorf("pier's ContainerStatus reports resources %v, want quota 40000 and memory limit 96Mi", r)
+	}
+}
+
+// TestKubeletResize: kubelet resizes a static pod in place through pier.
+func TestKubeletResize(t *testing.T) {
+	parallel(t)
+	n := startNode(t, nodeOptions{})
+	if err := n.kubelet.WritePod(resizePod(false)); err != nil {
+		t.Fatal(err)
+	}
+	checkResize(t, n)
+}
