@@ -37,7 +37,7 @@ const (
 )
 
 var (
-	unifiedKey   = regexp.MustCompile(`^[a-z][a-z0-9_]*\.[a-z0-9_.]+$`)
+	unifiedKey   = regexp.MustCompile(`^[a-z][a-z0-9_]*\.[A-Za-z0-9_.]+$`) // hugetlb.2MB.max
 	hugepageSize = regexp.MustCompile(`^[1-9][0-9]*(KB|MB|GB|TB|PB)$`)
 )
 

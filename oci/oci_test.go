@@ -19,22 +19,25 @@ import (
 )
 
 // fakeScript stands in for runc. It records its arguments in $dir/args (one
-// a line) and the --process file in $dir/process.json, appends $dir/log.in
+// a line), the --process file in $dir/process.json and the --resources
+// file in $dir/resources.json, appends $dir/log.in
 // to its --log file, writes $dir/stdout.in and $dir/stderr.in to its
 // output and error, runs $dir/run.in if present, and exits with the code in
 // $dir/rc (0 without it).
 const fakeScript = `#!/bin/sh
 dir=%DIR%
 printf '%s\n' "$@" > "$dir/args"
-log= process= prev=
+log= process= resources= prev=
 for a in "$@"; do
 	case "$prev" in
 	--log) log=$a ;;
 	--process) process=$a ;;
+	--resources) resources=$a ;;
 	esac
 	prev=$a
 done
 [ -n "$process" ] && cp "$process" "$dir/process.json"
+[ -n "$resources" ] && cp "$resources" "$dir/resources.json"
 [ -f "$dir/log.in" ] && [ -n "$log" ] && cat "$dir/log.in" >> "$log"
 [ -f "$dir/stdout.in" ] && cat "$dir/stdout.in"
 [ -f "$dir/stderr.in" ] && cat "$dir/stderr.in" >&2
@@ -66,7 +69,7 @@ func (f *fake) set(t *testing.T, name, content string) {
 }
 
 // args returns the recorded arguments with the temporary file paths
-// replaced by LOG and PROCESS.
+// replaced by LOG, PROCESS and RESOURCES.
 func (f *fake) args(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(f.dir, "args"))
@@ -80,6 +83,8 @@ func (f *fake) args(t *testing.T) []string {
 			args[i] = "LOG"
 		case "--process":
 			args[i] = "PROCESS"
+		case "--resources":
+			args[i] = "RESOURCES"
 		}
 	}
 	return args
@@ -114,6 +119,9 @@ func TestCommandLines(t *testing.T) {
 		{"exec console", func(r *Runtime) error {
 			return r.Exec(ctx, "c1", &specs.Process{Args: []string{"sh"}, Terminal: true}, ExecOpts{ConsoleSocket: "/s"})
 		}, []string{"exec", "--process", "PROCESS", "--detach", "--console-socket", "/s", "c1"}},
+		{"update", func(r *Runtime) error {
+			return r.Update(ctx, "c1", &specs.LinuxResources{})
+		}, []string{"update", "--resources", "RESOURCES", "c1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,6 +164,42 @@ func TestExecProcessFile(t *testing.T) {
 	if !slices.Equal(got.Args, p.Args) || got.Cwd != "/" || !slices.Equal(got.Env, p.Env) {
 		t.Errorf("process file %s", b)
 	}
+}
+
+// TestUpdateResourcesFile: the runtime reads the new limits, as an OCI
+// LinuxResources, from the file it is given, which is gone afterwards.
+func TestUpdateResourcesFile(t *testing.T) {
+	f := newFake(t)
+	quota, limit := int64(40000), int64(96<<20)
+	res := &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota}, Memory: &specs.LinuxMemory{Limit: &limit}, Unified: map[string]string{"memory.oom.group": "1"}}
+	if err := f.Update(context.Background(), "c1", res); err != nil {
+		t.Fatal(err)
+	}
+	var got specs.LinuxResources
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(f.dir, "resources.json"))), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.CPU == nil || *got.CPU.Quota != quota || got.Memory == nil || *got.Memory.Limit != limit || got.Unified["memory.oom.group"] != "1" {
+		t.Errorf("the runtime read %+v, want %+v", got, res)
+	}
+	args := strings.Split(readFile(t, filepath.Join(f.dir, "args")), "\n")
+	if i := slices.Index(args, "--resources"); i < 0 || fileExists(args[i+1]) {
+		t.Errorf("the resources file is left behind (args %q)", args)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func TestState(t *testing.T) {
