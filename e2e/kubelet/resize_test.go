@@ -75,8 +75,16 @@ func checkResize(t *testing.T, n *node) {
 		t.Errorf("the container was replaced or restarted, not resized in place: id %s, restarts %d; before: id %s, restarts %d",
 			containerID(after), after.RestartCount, id, before.RestartCount)
 	}
-	if q, m := quotaOf(cgroupValue(cpuDir, quota)), cgroupValue(memDir, memLimit); q != "40000" || m != "100663296" {
-		t.Errorf("after the resize the container's cgroup has quota %s, memory limit %s; want 40000, 100663296", q, m)
+	// The process's own cgroup, or the container's above it (crun with the
+	// systemd driver keeps the process in a "container" cgroup inside the
+	// scope and may apply an update to either).
+	has := func(dir, file, want string, value func(string) string) bool {
+		return value(cgroupValue(dir, file)) == want || value(cgroupValue(containerCgroup(dir, id), file)) == want
+	}
+	same := func(v string) string { return v }
+	if !has(cpuDir, quota, "40000", quotaOf) || !has(memDir, memLimit, "100663296", same) {
+		t.Errorf("after the resize the container's cgroup has quota %s, memory limit %s; want 40000, 100663296",
+			cgroupValue(cpuDir, quota), cgroupValue(memDir, memLimit))
 	}
 	resp, err := n.pierd.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
