@@ -186,8 +186,8 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 	if err != nil {
 		return err
 	}
-	if l == nil || c.State != Running && c.State != Created {
-		return fmt.Errorf("%w: container %s is %s: only a created or running container's resources can be updated", ErrNotRunning, c.ID, stateName(c.State))
+	if err := updatable(c, l); err != nil {
+		return err
 	}
 	// One update at a time per container, so that the last one recorded is
 	// the last one applied.
@@ -201,10 +201,15 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 	if l.err != nil {
 		return fmt.Errorf("%w: container %s: its runtime could not create it: %v", ErrNotRunning, c.ID, l.err)
 	}
-	if c, _, err = m.client(id); err != nil { // the resources of the update before
+	// As it is now, with the resources of the update before.
+	if c, l, err = m.client(id); err != nil {
 		return err
 	}
-	merged := mergeResources(c.CurrentResources(), update)
+	if err := updatable(c, l); err != nil {
+		return err
+	}
+	current := c.CurrentResources()
+	merged := mergeResources(current, update)
 	if mem, swap := merged.GetMemoryLimitInBytes(), merged.GetMemorySwapLimitInBytes(); mem > 0 && swap > 0 && swap < mem {
 		return fmt.Errorf("%w: resources: memory_swap_limit_in_bytes %d is below memory_limit_in_bytes %d (it counts memory and swap together): raise both", ErrInvalid, swap, mem)
 	}
@@ -212,7 +217,8 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 	if err != nil {
 		return err
 	}
-	if limit := update.GetMemoryLimitInBytes(); limit > 0 {
+	// A lowered (or first) memory limit, as kubelet checks it.
+	if limit, was := update.GetMemoryLimitInBytes(), current.GetMemoryLimitInBytes(); limit > 0 && (was == 0 || limit < was) {
 		if usage := memoryUsage(c.Cgroup); usage > uint64(limit) {
 			return fmt.Errorf("%w: container %s uses %d bytes of memory; the new limit is %d: free memory in the container first, or keep a higher limit", ErrBelowUsage, c.ID, usage, limit)
 		}
@@ -246,6 +252,15 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 		return fmt.Errorf("record the new resources of container %s (they apply; a restarted pierd reports the previous ones): %w", c.ID, err)
 	}
 	klog.V(2).InfoS("Container resources updated", "id", c.ID, "resources", merged)
+	return nil
+}
+
+// updatable refuses a container that is neither created nor running, or
+// whose shim pierd does not follow.
+func updatable(c *Container, l *live) error {
+	if l == nil || c.State != Running && c.State != Created {
+		return fmt.Errorf("%w: container %s is %s: only a created or running container's resources can be updated", ErrNotRunning, c.ID, stateName(c.State))
+	}
 	return nil
 }
 
