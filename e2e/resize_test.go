@@ -114,6 +114,18 @@ func TestUpdateContainerResources(t *testing.T) {
 			wantLimits(t, p, id, 128<<20, 120000, 1024)
 			wantStatusResources(t, p, id, 128<<20, 120000, 1024)
 
+			// Cpusets, where the container's cgroup has the controller.
+			if err := updateResources(t, p, id, &runtimeapi.LinuxContainerResources{CpusetCpus: "0"}); err != nil {
+				t.Fatalf("UpdateContainerResources of the cpuset: %v", err)
+			}
+			r, err := p.Runtime.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpuset.cpus 2>/dev/null || echo none"}, Timeout: 10})
+			if got := strings.TrimSpace(string(r.GetStdout())); err != nil || got != "0" && got != "none" {
+				t.Errorf("the container's cpuset after the update: %q %v, want 0", got, err)
+			}
+			if got := containerStatus(t, p, id).GetResources().GetLinux().GetCpusetCpus(); got != "0" {
+				t.Errorf("ContainerStatus reports cpuset %q, want 0", got)
+			}
+
 			// Created, then updated, then started: the new limits hold.
 			created := createContainer(t, p, hp.id, hp.cfg, withLimits(containerConfig("created", "sleep", "1000")))
 			if err := updateResources(t, p, created, &runtimeapi.LinuxContainerResources{CpuQuota: 200000, MemoryLimitInBytes: 100 << 20}); err != nil {
@@ -137,7 +149,7 @@ func TestUpdateContainerResources(t *testing.T) {
 					t.Fatalf("the hog did not fill its memory: %v", err)
 				}
 			}
-			err := updateResources(t, p, hog, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20})
+			err = updateResources(t, p, hog, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20})
 			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "uses") {
 				t.Errorf("a memory limit below usage: %v; want FailedPrecondition saying what the container uses", err)
 			}
@@ -173,6 +185,11 @@ func TestUpdateContainerResources(t *testing.T) {
 	} {
 		if err := updateResources(t, p, id, bad.r); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v; want InvalidArgument", bad.name, err)
+		}
+	}
+	if !cgroup2() {
+		if err := updateResources(t, p, id, &runtimeapi.LinuxContainerResources{Unified: map[string]string{"memory.high": "max"}}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("unified keys on a node with cgroup v1: %v; want InvalidArgument", err)
 		}
 	}
 	if _, err := p.Runtime.UpdateContainerResources(ctx(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id}); status.Code(err) != codes.InvalidArgument {
