@@ -15,8 +15,8 @@ import (
 // manifest is the same pod, changed, which kubelet may resize in place.
 const resizeUID = "8b0f3c52-6d1e-4c8e-9a57-resize000001"
 
-// resizePod is a Burstable pod whose limits checkResize raises (bigger
-// is true) in place: CPU 200m to 400m, memory 64Mi to 96Mi.
+// resizePod is a Burstable pod with limits of CPU 200m and memory 64Mi,
+// or, bigger, 400m and 96Mi.
 func resizePod(bigger bool) *corev1.Pod {
 	c := ctr("resized", idle)
 	c.Resources = corev1.ResourceRequirements{
@@ -31,11 +31,11 @@ func resizePod(bigger bool) *corev1.Pod {
 	return p
 }
 
-// checkResize rewrites the resize pod's manifest with higher limits and
-// checks that kubelet resizes it in place through pier: the container
-// keeps its id and restart count, kubelet reports the new limits, and the
-// container's cgroup has them (CFS quota, memory limit), as pier's
-// ContainerStatus reports them.
+// checkResize rewrites the resize pod's manifest with higher limits, then
+// with the first ones again, and checks that kubelet resizes it in place
+// through pier each time: the container keeps its id and restart count,
+// kubelet reports the new limits, and the container's cgroup has them (CFS
+// quota, memory limit), as pier's ContainerStatus reports them.
 func checkResize(t *testing.T, n *node) {
 	p := n.waitPod(t, "resize", 2*time.Minute, running())
 	before := status(p, "resized")
@@ -57,24 +57,6 @@ func checkResize(t *testing.T, n *node) {
 	if q, m := quotaOf(cgroupValue(cpuDir, quota)), cgroupValue(memDir, memLimit); q != "20000" || m != "67108864" {
 		t.Fatalf("before the resize the container's cgroup has quota %s, memory limit %s; want 20000, 67108864", q, m)
 	}
-	if err := n.kubelet.WritePod(resizePod(true)); err != nil {
-		t.Fatal(err)
-	}
-	p = n.waitPod(t, "resize", 2*time.Minute, func(p *corev1.Pod) error {
-		if err := running()(p); err != nil {
-			return err
-		}
-		st := status(p, "resized")
-		if r := st.Resources; r == nil || r.Limits.Cpu().MilliValue() != 400 || r.Limits.Memory().Value() != 96<<20 {
-			return fmt.Errorf("kubelet reports the container's resources %v, want limits cpu 400m, memory 96Mi", st.Resources)
-		}
-		return nil
-	})
-	after := status(p, "resized")
-	if containerID(after) != id || after.RestartCount != before.RestartCount {
-		t.Errorf("the container was replaced or restarted, not resized in place: id %s, restarts %d; before: id %s, restarts %d",
-			containerID(after), after.RestartCount, id, before.RestartCount)
-	}
 	// The process's own cgroup, or the container's above it (crun with the
 	// systemd driver keeps the process in a "container" cgroup inside the
 	// scope and may apply an update to either).
@@ -82,16 +64,41 @@ func checkResize(t *testing.T, n *node) {
 		return value(cgroupValue(dir, file)) == want || value(cgroupValue(containerCgroup(dir, id), file)) == want
 	}
 	same := func(v string) string { return v }
-	if !has(cpuDir, quota, "40000", quotaOf) || !has(memDir, memLimit, "100663296", same) {
-		t.Errorf("after the resize the container's cgroup has quota %s, memory limit %s; want 40000, 100663296",
-			cgroupValue(cpuDir, quota), cgroupValue(memDir, memLimit))
-	}
-	resp, err := n.pierd.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := resp.Status.GetResources().GetLinux(); r.GetCpuQuota() != 40000 || r.GetMemoryLimitInBytes() != 96<<20 {
-		t.Errorf("pier's ContainerStatus reports resources %v, want quota 40000 and memory limit 96Mi", r)
+	// Up, then down again (a lowered memory limit, above the usage).
+	for _, step := range []struct {
+		bigger        bool
+		milliCPU, mem int64
+	}{{true, 400, 96 << 20}, {false, 200, 64 << 20}} {
+		if err := n.kubelet.WritePod(resizePod(step.bigger)); err != nil {
+			t.Fatal(err)
+		}
+		p = n.waitPod(t, "resize", 2*time.Minute, func(p *corev1.Pod) error {
+			if err := running()(p); err != nil {
+				return err
+			}
+			st := status(p, "resized")
+			if r := st.Resources; r == nil || r.Limits.Cpu().MilliValue() != step.milliCPU || r.Limits.Memory().Value() != step.mem {
+				return fmt.Errorf("kubelet reports the container's resources %v, want limits cpu %dm, memory %d", st.Resources, step.milliCPU, step.mem)
+			}
+			return nil
+		})
+		after := status(p, "resized")
+		if containerID(after) != id || after.RestartCount != before.RestartCount {
+			t.Errorf("the container was replaced or restarted, not resized in place: id %s, restarts %d; before: id %s, restarts %d",
+				containerID(after), after.RestartCount, id, before.RestartCount)
+		}
+		wantQuota := step.milliCPU * 100 // µs per 100 ms period
+		if !has(cpuDir, quota, fmt.Sprint(wantQuota), quotaOf) || !has(memDir, memLimit, fmt.Sprint(step.mem), same) {
+			t.Errorf("after the resize the container's cgroup has quota %s, memory limit %s; want %d, %d",
+				cgroupValue(cpuDir, quota), cgroupValue(memDir, memLimit), wantQuota, step.mem)
+		}
+		resp, err := n.pierd.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := resp.Status.GetResources().GetLinux(); r.GetCpuQuota() != wantQuota || r.GetMemoryLimitInBytes() != step.mem {
+			t.Errorf("pier's ContainerStatus reports resources %v, want quota %d and memory limit %d", r, wantQuota, step.mem)
+		}
 	}
 }
 
