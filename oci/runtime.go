@@ -181,7 +181,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, p *specs.Process, o ExecO
 }
 
 // Update changes the cgroup limits of container id, created or running,
-// to r (update --resources): the runtime leaves a limit that r leaves
+// to res (update --resources): the runtime leaves a limit that res leaves
 // unset (nil, or 0) as it is.
 func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
 	name, err := r.jsonFile("pier-oci-resources-*.json", res)
