@@ -122,11 +122,11 @@ type live struct {
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
 	execs    chan struct{} // ExecSync slots: one sent for each that runs
-	resize   sync.Mutex    // held by UpdateResources across its runtime update
+	resize   chan struct{} // UpdateResources' slot: one sent while one runs
 }
 
 func newLive() *live {
-	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer)}
+	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer), resize: make(chan struct{}, 1)}
 }
 
 // Options configure a Manager.

@@ -191,8 +191,13 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 	}
 	// One update at a time per container, so that the last one recorded is
 	// the last one applied.
-	l.resize.Lock()
-	defer l.resize.Unlock()
+	slot := l.resize
+	select {
+	case slot <- struct{}{}:
+		defer func() { <-slot }()
+	case <-ctx.Done():
+		return fmt.Errorf("container %s: waiting for another update of its resources: %w", c.ID, ctx.Err())
+	}
 	select {
 	case <-l.ready:
 	case <-ctx.Done():
