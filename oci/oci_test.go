@@ -58,7 +58,9 @@ func newFake(t *testing.T) *fake {
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &fake{&Runtime{Name: "fake", Path: path, Root: "/run/fake"}, dir}
+	// The root is under the test's directory: the runtime's temporary
+	// files go beside it (Runtime.jsonFile), and a test leaves nothing.
+	return &fake{&Runtime{Name: "fake", Path: path, Root: filepath.Join(dir, "run", "fake")}, dir}
 }
 
 func (f *fake) set(t *testing.T, name, content string) {
@@ -92,7 +94,6 @@ func (f *fake) args(t *testing.T) []string {
 
 func TestCommandLines(t *testing.T) {
 	ctx := context.Background()
-	global := []string{"--root", "/run/fake", "--log", "LOG", "--log-format", "json"}
 	tests := []struct {
 		name string
 		call func(r *Runtime) error
@@ -129,7 +130,8 @@ func TestCommandLines(t *testing.T) {
 			if err := tt.call(f.Runtime); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := f.args(t), append(slices.Clone(global), tt.want...); !slices.Equal(got, want) {
+			global := []string{"--root", f.Root, "--log", "LOG", "--log-format", "json"}
+			if got, want := f.args(t), append(global, tt.want...); !slices.Equal(got, want) {
 				t.Errorf("args\n got %q\nwant %q", got, want)
 			}
 		})
