@@ -101,6 +101,9 @@ type Container struct {
 	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
+	// Resources are the container's CRI resources as last updated
+	// (UpdateResources), as protobuf JSON; nil: its config's.
+	Resources json.RawMessage `json:"resources,omitempty"`
 
 	config *runtimeapi.ContainerConfig
 	// rt is the runtime the container was created (or, after a restart of
@@ -119,10 +122,11 @@ type live struct {
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
 	execs    chan struct{} // ExecSync slots: one sent for each that runs
+	resize   chan struct{} // UpdateResources' slot: one sent while one runs
 }
 
 func newLive() *live {
-	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer)}
+	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer), resize: make(chan struct{}, 1)}
 }
 
 // Options configure a Manager.

@@ -23,8 +23,7 @@ import (
 )
 
 // RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (PodSandboxStats, UpdateContainerResources, metrics) answer
-// Unimplemented.
+// (PodSandboxStats, metrics) answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions

@@ -105,6 +105,8 @@ type Sandbox struct {
 	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (proc.StartTime), against pid reuse
 	InitBoot   string            `json:"initBoot,omitempty"`   // the boot it ran in (proc.BootID); "" in an older pier's records
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
+	// Resources, as UpdatePodSandboxResources last set them (see UpdateResources).
+	Resources *PodResources `json:"resources,omitempty"`
 }
 
 // Options configure a Manager.
