@@ -79,14 +79,17 @@ type Subscription struct {
 func (h *Hub) Subscribe() *Subscription {
 	s := &Subscription{hub: h, c: make(chan Event, h.buffer)}
 	h.mu.Lock()
-	if h.closed {
+	closed := h.closed
+	if closed {
 		close(s.c)
 	} else {
 		h.subs[s] = struct{}{}
 	}
 	n := len(h.subs)
 	h.mu.Unlock()
-	klog.V(2).InfoS("Container events subscriber added", "subscribers", n)
+	if !closed {
+		klog.V(2).InfoS("Container events subscriber added", "subscribers", n)
+	}
 	return s
 }
 
