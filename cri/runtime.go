@@ -17,13 +17,13 @@ import (
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
+	"github.com/pier-runtime/pier/events"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
 // RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (PodSandboxStats, UpdateContainerResources, container events, metrics)
-// answer Unimplemented.
+// (PodSandboxStats, metrics) answer Unimplemented.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions
@@ -56,6 +56,7 @@ type RuntimeOptions struct {
 	Confine        *confine.Node // the confinement the node can apply
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
+	Events         *events.Hub      // GetContainerEvents' source; nil: one no manager publishes to
 	Stream         streaming.Server // serves exec, attach and port-forward sessions
 	Network        Network          // the CNI configuration
 	Handlers       []Handler        // runtime handlers, probed at start-up
@@ -86,6 +87,9 @@ func (h Handler) features(userns bool) *runtimeapi.RuntimeHandlerFeatures {
 
 // NewRuntimeService returns the runtime service.
 func NewRuntimeService(opts RuntimeOptions) *RuntimeService {
+	if opts.Events == nil {
+		opts.Events = events.NewHub(events.Buffer)
+	}
 	return &RuntimeService{opts: opts}
 }
 
