@@ -8,9 +8,10 @@ LDFLAGS   := -X main.version=$(VERSION)
 # Debian packages pier uses (and builds with: libjsmn-dev is the monitor's
 # JSON tokenizer, a header), and those its tests use besides (clang with
 # libFuzzer, libclang-rt-14-dev, for the monitor's fuzz targets; buildah
-# and debootstrap for the Dockerfile's test).
+# and debootstrap for the Dockerfile's test; criu for CheckpointContainer,
+# optional on a node, see the README).
 DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev
-TEST_DEBS := clang libclang-rt-14-dev buildah debootstrap
+TEST_DEBS := clang libclang-rt-14-dev buildah debootstrap criu
 CRI_TOOLS := v1.37.0
 HELM      := v3.22.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)

@@ -101,6 +101,9 @@ type Container struct {
 	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
+	// Resources are the container's CRI resources as last updated
+	// (UpdateResources), as protobuf JSON; nil: its config's.
+	Resources json.RawMessage `json:"resources,omitempty"`
 
 	config *runtimeapi.ContainerConfig
 	// rt is the runtime the container was created (or, after a restart of
@@ -119,10 +122,11 @@ type live struct {
 	client   *shim.Client
 	exited   chan struct{} // closed once the exit is recorded, or the shim is lost (Unknown)
 	execs    chan struct{} // ExecSync slots: one sent for each that runs
+	resize   chan struct{} // UpdateResources' slot: one sent while one runs
 }
 
 func newLive() *live {
-	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer)}
+	return &live{ready: make(chan struct{}), exited: make(chan struct{}), execs: make(chan struct{}, MaxExecsPerContainer), resize: make(chan struct{}, 1)}
 }
 
 // Options configure a Manager.
@@ -144,6 +148,12 @@ type Options struct {
 	// metrics counts OOM kills). It runs under the manager's lock: it must
 	// be quick and must not call the manager.
 	OnExit func(reason string)
+	// OnEvent, if set, is told of each container created, started,
+	// stopped (its exit recorded, or its shim lost) and deleted, once the
+	// change is recorded (package events). It runs under the manager's
+	// lock, in the order of the changes: it must be quick and must not
+	// call the manager.
+	OnEvent EventFunc
 }
 
 // Manager runs the node's containers.
@@ -166,6 +176,8 @@ type Manager struct {
 	layers     map[string]*layerUsage // the last writable layer usage Stats measured
 
 	execs chan struct{} // ExecSync slots of all containers: one sent for each that runs
+
+	checkpoints sync.Map // ids of the containers a Checkpoint dumps (checkpoint.go)
 
 	// For tests: the clock (nil: time.Now) and the measure of a
 	// writable layer (nil: du.Walk).
@@ -474,6 +486,7 @@ func (m *Manager) shimGone(c *Container, err error) {
 	c.State, c.Reason = Unknown, "ShimDied"
 	c.Message = "pier-shim of this container died; its exit status is unknown"
 	m.save(c)
+	m.publishExit(c)
 }
 
 // shimLogTail is the end of a shim's own log (protocol.LogFile), which
@@ -518,6 +531,7 @@ func (m *Manager) recordLostExit(c *Container, msg string) {
 	if err := m.save(c); err != nil {
 		klog.ErrorS(err, "Recording a container whose exit status is lost", "id", c.ID)
 	}
+	m.publishExit(c)
 }
 
 // watch waits, in the background, for the container to exit.
@@ -567,6 +581,7 @@ func (m *Manager) recordExit(c *Container, e *protocol.Exit) {
 	if m.opts.OnExit != nil {
 		m.opts.OnExit(c.Reason)
 	}
+	m.publishExit(c)
 }
 
 // Get returns a container by id or unique id prefix.

@@ -84,6 +84,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return nil, err
 	}
 	m.containers[id] = c
+	m.publish(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, c)
 	// The shim runs the runtime's create now, while the client gets its
 	// answer and sends StartContainer; Start waits for it.
 	l := newLive()
@@ -440,6 +441,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 			c.State, c.ExitCode, c.FinishedAt = Exited, 128, time.Now()
 		}
 		m.save(c)
+		m.publish(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	// A quick container may have exited already: it did start.
@@ -447,7 +449,14 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if c.State == Created {
 		c.State = Running
 	}
-	return m.save(c)
+	if err := m.save(c); err != nil {
+		return err
+	}
+	m.publish(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
+	if c.State == Exited {
+		m.publish(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
+	}
+	return nil
 }
 
 // runtimeStart runs the runtime's start and tells the shim. When the
@@ -652,6 +661,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			delete(m.names, name)
 		}
 	}
+	m.publish(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	m.mu.Unlock()
 	m.destroy(ctx, c)
 	klog.V(2).InfoS("Container removed", "id", c.ID)

@@ -13,6 +13,9 @@ func (s *RuntimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 		return nil, err
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c)}
+	if r := c.CurrentResources(); r != nil {
+		resp.Status.Resources = &runtimeapi.ContainerResources{Linux: r}
+	}
 	if req.GetVerbose() {
 		if resp.Info, err = s.containerVerboseInfo(ctx, c); err != nil {
 			return nil, err

@@ -11,8 +11,28 @@ import (
 
 // ListImages lists the stored images, or only the one the filter names.
 func (s *ImageService) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	images, err := s.images(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ListImagesResponse{Images: images}, nil
+}
+
+// StreamImages is ListImages in pages (sendPages).
+func (s *ImageService) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
+	images, err := s.images(req.GetFilter())
+	if err != nil {
+		return err
+	}
+	return sendPages(images, func(page []*runtimeapi.Image) error {
+		return stream.Send(&runtimeapi.StreamImagesResponse{Images: page})
+	})
+}
+
+// images lists the stored images, or only the one f names.
+func (s *ImageService) images(f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	var images []*image.Image
-	if ref := req.GetFilter().GetImage().GetImage(); ref != "" {
+	if ref := f.GetImage().GetImage(); ref != "" {
 		img, err := s.store.Get(ref)
 		if err != nil && !errors.Is(err, image.ErrNotFound) {
 			return nil, err
@@ -23,9 +43,9 @@ func (s *ImageService) ListImages(ctx context.Context, req *runtimeapi.ListImage
 	} else {
 		images = s.store.List()
 	}
-	resp := &runtimeapi.ListImagesResponse{Images: make([]*runtimeapi.Image, 0, len(images))}
+	out := make([]*runtimeapi.Image, 0, len(images))
 	for _, img := range images {
-		resp.Images = append(resp.Images, toImage(img))
+		out = append(out, toImage(img))
 	}
-	return resp, nil
+	return out, nil
 }

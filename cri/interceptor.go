@@ -49,14 +49,25 @@ func intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
-			klog.ErrorS(nil, "Panic in CRI handler", "id", id, "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, p)
+			resp, err = nil, panicked(id, info.FullMethod, p)
 		}
 		if observe != nil {
 			observe(info.FullMethod, status.Code(err), time.Since(start))
 		}
 	}()
 	resp, err = handler(ctx, req)
+	return resp, answer(ctx, id, info.FullMethod, start, err)
+}
+
+// panicked logs a handler's panic p and returns the error it answers.
+func panicked(id uint64, method string, p any) error {
+	klog.ErrorS(nil, "Panic in CRI handler", "id", id, "method", method, "panic", p, "stack", string(debug.Stack()))
+	return status.Errorf(codes.Internal, "internal error in %s: %v", method, p)
+}
+
+// answer is the error a request of method that started at start ends
+// with, err mapped to a gRPC code, and logs the request.
+func answer(ctx context.Context, id uint64, method string, start time.Time, err error) error {
 	if err != nil && ctx.Err() != nil {
 		// The client's deadline passed (or it gave up) during the request:
 		// that, not what broke on the way (a registry fetch, say), is why
@@ -73,11 +84,11 @@ func intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler
 		if c := status.Code(err); c == codes.Internal || c == codes.Unknown {
 			level = 0
 		}
-		klog.V(level).InfoS("CRI request failed", "id", id, "method", info.FullMethod, "code", status.Code(err), "err", err, "duration", time.Since(start))
+		klog.V(level).InfoS("CRI request failed", "id", id, "method", method, "code", status.Code(err), "err", err, "duration", time.Since(start))
 	} else {
-		klog.V(4).InfoS("CRI request", "id", id, "method", info.FullMethod, "duration", time.Since(start))
+		klog.V(4).InfoS("CRI request", "id", id, "method", method, "duration", time.Since(start))
 	}
-	return resp, err
+	return err
 }
 
 // codeOf lists pier's error kinds in order of precedence: an error made of
@@ -105,6 +116,7 @@ var codeOf = []struct {
 	{container.ErrAlreadyExists, codes.AlreadyExists},
 	{container.ErrNotRunning, codes.FailedPrecondition},
 	{container.ErrPodNotReady, codes.FailedPrecondition},
+	{container.ErrCheckpoint, codes.FailedPrecondition},
 	{container.ErrBusy, codes.ResourceExhausted},
 	// The node's disk (or a quota) is full: a CreateContainer, a record.
 	{syscall.ENOSPC, codes.ResourceExhausted},

@@ -17,12 +17,13 @@ import (
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
+	"github.com/pier-runtime/pier/events"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
-// RuntimeService serves the CRI RuntimeService. RPCs of work still to land
-// (UpdateContainerResources, container events) answer Unimplemented.
+// RuntimeService serves the CRI RuntimeService. The embedded
+// UnimplementedRuntimeServiceServer answers only RPCs pier does not know.
 type RuntimeService struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions
@@ -57,6 +58,7 @@ type RuntimeOptions struct {
 	Confine        *confine.Node // the confinement the node can apply
 	Pods           *sandbox.Manager
 	Containers     *container.Manager
+	Events         *events.Hub      // GetContainerEvents' source; nil: one no manager publishes to
 	Stream         streaming.Server // serves exec, attach and port-forward sessions
 	Network        Network          // the CNI configuration
 	Handlers       []Handler        // runtime handlers, probed at start-up
@@ -87,6 +89,9 @@ func (h Handler) features(userns bool) *runtimeapi.RuntimeHandlerFeatures {
 
 // NewRuntimeService returns the runtime service.
 func NewRuntimeService(opts RuntimeOptions) *RuntimeService {
+	if opts.Events == nil {
+		opts.Events = events.NewHub(events.Buffer)
+	}
 	return &RuntimeService{opts: opts}
 }
 

@@ -19,22 +19,25 @@ import (
 )
 
 // fakeScript stands in for runc. It records its arguments in $dir/args (one
-// a line) and the --process file in $dir/process.json, appends $dir/log.in
+// a line), the --process file in $dir/process.json and the --resources
+// file in $dir/resources.json, appends $dir/log.in
 // to its --log file, writes $dir/stdout.in and $dir/stderr.in to its
 // output and error, runs $dir/run.in if present, and exits with the code in
 // $dir/rc (0 without it).
 const fakeScript = `#!/bin/sh
 dir=%DIR%
 printf '%s\n' "$@" > "$dir/args"
-log= process= prev=
+log= process= resources= prev=
 for a in "$@"; do
 	case "$prev" in
 	--log) log=$a ;;
 	--process) process=$a ;;
+	--resources) resources=$a ;;
 	esac
 	prev=$a
 done
 [ -n "$process" ] && cp "$process" "$dir/process.json"
+[ -n "$resources" ] && cp "$resources" "$dir/resources.json"
 [ -f "$dir/log.in" ] && [ -n "$log" ] && cat "$dir/log.in" >> "$log"
 [ -f "$dir/stdout.in" ] && cat "$dir/stdout.in"
 [ -f "$dir/stderr.in" ] && cat "$dir/stderr.in" >&2
@@ -55,7 +58,9 @@ func newFake(t *testing.T) *fake {
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &fake{&Runtime{Name: "fake", Path: path, Root: "/run/fake"}, dir}
+	// The root is under the test's directory: the runtime's temporary
+	// files go beside it (Runtime.jsonFile), and a test leaves nothing.
+	return &fake{&Runtime{Name: "fake", Path: path, Root: filepath.Join(dir, "run", "fake")}, dir}
 }
 
 func (f *fake) set(t *testing.T, name, content string) {
@@ -66,7 +71,7 @@ func (f *fake) set(t *testing.T, name, content string) {
 }
 
 // args returns the recorded arguments with the temporary file paths
-// replaced by LOG and PROCESS.
+// replaced by LOG, PROCESS and RESOURCES.
 func (f *fake) args(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(f.dir, "args"))
@@ -80,6 +85,8 @@ func (f *fake) args(t *testing.T) []string {
 			args[i] = "LOG"
 		case "--process":
 			args[i] = "PROCESS"
+		case "--resources":
+			args[i] = "RESOURCES"
 		}
 	}
 	return args
@@ -87,7 +94,6 @@ func (f *fake) args(t *testing.T) []string {
 
 func TestCommandLines(t *testing.T) {
 	ctx := context.Background()
-	global := []string{"--root", "/run/fake", "--log", "LOG", "--log-format", "json"}
 	tests := []struct {
 		name string
 		call func(r *Runtime) error
@@ -114,6 +120,9 @@ func TestCommandLines(t *testing.T) {
 		{"exec console", func(r *Runtime) error {
 			return r.Exec(ctx, "c1", &specs.Process{Args: []string{"sh"}, Terminal: true}, ExecOpts{ConsoleSocket: "/s"})
 		}, []string{"exec", "--process", "PROCESS", "--detach", "--console-socket", "/s", "c1"}},
+		{"update", func(r *Runtime) error {
+			return r.Update(ctx, "c1", &specs.LinuxResources{})
+		}, []string{"update", "--resources", "RESOURCES", "c1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +130,8 @@ func TestCommandLines(t *testing.T) {
 			if err := tt.call(f.Runtime); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := f.args(t), append(slices.Clone(global), tt.want...); !slices.Equal(got, want) {
+			global := []string{"--root", f.Root, "--log", "LOG", "--log-format", "json"}
+			if got, want := f.args(t), append(global, tt.want...); !slices.Equal(got, want) {
 				t.Errorf("args\n got %q\nwant %q", got, want)
 			}
 		})
@@ -155,6 +165,31 @@ func TestExecProcessFile(t *testing.T) {
 	}
 	if !slices.Equal(got.Args, p.Args) || got.Cwd != "/" || !slices.Equal(got.Env, p.Env) {
 		t.Errorf("process file %s", b)
+	}
+}
+
+// TestUpdateResourcesFile: the runtime reads the new limits, as an OCI
+// LinuxResources, from the file it is given, which is gone afterwards.
+func TestUpdateResourcesFile(t *testing.T) {
+	f := newFake(t)
+	quota, limit := int64(40000), int64(96<<20)
+	res := &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota}, Memory: &specs.LinuxMemory{Limit: &limit}, Unified: map[string]string{"memory.oom.group": "1"}}
+	if err := f.Update(context.Background(), "c1", res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, "resources.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got specs.LinuxResources
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.CPU == nil || *got.CPU.Quota != quota || got.Memory == nil || *got.Memory.Limit != limit || got.Unified["memory.oom.group"] != "1" {
+		t.Errorf("the runtime read %s, want %+v", b, res)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.tempDir(), "pier-oci-resources-*")); len(left) > 0 {
+		t.Errorf("the resources file is left behind: %q", left)
 	}
 }
 

@@ -164,19 +164,12 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 // (exec --detach). The process is not the caller's child: a caller that wants
 // its exit status is a child subreaper and learns its pid from o.PidFile.
 func (r *Runtime) Exec(ctx context.Context, id string, p *specs.Process, o ExecOpts) error {
-	f, err := os.CreateTemp(r.tempDir(), "pier-oci-process-*.json")
+	name, err := r.jsonFile("pier-oci-process-*.json", p)
 	if err != nil {
 		return &Error{Runtime: r.Name, Op: "exec", ID: id, Msg: err.Error(), Err: err}
 	}
-	defer os.Remove(f.Name())
-	err = json.NewEncoder(f).Encode(p)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return &Error{Runtime: r.Name, Op: "exec", ID: id, Msg: err.Error(), Err: err}
-	}
-	args := []string{"--process", f.Name(), "--detach"}
+	defer os.Remove(name)
+	args := []string{"--process", name, "--detach"}
 	if o.PidFile != "" {
 		args = append(args, "--pid-file", o.PidFile)
 	}
@@ -185,6 +178,38 @@ func (r *Runtime) Exec(ctx context.Context, id string, p *specs.Process, o ExecO
 	}
 	_, err = r.run(ctx, "exec", id, &o.IO, append(args, id)...)
 	return err
+}
+
+// Update changes the cgroup limits of container id, created or running,
+// to res (update --resources): the runtime leaves a limit that res leaves
+// unset (nil, or 0) as it is.
+func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
+	name, err := r.jsonFile("pier-oci-resources-*.json", res)
+	if err != nil {
+		return &Error{Runtime: r.Name, Op: "update", ID: id, Msg: err.Error(), Err: err}
+	}
+	defer os.Remove(name)
+	_, err = r.run(ctx, "update", id, nil, "--resources", name, id)
+	return err
+}
+
+// jsonFile writes v as JSON to a new temporary file (pattern, as
+// os.CreateTemp takes it) for the runtime to read, and returns its name;
+// the caller removes it.
+func (r *Runtime) jsonFile(pattern string, v any) (string, error) {
+	f, err := os.CreateTemp(r.tempDir(), pattern)
+	if err != nil {
+		return "", err
+	}
+	err = json.NewEncoder(f).Encode(v)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // Version returns the runtime's version, e.g. "1.1.5+ds1" from the first

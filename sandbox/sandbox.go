@@ -105,6 +105,8 @@ type Sandbox struct {
 	InitStart  uint64            `json:"initStart,omitempty"`  // its start time (proc.StartTime), against pid reuse
 	InitBoot   string            `json:"initBoot,omitempty"`   // the boot it ran in (proc.BootID); "" in an older pier's records
 	Dir        string            `json:"dir"`                  // hostname, hosts, resolv.conf
+	// Resources, as UpdatePodSandboxResources last set them (see UpdateResources).
+	Resources *PodResources `json:"resources,omitempty"`
 }
 
 // Options configure a Manager.
@@ -125,6 +127,11 @@ type Options struct {
 	// image layers', the containers' state): UserNamespaces checks them.
 	// Default: State.
 	IDMapDirs []string
+	// OnEvent, if set, is told of each pod created and started (together,
+	// once RunPodSandbox made it), stopped and deleted, once the change is
+	// recorded (package events), in the order of the changes: it must be
+	// quick and must not call the manager.
+	OnEvent EventFunc
 }
 
 // Network attaches pods to the node's network; *cni.Manager is one.
@@ -319,6 +326,9 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 		r.claimed = ctx.Err() == nil
 	}
 	close(r.done)
+	if err == nil {
+		m.publishRun(sb)
+	}
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -527,6 +537,7 @@ func (m *Manager) stop(ctx context.Context, p *pod) error {
 		p.sb = next
 		m.mu.Unlock()
 		sb = next
+		m.publishStop(sb)
 	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
@@ -559,6 +570,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		delete(m.names, nameOf(sb.Config))
 	}
 	m.mu.Unlock()
+	m.publishRemove(sb)
 	klog.V(2).InfoS("Pod sandbox removed", "id", sb.ID)
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/cri"
+	"github.com/pier-runtime/pier/events"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
@@ -132,6 +133,7 @@ func serve(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	hub := events.NewHub(events.Buffer)
 	pods, err := sandbox.New(sandbox.Options{
 		Root:    filepath.Join(cfg.Root, "pods"),
 		State:   filepath.Join(cfg.State, "pods"),
@@ -141,6 +143,7 @@ func serve(cfg *Config) error {
 			return proc.StartPodInit(shimBinary, podID, opts)
 		},
 		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
+		OnEvent:   hub.PodEvent,
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
@@ -163,6 +166,7 @@ func serve(cfg *Config) error {
 		OOMScoreAdj: ownOOMScoreAdj(),
 		Confine:     confinement,
 		OnExit:      obs.exit,
+		OnEvent:     hub.ContainerEvent,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
@@ -190,13 +194,14 @@ func serve(cfg *Config) error {
 		Confine:        confinement,
 		Pods:           pods,
 		Containers:     containers,
+		Events:         hub,
 		Stream:         stream,
 		Network:        network,
 		Handlers:       handlers,
 		DefaultHandler: cfg.DefaultRuntime,
 	})
 
-	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)))
+	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)), grpc.StreamInterceptor(cri.NewStreamInterceptor(obs.cri)))
 	cri.Register(server,
 		runtimeService,
 		cri.NewImageService(images))
@@ -217,6 +222,7 @@ func serve(cfg *Config) error {
 		<-ctx.Done()
 		klog.InfoS("Shutting down")
 		sd.stopping()
+		hub.Close() // else the event streams hold GracefulStop
 		t := time.AfterFunc(10*time.Second, server.Stop)
 		server.GracefulStop()
 		t.Stop()

@@ -34,7 +34,10 @@ func TestKubelet(t *testing.T) {
 		"containerLogMaxSize":         "10Ki",
 		"containerLogMaxFiles":        30,
 		"containerLogMonitorInterval": "3s",
-		"featureGates":                map[string]bool{"PodAndContainerStatsFromCRI": true},
+		// CRI events (GetContainerEvents) and the Stream* list RPCs, the
+		// whole suite long: checkEventsAndStreaming; pod and container
+		// stats from the CRI: checkStats.
+		"featureGates": map[string]bool{"EventedPLEG": true, "CRIListStreaming": true, "PodAndContainerStatsFromCRI": true},
 	}})
 	hostFile := filepath.Join(t.TempDir(), "hostfile.txt")
 	if err := os.WriteFile(hostFile, []byte("from the host\n"), 0o644); err != nil {
@@ -73,6 +76,7 @@ func TestKubelet(t *testing.T) {
 		}
 		checkGC(t, n, deleted, deletedAt)
 	})
+	t.Run("EventedPLEGAndListStreaming", func(t *testing.T) { checkEventsAndStreaming(t, n) })
 	t.Run("PierdRestart", func(t *testing.T) {
 		for _, kill := range []bool{false, true} {
 			name := "SIGTERM"
