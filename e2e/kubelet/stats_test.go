@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,13 +16,18 @@ import (
 	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
-// statsPod burns CPU in one container (at most a fifth of a core) and
-// allocates 1 MiB every half second, up to 40 MiB, in another.
+// statsPod burns CPU in one container (at most a fifth of a core) and, in
+// another, once the check creates go in its data volume, allocates 1 MiB
+// every half second, up to 40 MiB.
 func statsPod() *corev1.Pod {
 	burn := ctr("burn", `trap 'exit 0' TERM; while :; do :; done`)
 	burn.Resources = corev1.ResourceRequirements{Limits: resources("cpu", "200m")}
-	grow := ctr("grow", `x=; i=0; while [ $i -lt 40 ]; do x="$x$(head -c 1048576 /dev/zero | tr '\0' a)"; i=$((i+1)); sleep 0.5; done; `+idle)
-	return newPod("stats", burn, grow)
+	grow := ctr("grow", `trap 'exit 0' TERM; until [ -e /data/go ]; do sleep 0.2; done; `+
+		`x=; i=0; while [ $i -lt 40 ]; do x="$x$(head -c 1048576 /dev/zero | tr '\0' a)"; i=$((i+1)); sleep 0.5; done; `+idle)
+	grow.VolumeMounts = []corev1.VolumeMount{mount("data", "/data")}
+	p := newPod("stats", burn, grow)
+	p.Spec.Volumes = []corev1.Volume{emptyDir("data")}
+	return p
 }
 
 // usage is the CPU and memory of a pod or container in kubelet's summary.
@@ -104,6 +111,9 @@ func checkStats(t *testing.T, n *node) {
 	p := n.waitPod(t, "stats", 2*time.Minute, running())
 	time.Sleep(2 * time.Second)
 	before := n.statsOf(t, "stats")
+	if err := os.WriteFile(filepath.Join(n.kubelet.EmptyDir(string(p.UID), "data"), "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := testenv.SendUDP(p.Status.PodIP, 100, 1000); err != nil {
 		t.Fatal(err)
 	}
