@@ -130,6 +130,7 @@ func checkStats(t *testing.T, n *node) {
 		t.Errorf("network %s: rx %d → %d, tx %d → %d bytes, after 100 kB sent to the pod", after.iface, before.rx, after.rx, before.tx, after.tx)
 	}
 	metrics := string(n.readOnly(t, "/metrics/cadvisor"))
+	checkStatsStreams(t, n)
 	pod := `pod="` + n.kubelet.PodName("stats") + `"`
 	for _, family := range []string{"container_cpu_usage_seconds_total", "container_memory_working_set_bytes", "container_network_receive_bytes_total", "container_processes"} {
 		found := false
@@ -138,6 +139,27 @@ func checkStats(t *testing.T, n *node) {
 		}
 		if !found {
 			t.Errorf("/metrics/cadvisor has no %s for %s", family, pod)
+		}
+	}
+}
+
+// checkStatsStreams: with CRIListStreaming, kubelet read the summary and
+// the cadvisor metrics through pier's stats streams, which never failed,
+// and never fell back to the unary lists.
+func checkStatsStreams(t *testing.T, n *node) {
+	pier, kubelet := n.pierd.LogText(), n.kubelet.LogText()
+	for _, rpc := range []string{"StreamPodSandboxStats", "StreamPodSandboxMetrics"} {
+		method := `method="/runtime.v1.RuntimeService/` + rpc + `"`
+		if !strings.Contains(pier, method) {
+			t.Errorf("kubelet never called %s", rpc)
+		}
+		for l := range strings.Lines(pier) {
+			if strings.Contains(l, method) && strings.Contains(l, `"CRI request failed"`) {
+				t.Errorf("%s failed: %s", rpc, l)
+			}
+		}
+		if strings.Contains(kubelet, rpc+" not implemented, falling back") {
+			t.Errorf("kubelet fell back from %s to the unary list", rpc)
 		}
 	}
 }
