@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/pier-runtime/pier/cgroup"
 )
 
 // TestMetricDescriptors: each family is described once, with help and
@@ -46,5 +49,22 @@ func TestInParallel(t *testing.T) {
 	boom := errors.New("boom")
 	if _, err := inParallel(in, func(i int) (*int, error) { return nil, boom }); !errors.Is(err, boom) {
 		t.Errorf("an item's error: %v", err)
+	}
+}
+
+func TestPodSamples(t *testing.T) {
+	var p podSamples
+	a := cgroup.Sample{At: time.Unix(1, 0), Usage: 1}
+	if prev := p.swap("a", a); !prev.At.IsZero() {
+		t.Errorf("first sample: previous %v", prev)
+	}
+	p.swap("b", a)
+	if prev := p.swap("a", cgroup.Sample{At: time.Unix(2, 0)}); prev != a {
+		t.Errorf("second sample: previous %v, want %v", prev, a)
+	}
+	p.drop("a")
+	p.keep(map[string]bool{"c": true})
+	if len(p.m) != 0 {
+		t.Errorf("after drop and keep: %v left", p.m)
 	}
 }

@@ -13,6 +13,7 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 		return nil, invalid("RemovePodSandbox: pod sandbox id is empty")
 	}
 	if sb, err := s.opts.Pods.Get(req.GetPodSandboxId()); err == nil {
+		defer s.podCPU.drop(sb.ID) // its last CPU sample (PodSandboxStats)
 		for _, id := range s.opts.Containers.InPod(sb.ID) {
 			if err := s.opts.Containers.Remove(ctx, id); err != nil {
 				return nil, err

@@ -38,6 +38,13 @@ func (p *podSamples) swap(id string, cur cgroup.Sample) cgroup.Sample {
 	return prev
 }
 
+// drop forgets pod id's sample.
+func (p *podSamples) drop(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, id)
+}
+
 // keep drops the samples of pods not in ids (removed).
 func (p *podSamples) keep(ids map[string]bool) {
 	p.mu.Lock()
