@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/cgroup"
@@ -213,7 +215,10 @@ func (s *RuntimeService) onePodMetrics(sb *sandbox.Sandbox) *runtimeapi.PodSandb
 		}
 		st, err := s.opts.Containers.Stats(c.ID)
 		if err != nil {
-			continue // removed meanwhile
+			if !errors.Is(err, container.ErrNotFound) { // else removed meanwhile
+				klog.V(2).InfoS("Reading a container's metrics", "id", c.ID, "err", err)
+			}
+			continue
 		}
 		in := &metricInput{c: c, st: st, now: now, procs: countProcs(c.Cgroup)}
 		unix.Statfs(st.WritableMount, &in.fs) // zero figures when it fails
