@@ -97,8 +97,10 @@ type Container struct {
 	ShimBoot   string    `json:"shimBoot,omitempty"`  // the boot it ran in (proc.BootID); "" in an older pier's records
 	User       User      `json:"user"`
 	ChainIDs   []string  `json:"chainIDs"`
-	Rootfs     string    `json:"rootfs"`
-	Cgroup     string    `json:"cgroup"` // the cgroup's directory under each hierarchy
+	// ImageVolumes are the images mounted into the container (imagevolume.go).
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
+	Rootfs       string        `json:"rootfs"`
+	Cgroup       string        `json:"cgroup"` // the cgroup's directory under each hierarchy
 	// Config is the CRI container config, as protobuf JSON.
 	Config []byte `json:"config"`
 	// Resources are the container's CRI resources as last updated
@@ -266,7 +268,7 @@ func (m *Manager) load() error {
 				m.names[nameOf(c.config, pod)] = c.ID
 			}
 		}
-		m.opts.Images.HoldLayers(c.ID, c.ChainIDs)
+		m.opts.Images.HoldLayers(c.ID, c.allChainIDs())
 		if c.State == Running || c.State == Created {
 			if _, err := os.Stat(m.stateDir(c.ID)); errors.Is(err, os.ErrNotExist) {
 				m.lostWithNode(c)
@@ -612,6 +614,7 @@ func (m *Manager) resolve(id string) (*Container, error) {
 func (c *Container) copy() *Container {
 	d := *c
 	d.ChainIDs = slices.Clone(c.ChainIDs)
+	d.ImageVolumes = slices.Clone(c.ImageVolumes)
 	return &d
 }
 

@@ -66,6 +66,17 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return nil, err
 	}
+	volumes, err := imageVolumeRefs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for i, ref := range volumes {
+		vimg, err := m.opts.Images.Get(ref)
+		if err != nil {
+			return nil, fmt.Errorf("image volume: %w: pull it first", err)
+		}
+		volumes[i] = vimg.ID
+	}
 	name := nameOf(cfg, pod)
 	id := ids.New()
 	m.mu.Lock()
@@ -76,7 +87,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	m.names[name] = id
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, id, pod, rt, img, cfg)
+	c, err := m.create(ctx, id, pod, rt, img, volumes, cfg)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -100,9 +111,10 @@ func imageRef(digests []string, id string) string {
 	return id
 }
 
-// create makes the container from img, as resolved once by Create: the
-// image may be removed meanwhile, but its layers are held from here on.
-func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, rt *oci.Runtime, img *image.Image, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
+// create makes the container from img, with the images of volumeIDs as
+// its image volumes, as resolved once by Create: the images may be
+// removed meanwhile, but their layers are held from here on.
+func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, rt *oci.Runtime, img *image.Image, volumeIDs []string, cfg *runtimeapi.ContainerConfig) (c *Container, err error) {
 	start := time.Now()
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -127,11 +139,14 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 			return nil, err
 		}
 	}
-	if c.ChainIDs, err = m.opts.Images.Hold(id, img.ID); err != nil {
+	chains, err := m.opts.Images.Hold(id, append([]string{img.ID}, volumeIDs...)...)
+	if err != nil {
 		os.RemoveAll(m.dir(id))
 		os.RemoveAll(m.stateDir(id))
 		return nil, err
 	}
+	c.ChainIDs = chains[0]
+	c.ImageVolumes = m.newImageVolumes(id, cfg, volumeIDs, chains[1:])
 	if err := m.save(c); err != nil {
 		m.destroy(ctx, c)
 		return nil, err
@@ -147,13 +162,16 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	if err := m.mountRootfs(c, pod); err != nil {
 		return c, err
 	}
+	if err := m.mountImageVolumes(c, pod); err != nil {
+		return c, err
+	}
 	if err := PrepareMounts(cfg); err != nil {
 		return c, err
 	}
 	spec, notes, err := Spec(SpecInput{
 		ID: id, Config: cfg, Pod: pod, PodInitPid: pod.InitPid, Image: img.Config, Rootfs: c.Rootfs,
 		CgroupsPath: cg.Runtime, Cgroups: m.opts.Cgroups, OOMScoreAdjFloor: m.opts.OOMScoreAdj,
-		Confine: m.opts.Confine, Runtime: rt,
+		Confine: m.opts.Confine, Runtime: rt, ImageVolumes: c.imageVolumeSources(),
 	})
 	if err != nil && !errors.Is(err, confine.ErrUnsupported) {
 		err = fmt.Errorf("%w: %v", ErrInvalid, err)

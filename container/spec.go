@@ -52,6 +52,9 @@ type SpecInput struct {
 	// Runtime is the handler's runtime: the mount options it applies and
 	// the annotations it may see. nil allows no optional feature.
 	Runtime *oci.Runtime
+	// ImageVolumes map the container path of each image mount to the
+	// host path to bind there (Container.imageVolumeSources).
+	ImageVolumes map[string]string
 	// HostDevices are the node's devices a privileged container gets
 	// (HostDevices); Spec lists them itself when nil.
 	HostDevices []specs.LinuxDevice
@@ -112,7 +115,7 @@ func specOpts(in SpecInput, acc *Accounts, devs []HostDevice, nofile uint64, all
 		WithCwd(cfg, in.Image),
 		WithTerminal(cfg.GetTty()),
 		WithUser(sc, imageConfig(in.Image).User, acc),
-		WithMounts(cfg.GetMounts(), pod, sc.GetReadonlyRootfs(), in.Runtime.HasMountOption("rro")),
+		WithMounts(cfg.GetMounts(), pod, sc.GetReadonlyRootfs(), in.Runtime.HasMountOption("rro"), in.ImageVolumes),
 		WithDevices(devs),
 		WithCapabilities(sc.GetCapabilities(), allCaps),
 		WithMaskedPaths(sc.GetMaskedPaths(), sc.GetReadonlyPaths()),
@@ -561,14 +564,21 @@ func PrepareMounts(cfg *runtimeapi.ContainerConfig) error {
 // mount of the same path, and a CRI /dev every default mount under /dev.
 // Mounts are ordered so that a parent comes before what is mounted below
 // it. Propagation: PRIVATE is rprivate, HOST_TO_CONTAINER rslave (and the
-// root rslave), BIDIRECTIONAL rshared (and the root rshared).
-func WithMounts(mounts []*runtimeapi.Mount, pod *sandbox.Sandbox, readonlyRootfs, rro bool) SpecOpt {
+// root rslave), BIDIRECTIONAL rshared (and the root rshared). An image
+// mount (an image volume) binds images[its container path], read-only.
+func WithMounts(mounts []*runtimeapi.Mount, pod *sandbox.Sandbox, readonlyRootfs, rro bool, images map[string]string) SpecOpt {
 	return func(s *specs.Spec) error {
 		all := slices.Clone(mounts)
 		given := map[string]bool{}
-		for _, m := range mounts {
-			if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-				return fmt.Errorf("mount %s: image volumes are not supported", m.GetContainerPath())
+		for i, m := range mounts {
+			if m.GetImage().GetImage() != "" {
+				src, ok := images[m.GetContainerPath()]
+				if !ok || src == "" || !m.GetReadonly() {
+					return fmt.Errorf("mount %s: image volume %s is not mounted read-only", m.GetContainerPath(), m.GetImage().GetImage())
+				}
+				all[i] = &runtimeapi.Mount{ContainerPath: m.GetContainerPath(), HostPath: src, Readonly: true,
+					RecursiveReadOnly: m.GetRecursiveReadOnly(), Propagation: m.GetPropagation()}
+				m = all[i]
 			}
 			if m.GetContainerPath() == "" || m.GetHostPath() == "" {
 				return fmt.Errorf("mount %q of %q: a mount needs a host path and a container path", m.GetContainerPath(), m.GetHostPath())

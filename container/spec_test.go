@@ -364,7 +364,7 @@ func TestOptCwd(t *testing.T) {
 func TestMounts(t *testing.T) {
 	pod := testPod()
 	t.Run("pod files", func(t *testing.T) {
-		s := apply(t, WithMounts(nil, pod, false, false))
+		s := apply(t, WithMounts(nil, pod, false, false, nil))
 		for dst, src := range map[string]string{
 			"/etc/hostname": "/var/lib/pier/pods/pod1/hostname", "/etc/hosts": "/var/lib/pier/pods/pod1/hosts",
 			"/etc/resolv.conf": "/var/lib/pier/pods/pod1/resolv.conf",
@@ -374,7 +374,7 @@ func TestMounts(t *testing.T) {
 				t.Errorf("%s: %+v", dst, m)
 			}
 		}
-		s = apply(t, WithMounts(nil, pod, true, false))
+		s = apply(t, WithMounts(nil, pod, true, false, nil))
 		if m := mountAt(s, "/etc/resolv.conf"); !slices.Contains(m.Options, "ro") {
 			t.Errorf("pod file writable with a read-only root: %+v", m)
 		}
@@ -387,7 +387,7 @@ func TestMounts(t *testing.T) {
 			{ContainerPath: "/etc/hosts", HostPath: "/kubelet/etc-hosts"},
 			{ContainerPath: "/dev/shm/", HostPath: "/h/shm"},
 		}
-		if err := WithMounts(mounts, pod, false, false)(s); err != nil {
+		if err := WithMounts(mounts, pod, false, false, nil)(s); err != nil {
 			t.Fatal(err)
 		}
 		var order []string
@@ -417,14 +417,14 @@ func TestMounts(t *testing.T) {
 		s := apply(t, WithMounts([]*runtimeapi.Mount{
 			{ContainerPath: "/a", HostPath: "/a", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 			{ContainerPath: "/b", HostPath: "/b", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
-		}, pod, false, false))
+		}, pod, false, false, nil))
 		if m := mountAt(s, "/a"); !slices.Contains(m.Options, "rshared") || s.Linux.RootfsPropagation != "rshared" {
 			t.Errorf("/a = %+v, root propagation %q", m, s.Linux.RootfsPropagation)
 		}
 	})
 	t.Run("dev replaces everything under dev", func(t *testing.T) {
 		s := apply(t, WithDefaultMounts(pod))
-		if err := WithMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, pod, false, false)(s); err != nil {
+		if err := WithMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, pod, false, false, nil)(s); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range s.Mounts {
@@ -435,11 +435,11 @@ func TestMounts(t *testing.T) {
 	})
 	t.Run("recursive read-only", func(t *testing.T) {
 		rro := []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/r", Readonly: true, RecursiveReadOnly: true}}
-		s := apply(t, WithMounts(rro, pod, false, true))
+		s := apply(t, WithMounts(rro, pod, false, true, nil))
 		if m := mountAt(s, "/r"); !slices.Contains(m.Options, "rro") {
 			t.Errorf("/r = %+v", m)
 		}
-		err := WithMounts(rro, pod, false, false)(&specs.Spec{})
+		err := WithMounts(rro, pod, false, false, nil)(&specs.Spec{})
 		if err == nil || !strings.Contains(err.Error(), "does not support recursive read-only") {
 			t.Errorf("rro on a runtime without it: %v", err)
 		}
@@ -451,7 +451,7 @@ func TestMounts(t *testing.T) {
 		"rro needs private":   {ContainerPath: "/r", HostPath: "/r", Readonly: true, RecursiveReadOnly: true, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
 		"unknown propagation": {ContainerPath: "/r", HostPath: "/r", Propagation: 9},
 	} {
-		if err := WithMounts([]*runtimeapi.Mount{m}, pod, false, true)(&specs.Spec{}); err == nil {
+		if err := WithMounts([]*runtimeapi.Mount{m}, pod, false, true, nil)(&specs.Spec{}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

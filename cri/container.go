@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pier-runtime/pier/container"
@@ -42,10 +43,28 @@ func containerStatus(c *container.Container) *runtimeapi.ContainerStatus {
 		CreatedAt: c.CreatedAt.UnixNano(), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),
 		ExitCode: c.ExitCode, Image: imageSpec(c), ImageRef: c.ImageRef, ImageId: c.ImageID,
 		Reason: c.Reason, Message: c.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
-		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
+		Mounts: statusMounts(c), LogPath: c.LogPath,
 		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(c.User.UID), Gid: int64(c.User.GID), SupplementalGroups: gids(c.User)}},
 	}
 	return st
+}
+
+// statusMounts are the container's CRI mounts, an image volume's with the
+// ID of the image mounted (image_ref, as PullImage answered it).
+func statusMounts(c *container.Container) []*runtimeapi.Mount {
+	mounts := c.CRIConfig().GetMounts()
+	if len(c.ImageVolumes) == 0 {
+		return mounts
+	}
+	out := make([]*runtimeapi.Mount, len(mounts))
+	for i, m := range mounts {
+		out[i] = m
+		if id := c.ImageVolumeID(m.GetContainerPath()); id != "" && m.GetImage() != nil {
+			out[i] = proto.CloneOf(m)
+			out[i].Image.ImageRef = id
+		}
+	}
+	return out
 }
 
 func gids(u container.User) []int64 {

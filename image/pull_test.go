@@ -486,10 +486,11 @@ func TestHoldRacesRemove(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	chainIDs, err := s.Hold("ctr", pulled.ID)
+	chains, err := s.Hold("ctr", pulled.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
+	chainIDs := chains[0]
 	for _, id := range chainIDs {
 		if _, err := os.Stat(s.LayerDir(id)); err != nil {
 			t.Fatalf("held layer gone: %v", err)
@@ -498,6 +499,11 @@ func TestHoldRacesRemove(t *testing.T) {
 	s.testHookHeld = nil
 	if _, err := s.Hold("ctr2", pulled.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("hold of a removed image: %v", err)
+	}
+	// A container and its image volumes: one missing image fails the hold
+	// of all, and leases nothing.
+	if _, err := s.Hold("ctr3", "sha256:"+strings.Repeat("0", 64), pulled.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("hold of a removed image volume: %v", err)
 	}
 	s.Release("ctr")
 	for _, id := range chainIDs {

@@ -568,29 +568,37 @@ func (s *Store) Usage() FsUsage {
 	return u
 }
 
-// Hold keeps the layers of image id from being deleted while holder (a
-// container) uses them, even if the image is removed. Holding again under
-// the same holder replaces the previous hold. The image is resolved and its
+// Hold keeps the layers of the images ids (a container's own image and
+// those it mounts as image volumes) from being deleted while holder (a
+// container) uses them, even if the images are removed, and returns each
+// image's chain IDs, in the order of ids. Holding again under the same
+// holder replaces the previous hold. The images are resolved and their
 // layers leased at once, so a concurrent Remove either happens before (and
-// Hold fails with ErrNotFound) or after (and keeps the layers).
-func (s *Store) Hold(holder, id string) ([]string, error) {
+// Hold fails with ErrNotFound, naming the image) or after (and keeps the
+// layers).
+func (s *Store) Hold(holder string, ids ...string) ([][]string, error) {
 	s.mu.Lock()
-	img, err := s.resolve(id)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
+	chains := make([][]string, len(ids))
+	var all []string
+	for i, id := range ids {
+		img, err := s.resolve(id)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		chains[i] = make([]string, len(img.Layers))
+		for j, l := range img.Layers {
+			chains[i][j] = l.ChainID
+		}
+		all = append(all, chains[i]...)
 	}
-	chainIDs := make([]string, len(img.Layers))
-	for i, l := range img.Layers {
-		chainIDs[i] = l.ChainID
-	}
-	doomed := s.holdLocked(holder, chainIDs)
+	doomed := s.holdLocked(holder, all)
 	s.mu.Unlock()
 	removeAll(doomed)
 	if s.testHookHeld != nil {
 		s.testHookHeld()
 	}
-	return chainIDs, nil
+	return chains, nil
 }
 
 // HoldLayers holds chain IDs for holder (see Hold).

@@ -44,7 +44,8 @@ func TestKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []*corev1.Pod{deletePod(), orderPod(), volumesPod(hostFile), probesPod(), livenessPod(),
-		resourcesPod(), ephemeralPod(), oomPod(), restrictedPod(), neverPod(), onFailurePod(), killPod(), chattyPod(), statsPod()} {
+		resourcesPod(), ephemeralPod(), oomPod(), restrictedPod(), neverPod(), onFailurePod(), killPod(), chattyPod(),
+		imageVolumePod(), statsPod()} {
 		if err := n.kubelet.WritePod(p); err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("Probes", func(t *testing.T) { checkProbes(t, n) })
 	t.Run("FailingLivenessRestarts", func(t *testing.T) { checkLiveness(t, n) })
 	t.Run("ResourcesInCgroup", func(t *testing.T) { checkResources(t, n) })
+	t.Run("ImageVolume", func(t *testing.T) { checkImageVolume(t, n) })
 	t.Run("EphemeralStorageLimit", func(t *testing.T) { checkEphemeral(t, n) })
 	t.Run("OOMKilled", func(t *testing.T) { checkOOM(t, n) })
 	t.Run("RestrictedPod", func(t *testing.T) { checkRestricted(t, n) })

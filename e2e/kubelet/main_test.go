@@ -55,6 +55,7 @@ var (
 // Test images, pushed to reg by TestMain.
 const (
 	busyboxImg  = "e2e/busybox:1"
+	whiteoutImg = "e2e/whiteout:1" // mounted as an image volume
 	gcUsedImg   = "e2e/gc:used"
 	gcUnusedImg = "e2e/gc:unused"
 	gcPinnedImg = "e2e/gc:pinned"
@@ -178,6 +179,13 @@ func pushImages() error {
 		return err
 	}
 	if _, err := reg.Push(busyboxImg, bb); err != nil {
+		return err
+	}
+	wo, err := testenv.Whiteout()
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Push(whiteoutImg, wo); err != nil {
 		return err
 	}
 	cf, err := bb.ConfigFile()

@@ -13,8 +13,10 @@ suite=bookworm
 # Packages of the node. busybox (the dynamic one) is the test images' base:
 # e2e/testenv finds it in its cache directory. containerd is the runtime the
 # deploy phase starts the kubelet on before pier's installer switches it
-# (disabled here: the other phases run pier alone).
-packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor,containerd
+# (disabled here: the other phases run pier alone). criu: the kubelet
+# suite's checkpoint test dumps a container for real on the VM's kernel
+# (Debian 12's CRIU 3.17 cannot on kernels from 6.13 on, such as the host's).
+packages=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools,runc,crun,containernetworking-plugins,iptables,dbus,iproute2,procps,ca-certificates,util-linux,busybox,jq,less,apparmor,containerd,criu
 
 url=$("$(dirname "$0")/debian-mirror.sh" "$suite" | head -n1)
 [ -n "$url" ] || { echo "build-image: no $suite mirror in /etc/apt/sources.list*" >&2; exit 1; }
