@@ -230,7 +230,16 @@ func checkOrder(t *testing.T, n *node) {
 	if s := status(p, "sidecar"); s == nil || s.Started == nil || !*s.Started || s.RestartCount != 0 {
 		t.Errorf("sidecar: want started, no restarts\n%s", describe(p))
 	}
-	order := strings.Fields(readFile(t, filepath.Join(n.kubelet.EmptyDir(string(p.UID), "data"), "order")))
+	// Running is when the runtime started a container's process, not when
+	// its shell wrote its line (with evented PLEG kubelet knows of a start
+	// at once): wait for all four lines.
+	var order []string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		order = strings.Fields(readFile(t, filepath.Join(n.kubelet.EmptyDir(string(p.UID), "data"), "order")))
+		if len(order) >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(order) != 4 || order[0] != "setup" || order[1] != "sidecar" || !slices.Contains(order[2:], "app1") || !slices.Contains(order[2:], "app2") {
 		t.Errorf("containers started in the order %v, want setup, sidecar, then app1 and app2", order)
 	}
