@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 
@@ -59,21 +58,15 @@ func (sb *Sandbox) Interfaces(candidates ...int) ([]Interface, error) {
 			return parseNetDev(b)
 		}
 	}
-	type result struct {
-		b   []byte
-		err error
+	var b []byte
+	err := onThrowawayThread(func() (err error) {
+		b, err = readNetDev(netns)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		b, err := readNetDev(netns)
-		ch <- result{b, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
-	}
-	return parseNetDev(r.b)
+	return parseNetDev(b)
 }
 
 func readNetDev(netns string) ([]byte, error) {
