@@ -138,8 +138,14 @@ func startPierd(t *testing.T, config string, env ...string) *testenv.Pierd {
 	t.Cleanup(func() {
 		shimLogs, _ := filepath.Glob(filepath.Join(p.Dir, "state", "containers", "*", "shim", "shim.log"))
 		for _, f := range shimLogs {
-			if b, _ := os.ReadFile(f); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			b, _ := os.ReadFile(f)
+			if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
 				t.Errorf("a shim reported a data race:\n%s", b)
+			}
+			// A failed test keeps what its shims said: the directory
+			// goes with the test.
+			if t.Failed() && len(bytes.TrimSpace(b)) > 0 {
+				t.Logf("%s:\n%s", f, b[max(0, len(b)-4096):])
 			}
 		}
 		if err := p.RemovePods(); err != nil {
