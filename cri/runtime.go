@@ -19,6 +19,7 @@ import (
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/events"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/platform"
 	"github.com/pier-runtime/pier/sandbox"
 )
 
@@ -63,6 +64,7 @@ type RuntimeOptions struct {
 	Network        Network          // the CNI configuration
 	Handlers       []Handler        // runtime handlers, probed at start-up
 	DefaultHandler string
+	Platforms      *platform.Policy // the platforms pods may run; nil: Status says none
 }
 
 // Network is what the runtime service asks of the pods' network.
@@ -185,6 +187,10 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 		info["config"] = string(config)
 		if userns != nil {
 			info["userNamespaces"] = "unsupported: " + userns.Error()
+		}
+		if s.opts.Platforms != nil {
+			platforms, _ := json.Marshal(s.opts.Platforms.Info())
+			info["platforms"] = string(platforms)
 		}
 		resp.Info = info
 	}

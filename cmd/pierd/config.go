@@ -16,6 +16,7 @@ import (
 
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/metrics"
+	"github.com/pier-runtime/pier/platform"
 )
 
 //go:embed default.toml
@@ -37,6 +38,7 @@ type Config struct {
 	Security       SecurityConfig                  `toml:"security"`
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
 	Metrics        metrics.Config                  `toml:"metrics"`
+	Platforms      PlatformsConfig                 `toml:"platforms"`
 
 	// origin names, by key path, the file (or flag) that set each key
 	// (mergeConfig); files lists the files read, in order.
@@ -53,6 +55,27 @@ type Config struct {
 type RuntimeConfig struct {
 	Path               string   `toml:"path"`
 	AllowedAnnotations []string `toml:"allowed_annotations"`
+	// Platform, if set, is the one platform this handler's pods pull and
+	// run ("linux/arm64"), even where the image has a native variant.
+	Platform string `toml:"platform"`
+}
+
+// PlatformsConfig is the [platforms] table.
+type PlatformsConfig struct {
+	// Emulated lists the foreign platforms every pod may run through a
+	// binfmt_misc emulator, or ["auto"] for all that have a usable one.
+	Emulated []string `toml:"emulated"`
+}
+
+// platforms is the platform.Config of c.
+func (c *Config) platforms() platform.Config {
+	pc := platform.Config{Emulated: c.Platforms.Emulated, Handlers: map[string]string{}, Default: c.DefaultRuntime}
+	for name, rc := range c.Runtimes {
+		if rc.Platform != "" {
+			pc.Handlers[name] = rc.Platform
+		}
+	}
+	return pc
 }
 
 // SecurityConfig is the [security] table.
@@ -133,6 +156,16 @@ func (c *Config) validate() error {
 	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
 		if c.Runtimes[name].Path == "" {
 			return c.keyError(toml.Key{"runtimes", name, "path"}, "runtime handler %s needs a path", name)
+		}
+		if p := c.Runtimes[name].Platform; p != "" {
+			if _, err := platform.Parse(p); err != nil {
+				return c.keyError(toml.Key{"runtimes", name, "platform"}, "%v", err)
+			}
+		}
+	}
+	for _, e := range c.Platforms.Emulated {
+		if err := platform.CheckConfig(platform.Config{Emulated: []string{e}}); err != nil {
+			return c.keyError(toml.Key{"platforms", "emulated"}, "%v", err)
 		}
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {

@@ -30,6 +30,7 @@ import (
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
+	"github.com/pier-runtime/pier/platform"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/streaming"
 )
@@ -118,6 +119,11 @@ func serve(cfg *Config) error {
 		return fmt.Errorf("open image store: %w", err)
 	}
 	image.UserAgent = "pier/" + version
+	platforms, err := platform.New(cfg.platforms(), platform.BinfmtDir)
+	if err != nil {
+		return err
+	}
+	logPlatforms(platforms)
 
 	cgroups, err := cgroup.Detect(cfg.CgroupDriver)
 	if err != nil {
@@ -199,13 +205,14 @@ func serve(cfg *Config) error {
 		Network:        network,
 		Handlers:       handlers,
 		DefaultHandler: cfg.DefaultRuntime,
+		Platforms:      platforms,
 	})
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)), grpc.StreamInterceptor(cri.NewStreamInterceptor(obs.cri)))
 	cri.Register(server,
 		runtimeService,
 		cri.NewImageService(images))
-	reloadOnSIGHUP(cfg, cgroups.Driver == cgroup.Systemd, images, containers, runtimeService, handlers)
+	reloadOnSIGHUP(cfg, cgroups.Driver == cgroup.Systemd, images, containers, runtimeService, handlers, platforms)
 
 	socket := strings.TrimPrefix(cfg.Listen, "unix://")
 	lis, err := listenUnix(socket)

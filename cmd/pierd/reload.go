@@ -19,6 +19,7 @@ import (
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/platform"
 )
 
 // configCheck is `pierd config check [--config path]`: it loads the
@@ -112,12 +113,13 @@ type reloader struct {
 	containers interface{ SetRuntimes(map[string]*oci.Runtime) }
 	runtime    interface{ SetHandlers([]cri.Handler, string) }
 	handlers   []cri.Handler
+	platforms  *platform.Policy
 }
 
 // reloadOnSIGHUP reloads the configuration at each SIGHUP, for as long as
 // pierd runs.
-func reloadOnSIGHUP(cfg *Config, systemdCgroup bool, images *image.Store, containers *container.Manager, runtime *cri.RuntimeService, handlers []cri.Handler) {
-	r := &reloader{started: cfg, running: cfg, systemdCgroup: systemdCgroup, images: images, containers: containers, runtime: runtime, handlers: handlers}
+func reloadOnSIGHUP(cfg *Config, systemdCgroup bool, images *image.Store, containers *container.Manager, runtime *cri.RuntimeService, handlers []cri.Handler, platforms *platform.Policy) {
+	r := &reloader{started: cfg, running: cfg, systemdCgroup: systemdCgroup, images: images, containers: containers, runtime: runtime, handlers: handlers, platforms: platforms}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -236,6 +238,17 @@ func (r *reloader) apply(cfg *Config) []string {
 		if old.DefaultRuntime != cfg.DefaultRuntime {
 			klog.InfoS("Default runtime handler changed", "from", old.DefaultRuntime, "to", cfg.DefaultRuntime)
 		}
+	}
+	if r.platforms != nil {
+		if !reflect.DeepEqual(old.platforms(), cfg.platforms()) {
+			// validate checked it: this does not fail.
+			if err := r.platforms.Reconfigure(cfg.platforms()); err != nil {
+				klog.ErrorS(err, "Platforms not reloaded")
+			} else {
+				applied = append(applied, "platforms")
+			}
+		}
+		logPlatforms(r.platforms) // the registrations may have changed too
 	}
 	r.running = cfg
 	return applied
