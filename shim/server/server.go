@@ -193,7 +193,15 @@ func (s *server) becomeMonitor(exe, monitor string) error {
 		"listen-fd=" + strconv.Itoa(fds[0]), "log-fd=" + strconv.Itoa(fds[1]), "stdin-fd=" + strconv.Itoa(fds[2]),
 		"stdout-fd=" + strconv.Itoa(fds[3]), "stderr-fd=" + strconv.Itoa(fds[4]), "pty-fd=" + strconv.Itoa(fds[5]),
 	}
-	return unix.Exec(monitor, args, os.Environ())
+	err = unix.Exec(monitor, args, os.Environ())
+	// Until the exec, the files whose descriptors the monitor gets must stay
+	// reachable: the garbage collector's finaliser of an unreachable
+	// *os.File closes its descriptor (lf is used above only through its
+	// number), which made the exec fail under load with EBADF.
+	runtime.KeepAlive(lf)
+	runtime.KeepAlive(s.ctrLog)
+	runtime.KeepAlive(s.outputs)
+	return err
 }
 
 // closeOnExecAllBut marks every open descriptor but keep close-on-exec.
