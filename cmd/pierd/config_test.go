@@ -118,3 +118,31 @@ func TestMetricsConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPlatformsConfig: [platforms] emulated and a handler's platform are
+// read, and a value that is no Linux platform is refused naming its key.
+func TestPlatformsConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, []byte("[platforms]\nemulated = [\"linux/arm64\", \"auto\"]\n[runtimes.arm]\npath = \"runc\"\nplatform = \"linux/arm64\"\n"), 0o644)
+	c, err := loadConfig(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := c.platforms()
+	if len(pc.Emulated) != 2 || pc.Handlers["arm"] != "linux/arm64" || pc.Default != "runc" || len(pc.Handlers) != 1 {
+		t.Errorf("platform config: %+v", pc)
+	}
+	if s := c.summary(); !strings.Contains(s, "platform linux/arm64") || !strings.Contains(s, "emulated for every pod: linux/arm64, auto") {
+		t.Errorf("summary:\n%s", s)
+	}
+	for bad, key := range map[string]string{
+		"[platforms]\nemulated = [\"windows/amd64\"]\n":            "platforms.emulated",
+		"[platforms]\nemulated = [\"arm64\"]\n":                    "platforms.emulated",
+		"[runtimes.arm]\npath = \"runc\"\nplatform = \"linux\"\n": "runtimes.arm.platform",
+	} {
+		os.WriteFile(path, []byte(bad), 0o644)
+		if _, err := loadConfig(path, true); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: %v, want a refusal naming %s", bad, err, key)
+		}
+	}
+}

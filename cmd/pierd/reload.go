@@ -54,12 +54,20 @@ func (c *Config) summary() string {
 		if _, err := exec.LookPath(c.Runtimes[name].Path); err != nil {
 			h += ", not found: not offered"
 		}
+		if p := c.Runtimes[name].Platform; p != "" {
+			h += ", platform " + p
+		}
 		if name == c.DefaultRuntime {
 			h += ", default"
 		}
 		handlers = append(handlers, h+")")
 	}
 	fmt.Fprintf(&b, "runtime handlers: %s\n", strings.Join(handlers, ", "))
+	emulated := "none"
+	if len(c.Platforms.Emulated) > 0 {
+		emulated = strings.Join(c.Platforms.Emulated, ", ")
+	}
+	fmt.Fprintf(&b, "platforms emulated for every pod: %s\n", emulated)
 	fmt.Fprintf(&b, "registries configured: %d; pinned images: %d\n", len(c.Registries), len(c.Image.PinnedImages))
 	return b.String()
 }
