@@ -136,8 +136,8 @@ func TestPlatformsConfig(t *testing.T) {
 		t.Errorf("summary:\n%s", s)
 	}
 	for bad, key := range map[string]string{
-		"[platforms]\nemulated = [\"windows/amd64\"]\n":            "platforms.emulated",
-		"[platforms]\nemulated = [\"arm64\"]\n":                    "platforms.emulated",
+		"[platforms]\nemulated = [\"windows/amd64\"]\n":           "platforms.emulated",
+		"[platforms]\nemulated = [\"arm64\"]\n":                   "platforms.emulated",
 		"[runtimes.arm]\npath = \"runc\"\nplatform = \"linux\"\n": "runtimes.arm.platform",
 	} {
 		os.WriteFile(path, []byte(bad), 0o644)
