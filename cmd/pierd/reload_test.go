@@ -11,6 +11,7 @@ import (
 	"github.com/pier-runtime/pier/cri"
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/platform"
 )
 
 // configDir writes files (name -> content; names with a slash go below
@@ -275,5 +276,39 @@ address = "127.0.0.1:10010"
 	// The registries and pins the drop-in no longer sets go back.
 	if images.calls != 2 || len(images.pinned) != 0 {
 		t.Errorf("image store: %+v", images)
+	}
+}
+
+// TestReloadPlatforms: SIGHUP applies [platforms] and a handler's
+// platform to the policy; a bad value changes nothing.
+func TestReloadPlatforms(t *testing.T) {
+	state := t.TempDir()
+	path := configDir(t, map[string]string{"config.toml": "state = \"" + state + "\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n[runtimes.crun]\npath = \"/nonexistent/crun\"\n"})
+	started, err := loadConfig(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := platform.New(started.platforms(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reloader{started: started, running: started, images: &fakeImages{}, containers: &fakeContainers{}, runtime: &fakeRuntime{}, platforms: policy}
+	os.WriteFile(path, []byte("state = \""+state+"\"\n[platforms]\nemulated = [\"linux/riscv64\"]\n[runtimes.runc]\npath = \"/nonexistent/runc\"\nplatform = \"linux/arm64\"\n"), 0o644)
+	applied, _, err := r.reload()
+	if err != nil || !slices.Contains(applied, "platforms") {
+		t.Fatalf("applied %v, err %v", applied, err)
+	}
+	if w := policy.Want("runc"); !w.Fixed {
+		t.Errorf("runc's platform not applied: %+v", w)
+	}
+	if got := policy.Info()["emulatedConfigured"]; !slices.Equal(got.([]string), []string{"linux/riscv64"}) {
+		t.Errorf("emulated: %v", got)
+	}
+	os.WriteFile(path, []byte("state = \""+state+"\"\n[platforms]\nemulated = [\"plan9/arm\"]\n"), 0o644)
+	if _, _, err := r.reload(); err == nil {
+		t.Fatal("a bad platform reloaded")
+	}
+	if w := policy.Want("runc"); !w.Fixed {
+		t.Error("a failed reload changed the policy")
 	}
 }
