@@ -25,8 +25,11 @@ func toContainer(c *container.Container) *runtimeapi.Container {
 	}
 }
 
+// imageSpec is the container's image as kubelet's image garbage
+// collection keys it with RuntimeClassInImageCriApi: the image ID and the
+// pod's runtime handler, which pulled it.
 func imageSpec(c *container.Container) *runtimeapi.ImageSpec {
-	return &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage()}
+	return &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage(), RuntimeHandler: c.Handler}
 }
 
 func unixNano(t time.Time) int64 {
