@@ -153,7 +153,14 @@ image:
 		$(IMAGE_FLAGS) -t $(IMAGE) -f Dockerfile .
 
 # deps installs the Debian packages and Go tools (crictl) that are missing;
-# test-deps those only the tests use (helm, for deploy/helm/pier).
+# test-deps those only the tests use (helm, for deploy/helm/pier). The
+# foreign-platform tests (e2e/platform_test.go) run Debian's busybox-static
+# for arm64 under qemu-aarch64-static, which they register with binfmt_misc
+# themselves and unregister: test-deps adds the arm64 architecture to dpkg
+# and unpacks both into FOREIGN_DIR without installing them (qemu-user-static
+# ships binfmt.d files that systemd-binfmt would register at every boot, for
+# every QEMU target, making this node emulate foreign binaries unasked).
+FOREIGN_DIR := /var/cache/pier-e2e/foreign
 install-debs = @missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update && apt-get install -y $$missing; fi
 
@@ -164,6 +171,14 @@ deps:
 test-deps:
 	$(call install-debs,$(TEST_DEBS))
 	@helm version --short 2>/dev/null | grep -q '^$(HELM)' || GOBIN=/usr/local/bin $(GO) install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM)" helm.sh/helm/v3/cmd/helm@$(HELM)
+	@test -x $(FOREIGN_DIR)/arm64/bin/busybox -a -x $(FOREIGN_DIR)/qemu/usr/bin/qemu-aarch64-static || { \
+		dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update; }; \
+		tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+		apt-get download busybox-static:arm64 qemu-user-static && \
+		mkdir -p $(FOREIGN_DIR) && rm -rf $(FOREIGN_DIR)/arm64 $(FOREIGN_DIR)/qemu && \
+		dpkg-deb -x busybox-static_*_arm64.deb $(FOREIGN_DIR)/arm64 && \
+		mkdir -p $(FOREIGN_DIR)/qemu && dpkg-deb --fsys-tarfile qemu-user-static_*.deb | tar -x -C $(FOREIGN_DIR)/qemu ./usr/bin/qemu-aarch64-static && \
+		echo "unpacked busybox-static:arm64 and qemu-aarch64-static into $(FOREIGN_DIR)"; }
 
 # manifests renders the chart into deploy/manifests, for kubectl apply; a
 # test (deploy/chart_test.go) fails when they differ. It needs helm (test-deps).
