@@ -144,7 +144,11 @@ func TestForeignPerHandler(t *testing.T) {
 	}
 
 	for h, want := range map[string]string{"": runtimeArch(), "arm": "aarch64"} {
-		cfg := podConfig("multi-" + h)
+		name := "multi-" + h
+		if h == "" {
+			name = "multi-default"
+		}
+		cfg := podConfig(name)
 		cfg.LogDirectory = t.TempDir()
 		resp, err := p.Runtime.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: h})
 		if err != nil {
