@@ -85,7 +85,7 @@ func hostRelease(t *testing.T) string {
 
 // TestForeignNodeWide: with [platforms] emulated = ["linux/arm64"] and
 // qemu-aarch64 registered with flag F, an arm64-only image pulls and runs
-// through crictl, on the host's kernel.
+// through crictl, on the host's kernel; with ["auto"] it pulls too.
 func TestForeignNodeWide(t *testing.T) {
 	foreignTest(t)
 	testenv.RegisterEmulator(t, "aarch64", "F")
@@ -112,6 +112,10 @@ func TestForeignNodeWide(t *testing.T) {
 	if len(imgs) != 1 || imgs[0].GetSpec().GetAnnotations()[platformLabel] != "linux/arm64" {
 		t.Errorf("ListImages: %v; want the one image, annotated %s=linux/arm64", imgs, platformLabel)
 	}
+
+	// "auto" takes every usable registration.
+	auto := startPierd(t, "[platforms]\nemulated = [\"auto\"]\n")
+	mustPull(t, auto, ref)
 }
 
 // TestForeignPerHandler: a handler with platform = "linux/arm64" pulls the
