@@ -29,23 +29,23 @@ func (s *ImageService) StreamImages(req *runtimeapi.StreamImagesRequest, stream 
 	})
 }
 
-// images lists the stored images, or only the one f names.
+// images lists the stored images, or only those f names: the one an ID
+// names, or every image carrying a tag or digest (one per platform).
 func (s *ImageService) images(f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	var images []*image.Image
 	if ref := f.GetImage().GetImage(); ref != "" {
-		img, err := s.store.Get(ref)
+		imgs, err := s.store.Named(ref)
 		if err != nil && !errors.Is(err, image.ErrNotFound) {
 			return nil, err
 		}
-		if img != nil {
-			images = append(images, img)
-		}
+		images = imgs
 	} else {
 		images = s.store.List()
 	}
+	dflt := s.defaultHandler()
 	out := make([]*runtimeapi.Image, 0, len(images))
 	for _, img := range images {
-		out = append(out, toImage(img))
+		out = append(out, toImage(img, dflt))
 	}
 	return out, nil
 }

@@ -8,7 +8,8 @@ import (
 	"github.com/pier-runtime/pier/image"
 )
 
-// PullImage pulls an image for this node's platform and returns its ID.
+// PullImage pulls an image for the platforms pods of the request's runtime
+// handler may run (platform.Policy.Want) and returns its ID.
 func (s *ImageService) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
@@ -25,7 +26,7 @@ func (s *ImageService) PullImage(ctx context.Context, req *runtimeapi.PullImageR
 			ServerAddress: a.ServerAddress,
 		}
 	}
-	img, err := s.store.Pull(ctx, ref, auth)
+	img, err := s.store.Pull(ctx, ref, auth, s.want(req.GetImage()))
 	if err != nil {
 		return nil, err
 	}

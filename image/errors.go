@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/pier-runtime/pier/platform"
 )
 
 // Sentinel errors. Callers test them with errors.Is; the CRI layer maps them
@@ -17,8 +19,10 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrUnavailable: the registry could not be reached.
 	ErrUnavailable = errors.New("registry unavailable")
-	// ErrPlatform: the image has no variant that runs on this node.
-	ErrPlatform = errors.New("image not built for this node's platform")
+	// ErrPlatform: the image has no variant that pods of the pulling
+	// runtime handler may run on this node. It is platform.ErrUnsupported,
+	// so that the refusals of package platform have this kind too.
+	ErrPlatform = platform.ErrUnsupported
 	// ErrCorrupt: registry content did not match its digest, size or diff ID.
 	ErrCorrupt = errors.New("content does not match its digest")
 	// ErrBadLayer: a layer's tar cannot be unpacked safely (say, a link

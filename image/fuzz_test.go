@@ -43,22 +43,18 @@ func FuzzNormalize(f *testing.F) {
 // FuzzPickManifest: any index either gives a manifest for this node's
 // platform, or an error; never a panic.
 func FuzzPickManifest(f *testing.F) {
-	node := Platform{OS: "linux", Architecture: "amd64"}
+	node := nodeWide(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 		if err != nil {
 			return
 		}
-		m, err := node.pickManifest("fuzz", idx)
+		m, err := chooseManifest("fuzz", idx, node)
 		if err != nil {
 			return
 		}
-		var have Platform
-		if m.Platform != nil {
-			have = Platform{OS: m.Platform.OS, Architecture: m.Platform.Architecture, Variant: m.Platform.Variant}
-		}
-		if !node.accepts(have) {
-			t.Fatalf("picked %v for %v", have, node)
+		if have := fromV1(m.Platform); node.Rank(have) < 0 || m.Platform == nil || have.OS == "" {
+			t.Fatalf("picked %v for %v", m.Platform, node.Platforms)
 		}
 	})
 }
@@ -93,6 +89,7 @@ func FuzzLayersOf(f *testing.F) {
 // FuzzParseConfig: any config either fails to parse or yields a user and
 // a platform without a panic.
 func FuzzParseConfig(f *testing.F) {
+	node := nodeWide(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		c, err := v1.ParseConfigFile(bytes.NewReader(raw))
 		if err != nil {
@@ -102,7 +99,7 @@ func FuzzParseConfig(f *testing.F) {
 		if uid, name := img.User(); uid != nil && name != "" {
 			t.Fatalf("user %q is both uid %d and name %q", c.Config.User, *uid, name)
 		}
-		Platform{OS: "linux", Architecture: "amd64"}.accepts(Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant})
+		node.Rank(configPlatform(c))
 	})
 }
 

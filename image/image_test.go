@@ -38,31 +38,6 @@ func TestNormalize(t *testing.T) {
 
 func hex64(c string) string { return strings.Repeat(c, 64) }
 
-func TestPickManifest(t *testing.T) {
-	node := Platform{OS: "linux", Architecture: "amd64"}
-	desc := func(os, arch, variant string) v1.Descriptor {
-		return v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: v1.Hash{Algorithm: "sha256", Hex: hex64("1")},
-			Platform: &v1.Platform{OS: os, Architecture: arch, Variant: variant}}
-	}
-	idx := &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "arm64", "v8"), desc("unknown", "unknown", ""), desc("linux", "amd64", "")}}
-	if m, err := node.pickManifest("x", idx); err != nil || m.Platform.Architecture != "amd64" {
-		t.Fatalf("pickManifest = %v, %v", m.Platform, err)
-	}
-	arm := Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
-	if m, err := arm.pickManifest("x", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "arm64", "")}}); err != nil || m.Platform.Architecture != "arm64" {
-		t.Fatalf("arm64 without variant not picked: %v", err)
-	}
-
-	_, err := node.pickManifest("example/win:1", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("windows", "amd64", "")}})
-	if !errors.Is(err, ErrPlatform) || err.Error() != "image example/win:1 is built for windows/amd64 only; this node runs linux/amd64" {
-		t.Fatalf("windows-only: %v", err)
-	}
-	_, err = node.pickManifest("m", &v1.IndexManifest{Manifests: []v1.Descriptor{desc("linux", "s390x", ""), desc("linux", "arm", "v7")}})
-	if !errors.Is(err, ErrPlatform) || !strings.Contains(err.Error(), "built for linux/arm/v7, linux/s390x; this node runs linux/amd64") {
-		t.Fatalf("two platforms: %v", err)
-	}
-}
-
 func TestLayersOfChainIDs(t *testing.T) {
 	d1, d2 := v1.Hash{Algorithm: "sha256", Hex: hex64("1")}, v1.Hash{Algorithm: "sha256", Hex: hex64("2")}
 	m := &v1.Manifest{Layers: []v1.Descriptor{{MediaType: types.DockerLayer, Digest: d1, Size: 3}, {MediaType: types.OCILayerZStd, Digest: d2, Size: 4}}}
@@ -196,7 +171,7 @@ func TestOnPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pull(context.Background(), "Not/A:Valid:Reference", nil); err == nil {
+	if _, err := s.Pull(context.Background(), "Not/A:Valid:Reference", nil, nodeWide(t)); err == nil {
 		t.Fatal("pulled an invalid reference")
 	}
 	if len(got) != 1 || FailureReason(got[0].Err) != "invalid_reference" || got[0].Bytes != 0 {

@@ -16,18 +16,26 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
+
+	"github.com/pier-runtime/pier/platform"
 )
 
 // UserAgent is sent to registries.
 var UserAgent = "pier"
 
-// Pull fetches image ref for this node's platform, from the registry's
-// mirrors in order and then the registry itself, and records it under ref.
+// Pull fetches image ref for the platforms want accepts (a runtime
+// handler's: platform.Policy.Want), from the registry's mirrors in order
+// and then the registry itself, and records it under ref for its platform.
+// From a multi-platform image it takes the variant want prefers; a
+// single-platform image is taken if want runs its platform, or if its
+// config names none. Otherwise it fails with want's refusal, which wraps
+// ErrPlatform and says what would make the image run.
 //
-// Concurrent pulls of one reference with the same credentials share one
-// download: a caller that gives up (its ctx ends) leaves the others' pull
-// running; the download is cancelled only when every caller has left.
-func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, err error) {
+// Concurrent pulls of one reference with the same credentials and the
+// same choice of platforms (want.Key) share one download: a caller that
+// gives up (its ctx ends) leaves the others' pull running; the download is
+// cancelled only when every caller has left.
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth, want platform.Want) (img *Image, err error) {
 	start := time.Now()
 	var fetched *atomic.Int64
 	if s.opts.OnPull != nil {
@@ -47,17 +55,17 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, e
 	if err != nil {
 		return nil, err
 	}
-	key := flightKey{ref: named.String()}
+	key := flightKey{ref: named.String(), want: want.Key()}
 	if auth != nil {
 		key.auth = *auth
 	}
 	s.mu.Lock()
 	f := s.flights[key]
 	if f == nil {
-		f = s.startFlight(ctx, key, named, auth)
+		f = s.startFlight(ctx, key, named, auth, want)
 		fetched = &f.fetched // the bytes are counted once, for the caller that started the download
 	} else {
-		klog.V(2).InfoS("Joining a pull under way", "image", key.ref)
+		klog.V(2).InfoS("Joining a pull under way", "image", key.ref, "platforms", key.want)
 	}
 	f.waiters++
 	s.mu.Unlock()
@@ -67,9 +75,14 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, e
 		if f.err != nil {
 			return nil, f.err
 		}
+		if f.img.Handler != want.Handler {
+			s.noteHandler(f.img.ID, want.Handler)
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.copyOf(f.img), nil
+		img := s.copyOf(f.img)
+		img.Handler = want.Handler
+		return img, nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		f.waiters--
@@ -89,6 +102,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (img *Image, e
 // flightKey identifies pulls that can share a download.
 type flightKey struct {
 	ref  string // normalized
+	want string // platform.Want.Key
 	auth Auth
 }
 
@@ -104,12 +118,12 @@ type flight struct {
 
 // startFlight starts pulling named in the background, detached from the
 // caller's cancellation but keeping its values. Called with s.mu held.
-func (s *Store) startFlight(ctx context.Context, key flightKey, named reference.Named, auth *Auth) *flight {
+func (s *Store) startFlight(ctx context.Context, key flightKey, named reference.Named, auth *Auth, want platform.Want) *flight {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f := &flight{done: make(chan struct{}), cancel: cancel}
 	s.flights[key] = f
 	go func() {
-		img, err := s.pull(fctx, named, auth, &f.fetched)
+		img, err := s.pull(fctx, named, auth, want, &f.fetched)
 		if err != nil && fctx.Err() != nil {
 			err = fmt.Errorf("pull %s: %w", key.ref, context.Canceled)
 		}
@@ -125,11 +139,11 @@ func (s *Store) startFlight(ctx context.Context, key flightKey, named reference.
 	return f
 }
 
-func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth, fetched *atomic.Int64) (*Image, error) {
+func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth, want platform.Want, fetched *atomic.Int64) (*Image, error) {
 	var errs []error
 	regs := s.reg.Load() // one pull, one configuration
 	for _, ep := range regs.endpoints(reference.Domain(named)) {
-		img, err := s.pullFrom(ctx, regs, ep, named, auth, fetched)
+		img, err := s.pullFrom(ctx, regs, ep, named, auth, want, fetched)
 		if err == nil {
 			return img, nil
 		}
@@ -161,7 +175,7 @@ func (m *multiError) Error() string {
 
 // pullFrom pulls named from one endpoint, adding the layer bytes it
 // fetches to fetched.
-func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, named reference.Named, auth *Auth, fetched *atomic.Int64) (*Image, error) {
+func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, named reference.Named, auth *Auth, want platform.Want, fetched *atomic.Int64) (*Image, error) {
 	start := time.Now()
 	refStr := named.String()
 	reg, err := ep.registry()
@@ -193,17 +207,19 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 	if err != nil {
 		return nil, classify(err, refStr, ep)
 	}
+	var chosen platform.Platform // from the index, if any
 	if desc.MediaType.IsIndex() {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
 		if err != nil {
 			return nil, withKind(ErrCorrupt, fmt.Errorf("image index of %s: %w", refStr, err))
 		}
-		m, err := s.platform.pickManifest(refStr, idx)
+		m, err := chooseManifest(refStr, idx, want)
 		if err != nil {
 			return nil, err
 		}
+		chosen = fromV1(m.Platform)
 		if m.Size > MaxManifestBytes {
-			return nil, errorf(ErrTooLarge, "image index of %s declares a %d-byte manifest for %s; pier accepts at most %d MiB", refStr, m.Size, s.platform, MaxManifestBytes>>20)
+			return nil, errorf(ErrTooLarge, "image index of %s declares a %d-byte manifest for %s; pier accepts at most %d MiB", refStr, m.Size, chosen, MaxManifestBytes>>20)
 		}
 		if desc, err = remote.Get(repo.Digest(m.Digest.String()), opts...); err != nil {
 			return nil, classify(err, refStr, ep)
@@ -229,8 +245,12 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 		return nil, withKind(ErrCorrupt, fmt.Errorf("image config of %s: %w", refStr, err))
 	}
 	// A config that names no platform is taken to be for any.
-	if have := (Platform{OS: config.OS, Architecture: config.Architecture, Variant: config.Variant}); have.OS != "" && !s.platform.accepts(have) {
-		return nil, s.platform.mismatch(refStr, []Platform{have})
+	have := configPlatform(config)
+	if have != (platform.Platform{}) && want.Rank(have) < 0 {
+		return nil, want.Refuse(refStr, []platform.Platform{have})
+	}
+	if chosen == (platform.Platform{}) {
+		chosen = have
 	}
 	layers, err := layersOf(manifest, config)
 	if err != nil {
@@ -278,6 +298,7 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 	record := &Image{
 		ID: manifest.Config.Digest.String(), Manifest: mustDigest(img), MediaType: string(manifest.MediaType),
 		Layers: layers, Size: size, Pulled: time.Now().UTC(), Config: config,
+		Platform: chosen, Handler: want.Handler,
 	}
 	repoName := reference.TrimNamed(named).String()
 	names := []string{repoName + "@" + desc.Digest.String()}
@@ -289,7 +310,7 @@ func (s *Store) pullFrom(ctx context.Context, regs *registries, ep endpoint, nam
 		return nil, fmt.Errorf("record image %s: %w", refStr, err)
 	}
 	secs := time.Since(start).Seconds()
-	klog.InfoS("Pulled image", "image", refStr, "id", stored.ID, "from", ep.host, "bytes", total,
+	klog.InfoS("Pulled image", "image", refStr, "id", stored.ID, "platform", chosen, "handler", want.Handler, "from", ep.host, "bytes", total,
 		"seconds", fmt.Sprintf("%.2f", secs), "MBps", fmt.Sprintf("%.1f", float64(done.Load())/1e6/secs))
 	return stored, nil
 }

@@ -24,6 +24,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/pier-runtime/pier/platform"
 )
 
 // fakeRegistry serves manifests and blobs from memory, with handlers a
@@ -124,7 +126,12 @@ func layerTar(t testing.TB, files map[string]string) ([]byte, v1.Hash) {
 
 // makeImage builds an image of the given gzipped layers (with their diff IDs).
 func makeImage(t testing.TB, layers [][]byte, diffIDs []v1.Hash) *testImage {
-	cfg := v1.ConfigFile{OS: "linux", Architecture: NodePlatform().Architecture, RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs}}
+	return makeImageFor(t, platform.Native(), layers, diffIDs)
+}
+
+// makeImageFor builds an image whose config names platform p.
+func makeImageFor(t testing.TB, p platform.Platform, layers [][]byte, diffIDs []v1.Hash) *testImage {
+	cfg := v1.ConfigFile{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs}}
 	config, _ := json.Marshal(cfg)
 	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
 		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(config)), Digest: digestOf(config)}}
@@ -254,7 +261,7 @@ func TestOversizedContent(t *testing.T) {
 	// An index naming a 256 MiB manifest for this platform.
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{{
 		MediaType: types.OCIManifestSchema1, Size: hugeBody, Digest: digestOf([]byte("m")),
-		Platform: &v1.Platform{OS: "linux", Architecture: NodePlatform().Architecture},
+		Platform: &v1.Platform{OS: "linux", Architecture: platform.Native().Architecture},
 	}}}
 	rawIdx, _ := json.Marshal(idx)
 	reg.put("/v2/test/img/manifests/index", string(types.OCIImageIndex), rawIdx)
@@ -269,7 +276,7 @@ func TestOversizedContent(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var err error
-			alloc := allocDuring(func() { _, err = s.Pull(context.Background(), ref, nil) })
+			alloc := allocDuring(func() { _, err = s.Pull(context.Background(), ref, nil, nodeWide(t)) })
 			t.Logf("%s: allocated %d MiB; %v", name, alloc>>20, err)
 			if err == nil {
 				t.Fatal("pulled")
@@ -305,7 +312,7 @@ func TestLayerUncompressedLimit(t *testing.T) {
 	ref := reg.serve("bomb", img)
 
 	s := newTestStore(t, Options{MaxLayerUncompressedBytes: 16 << 20})
-	_, err := s.Pull(context.Background(), ref, nil)
+	_, err := s.Pull(context.Background(), ref, nil, nodeWide(t))
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "max_layer_uncompressed_bytes") {
 		t.Fatalf("gzip bomb (%d KiB): %v", len(bomb)>>10, err)
 	}
@@ -330,14 +337,14 @@ func TestPullProgressTimeout(t *testing.T) {
 		<-req.Context().Done()
 	})
 	s := newTestStore(t, Options{PullProgressTimeout: time.Second})
-	_, err := s.Pull(context.Background(), ref, nil)
+	_, err := s.Pull(context.Background(), ref, nil, nodeWide(t))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "image_pull_progress_timeout") ||
 		!strings.Contains(err.Error(), digestOf(layer).String()) || !strings.Contains(err.Error(), reg.host()) {
 		t.Fatalf("stalled pull: %v", err)
 	}
 	assertNoPartialLayers(t, s)
 	reg.handle(blobPath(digestOf(layer)), nil)
-	if _, err := s.Pull(context.Background(), ref, nil); err != nil {
+	if _, err := s.Pull(context.Background(), ref, nil, nodeWide(t)); err != nil {
 		t.Fatalf("clean pull after the stall: %v", err)
 	}
 }
@@ -367,7 +374,7 @@ func TestPullRetriesAndRedirectLoop(t *testing.T) {
 		}
 	})
 	s := newTestStore(t, Options{})
-	if _, err := s.Pull(context.Background(), ref, nil); err != nil {
+	if _, err := s.Pull(context.Background(), ref, nil, nodeWide(t)); err != nil {
 		t.Fatalf("pull with 3 transient failures: %v", err)
 	}
 	if n := reg.count(manifest); n != 4 {
@@ -380,7 +387,7 @@ func TestPullRetriesAndRedirectLoop(t *testing.T) {
 	reg.handle(blobPath(digestOf(l)), func(w http.ResponseWriter, req *http.Request) {
 		http.Redirect(w, req, req.URL.Path, http.StatusTemporaryRedirect)
 	})
-	_, err := s.Pull(context.Background(), ref2, nil)
+	_, err := s.Pull(context.Background(), ref2, nil, nodeWide(t))
 	if err == nil || !strings.Contains(err.Error(), "redirect loop") || !strings.Contains(err.Error(), reg.host()) {
 		t.Fatalf("redirect loop: %v", err)
 	}
@@ -405,10 +412,10 @@ func TestConcurrentPullsShareDownload(t *testing.T) {
 	s := newTestStore(t, Options{})
 	first, cancelFirst := context.WithCancel(context.Background())
 	firstErr := make(chan error, 1)
-	go func() { _, err := s.Pull(first, ref, nil); firstErr <- err }()
+	go func() { _, err := s.Pull(first, ref, nil, nodeWide(t)); firstErr <- err }()
 	<-started
 	secondDone := make(chan error, 1)
-	go func() { _, err := s.Pull(context.Background(), ref, nil); secondDone <- err }()
+	go func() { _, err := s.Pull(context.Background(), ref, nil, nodeWide(t)); secondDone <- err }()
 	for !s.waiting(ref, 2) {
 		runtime.Gosched()
 	}
@@ -430,8 +437,12 @@ func (s *Store) waiting(ref string, n int) bool {
 	named, _ := normalize(ref)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.flights[flightKey{ref: named.String()}]
-	return f != nil && f.waiters == n
+	for k, f := range s.flights {
+		if k.ref == named.String() && f.waiters == n {
+			return true
+		}
+	}
+	return false
 }
 
 // Every caller leaving cancels the download, and leaves nothing behind.
@@ -450,7 +461,7 @@ func TestAllCallersLeaveCancelsPull(t *testing.T) {
 	s := newTestStore(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { _, err := s.Pull(ctx, ref, nil); done <- err }()
+	go func() { _, err := s.Pull(ctx, ref, nil, nodeWide(t)); done <- err }()
 	<-started
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -477,7 +488,7 @@ func TestHoldRacesRemove(t *testing.T) {
 	reg := newFakeRegistry(t)
 	ref := reg.serve("held", img)
 	s := newTestStore(t, Options{})
-	pulled, err := s.Pull(context.Background(), ref, nil)
+	pulled, err := s.Pull(context.Background(), ref, nil, nodeWide(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,16 @@
 // Package image is pier's image store. It pulls images from registries over
-// the registry v2 protocol for this node's platform, verifies every blob's
-// digest and size while streaming, unpacks each layer once into its own
-// read-only directory keyed by chain ID (whiteouts converted for overlayfs),
-// shares layers between images, and keeps the image index on disk.
+// the registry v2 protocol, verifies every blob's digest and size while
+// streaming, unpacks each layer once into its own read-only directory keyed
+// by chain ID (whiteouts converted for overlayfs), shares layers between
+// images, and keeps the image index on disk.
+//
+// Each pull is for the platforms a runtime handler's pods may run
+// (platform.Want): from a multi-platform image it takes the variant the
+// handler prefers, and it refuses an image none of whose variants the
+// handler runs. So one reference may be stored for several platforms (the
+// node's own for most pods, linux/arm64 for an emulated handler's): a tag or
+// digest belongs to one image per platform, and lookups for a handler
+// (Find) take the variant it runs.
 //
 // On-disk layout under the store's root:
 //
@@ -19,6 +27,7 @@ package image
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,8 +43,12 @@ import (
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
 	"github.com/pier-runtime/pier/internal/privdir"
+	"github.com/pier-runtime/pier/platform"
 )
 
+// recordVersion is the version of image.json. Fields added since version
+// 1 (platform, handler) are optional and older piers ignore them, so it
+// stays 1: a record without a platform takes it from its config.
 const recordVersion = 1
 
 // Options configure a Store.
@@ -53,8 +66,6 @@ type Options struct {
 	// Keychain supplies credentials when the client sends none
 	// (authn.DefaultKeychain reads docker's config.json).
 	Keychain authn.Keychain
-	// Platform is the node's platform; zero means NodePlatform().
-	Platform Platform
 	// MaxLayerUncompressedBytes stops a layer that unpacks to more than
 	// this many bytes (of tar stream); 0 bounds layers only by the store's
 	// free space, which every pull checks.
@@ -90,9 +101,17 @@ type Image struct {
 	Layers      []Layer   `json:"layers"`
 	Size        int64     `json:"size"` // config and compressed layers, as in the registry
 	Pulled      time.Time `json:"pulled"`
+	// Handler is the runtime handler of the last pull that resolved to
+	// this image, as package platform names it (platform.Want.Handler:
+	// the default handler's name for a pull that named none).
+	Handler string `json:"handler,omitempty"`
 
-	Config *v1.ConfigFile `json:"-"`
-	Pinned bool           `json:"-"`
+	// Platform is what the image is built for: the variant chosen from an
+	// index, or what a single image's config names (the zero Platform if
+	// it names none). Records keep it as a string (imageRecord).
+	Platform platform.Platform `json:"-"`
+	Config   *v1.ConfigFile    `json:"-"`
+	Pinned   bool              `json:"-"`
 }
 
 // Layer is one layer of an image.
@@ -121,14 +140,17 @@ func (img *Image) User() (uid *int64, username string) {
 type imageRecord struct {
 	Version int `json:"version"`
 	Image
+	// PlatformName is Image.Platform as platform.Platform.String writes
+	// it ("linux/arm64"); absent in records of older piers and for images
+	// that name no platform.
+	PlatformName string `json:"platform,omitempty"`
 }
 
 // Store is the image store.
 type Store struct {
-	root     string
-	opts     Options
-	reg      atomic.Pointer[registries] // replaced by Reconfigure
-	platform Platform
+	root string
+	opts Options
+	reg  atomic.Pointer[registries] // replaced by Reconfigure
 
 	mu       sync.Mutex
 	pinned   map[string]bool          // by normalized reference or ID; replaced by Reconfigure
@@ -151,9 +173,6 @@ func New(opts Options) (*Store, error) {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
 	}
-	if opts.Platform == (Platform{}) {
-		opts.Platform = NodePlatform()
-	}
 	if opts.PullProgressTimeout == 0 {
 		opts.PullProgressTimeout = DefaultPullProgressTimeout
 	}
@@ -168,7 +187,6 @@ func New(opts Options) (*Store, error) {
 	s := &Store{
 		root:     opts.Root,
 		opts:     opts,
-		platform: opts.Platform,
 		pinned:   pinned,
 		images:   map[string]*Image{},
 		layers:   map[string]*layerRecord{},
@@ -195,7 +213,7 @@ func New(opts Options) (*Store, error) {
 	if err := s.loadImages(); err != nil {
 		return nil, err
 	}
-	klog.InfoS("Image store loaded", "root", s.root, "images", len(s.images), "layers", len(s.layers), "platform", s.platform)
+	klog.InfoS("Image store loaded", "root", s.root, "images", len(s.images), "layers", len(s.layers), "nodePlatform", platform.Native())
 	return s, nil
 }
 
@@ -269,7 +287,8 @@ func (s *Store) loadImages() error {
 	if err != nil {
 		return err
 	}
-	owner := map[string]*Image{} // tag or digest -> image claiming it
+	type claim struct{ name, platform string }
+	owner := map[claim]*Image{} // tag or digest, per platform -> image claiming it
 	for _, e := range entries {
 		img, err := s.loadImage(filepath.Join(s.imagesDir(), e.Name()))
 		if err != nil {
@@ -280,16 +299,17 @@ func (s *Store) loadImages() error {
 			continue
 		}
 		s.images[img.ID] = img
-		// A crash while a tag moved between images may leave it on both:
-		// the newer pull keeps it.
+		// A crash while a tag moved between images of one platform may
+		// leave it on both: the newer pull keeps it.
 		for _, name := range slices.Concat(img.RepoTags, img.RepoDigests) {
-			if prev := owner[name]; prev != nil && prev.Pulled.After(img.Pulled) {
+			c := claim{name, platformString(img.Platform)}
+			if prev := owner[c]; prev != nil && prev.Pulled.After(img.Pulled) {
 				img.drop(name)
 			} else {
 				if prev != nil {
 					prev.drop(name)
 				}
-				owner[name] = img
+				owner[c] = img
 			}
 		}
 	}
@@ -305,8 +325,8 @@ func (s *Store) loadImage(dir string) (*Image, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("image.json: %w", err)
 	}
-	if rec.Version != recordVersion {
-		return nil, fmt.Errorf("image.json: unknown version %d", rec.Version)
+	if rec.Version < 1 || rec.Version > recordVersion {
+		return nil, fmt.Errorf("image.json: unknown version %d (written by a newer pier?)", rec.Version)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -317,6 +337,11 @@ func (s *Store) loadImage(dir string) (*Image, error) {
 	}
 	if rec.Config, err = v1.ParseConfigFile(bytes.NewReader(raw)); err != nil {
 		return nil, err
+	}
+	if rec.PlatformName != "" {
+		rec.Image.Platform = parsePlatform(rec.PlatformName)
+	} else {
+		rec.Image.Platform = configPlatform(rec.Config)
 	}
 	for _, l := range rec.Layers {
 		if s.layers[l.ChainID] == nil {
@@ -357,8 +382,10 @@ func (s *Store) List() []*Image {
 	return out
 }
 
-// Get finds an image by ID, unique ID prefix, tag or digest reference.
-// It returns an error wrapping ErrNotFound when there is none.
+// Get finds an image by ID, unique ID prefix, tag or digest reference. A
+// name that images of several platforms carry gives the one built for the
+// node's own platform, else the one pulled last. It returns an error
+// wrapping ErrNotFound when there is none.
 func (s *Store) Get(ref string) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -369,20 +396,124 @@ func (s *Store) Get(ref string) (*Image, error) {
 	return s.copyOf(img), nil
 }
 
+// Find finds the image ref names for pods of want's runtime handler: by ID
+// or unique ID prefix as Get; by tag or digest, of the images carrying it,
+// the one whose platform want prefers (the one pulled last among equals).
+// A name that only images of platforms want does not run carry is not
+// found (ErrNotFound), with a message naming their platforms: the image is
+// to be pulled for that handler.
+func (s *Store) Find(ref string, want platform.Want) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	imgs, byName, err := s.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !byName {
+		return s.copyOf(imgs[0]), nil
+	}
+	var (
+		best     *Image
+		bestRank = -1
+		have     []string
+	)
+	for _, img := range imgs {
+		r := want.Rank(img.Platform)
+		if r < 0 {
+			have = append(have, img.Platform.String())
+			continue
+		}
+		if best == nil || r < bestRank || (r == bestRank && newer(img, best)) {
+			best, bestRank = img, r
+		}
+	}
+	if best == nil {
+		slices.Sort(have)
+		runs := strings.ReplaceAll(want.Key(), ",", ", ")
+		if runs == "" {
+			runs = "no platform: no usable emulator is registered for theirs"
+		}
+		return nil, errorf(ErrNotFound, "image %s is on this node only for %s, which pods of %s do not run (they run %s): pull it for this runtime handler",
+			ref, strings.Join(slices.Compact(have), ", "), handlerName(want.Handler), runs)
+	}
+	return s.copyOf(best), nil
+}
+
+// Named returns the images ref names: the one an ID or unique ID prefix
+// names, or every image carrying a tag or digest (one per platform),
+// ordered by ID. It returns an error wrapping ErrNotFound when there is
+// none.
+func (s *Store) Named(ref string) ([]*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	imgs, _, err := s.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Image, len(imgs))
+	for i, img := range imgs {
+		out[i] = s.copyOf(img)
+	}
+	return out, nil
+}
+
+func handlerName(h string) string {
+	if h == "" {
+		return "the default runtime handler"
+	}
+	return fmt.Sprintf("runtime handler %q", h)
+}
+
+// newer reports whether a was pulled after b (by ID among equals, so that
+// the choice does not depend on map order).
+func newer(a, b *Image) bool {
+	if !a.Pulled.Equal(b.Pulled) {
+		return a.Pulled.After(b.Pulled)
+	}
+	return a.ID > b.ID
+}
+
+// resolve is Get's choice, with s.mu held.
 func (s *Store) resolve(ref string) (*Image, error) {
+	imgs, byName, err := s.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !byName {
+		return imgs[0], nil
+	}
+	native := platform.Native()
+	var best *Image
+	for _, img := range imgs {
+		switch n, bn := native.Matches(img.Platform), best != nil && native.Matches(best.Platform); {
+		case best == nil, n && !bn, n == bn && newer(img, best):
+			best = img
+		}
+	}
+	return best, nil
+}
+
+// lookup returns the images ref names, ordered by ID: one for an ID or a
+// unique ID prefix; for a tag or digest (byName), every image carrying it.
+// Called with s.mu held.
+func (s *Store) lookup(ref string) (imgs []*Image, byName bool, err error) {
 	if isID(ref) {
 		id := "sha256:" + strings.TrimPrefix(ref, "sha256:")
 		if img := s.images[id]; img != nil {
-			return img, nil
+			return []*Image{img}, false, nil
 		}
-		return nil, errorf(ErrNotFound, "image %s not found", ref)
+		return nil, false, errorf(ErrNotFound, "image %s not found", ref)
 	}
 	if named, err := normalize(ref); err == nil {
 		n := named.String()
 		for _, img := range s.images {
 			if slices.Contains(img.RepoTags, n) || slices.Contains(img.RepoDigests, n) {
-				return img, nil
+				imgs = append(imgs, img)
 			}
+		}
+		if len(imgs) > 0 {
+			slices.SortFunc(imgs, func(a, b *Image) int { return strings.Compare(a.ID, b.ID) })
+			return imgs, true, nil
 		}
 	}
 	// A short ID, as `crictl images` prints them.
@@ -391,27 +522,30 @@ func (s *Store) resolve(ref string) (*Image, error) {
 		for id, img := range s.images {
 			if strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), prefix) {
 				if found != nil {
-					return nil, errorf(ErrNotFound, "image ID prefix %s is ambiguous: use more characters", ref)
+					return nil, false, errorf(ErrNotFound, "image ID prefix %s is ambiguous: use more characters", ref)
 				}
 				found = img
 			}
 		}
 		if found != nil {
-			return found, nil
+			return []*Image{found}, false, nil
 		}
 	}
-	return nil, errorf(ErrNotFound, "image %s not found", ref)
+	return nil, false, errorf(ErrNotFound, "image %s not found", ref)
 }
 
 func isHex(s string) bool {
 	return strings.Trim(s, "0123456789abcdef") == ""
 }
 
-// Remove deletes the image ref names, with all its tags. Layers no other
+// Remove deletes what ref names, each image with all its tags: an ID (or
+// unique ID prefix) removes that image; a tag or digest removes every
+// image carrying it, for every platform (the images one reference was
+// pulled as for several runtime handlers go together). Layers no other
 // image uses are deleted too. Removing an absent image is not an error.
 func (s *Store) Remove(ref string) error {
 	s.mu.Lock()
-	img, err := s.resolve(ref)
+	imgs, _, err := s.lookup(ref)
 	if err != nil {
 		s.mu.Unlock()
 		if _, perr := normalize(ref); perr != nil && !isID(ref) && !isHex(strings.TrimPrefix(ref, "sha256:")) {
@@ -419,15 +553,22 @@ func (s *Store) Remove(ref string) error {
 		}
 		return nil
 	}
-	delete(s.images, img.ID)
-	err = s.deleteDir(s.imageDir(img.ID))
+	var errs []error
+	for _, img := range imgs {
+		delete(s.images, img.ID)
+		if err := s.deleteDir(s.imageDir(img.ID)); err != nil {
+			errs = append(errs, fmt.Errorf("remove image %s: %w", img.ID, err))
+		}
+	}
 	doomed := s.unusedLayersLocked()
 	s.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("remove image %s: %w", img.ID, err)
-	}
-	klog.InfoS("Removed image", "id", img.ID, "tags", img.RepoTags, "layersFreed", len(doomed))
 	removeAll(doomed)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, img := range imgs {
+		klog.InfoS("Removed image", "id", img.ID, "tags", img.RepoTags, "platform", img.Platform, "layersFreed", len(doomed))
+	}
 	return nil
 }
 
@@ -473,7 +614,8 @@ func (s *Store) deleteDir(dir string) error {
 	return os.RemoveAll(dead)
 }
 
-// commit records a pulled image, moving the tag from any image that had it.
+// commit records a pulled image under names, taking them from any other
+// image of the same platform (a name belongs to one image per platform).
 func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -488,6 +630,10 @@ func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, e
 	updated.RepoTags = slices.Clone(cur.RepoTags)
 	updated.RepoDigests = slices.Clone(cur.RepoDigests)
 	updated.Pulled = img.Pulled
+	updated.Handler = img.Handler
+	if img.Platform != (platform.Platform{}) {
+		updated.Platform = img.Platform
+	}
 	for _, n := range names {
 		if strings.Contains(n, "@") {
 			if !slices.Contains(updated.RepoDigests, n) {
@@ -501,9 +647,10 @@ func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, e
 		return nil, err
 	}
 	s.images[img.ID] = &updated
-	// The names now belong to this image: take them from any other.
+	// The names now belong to this image among those of its platform:
+	// take them from any other of that platform.
 	for _, other := range s.images {
-		if other.ID == img.ID {
+		if other.ID == img.ID || other.Platform != updated.Platform {
 			continue
 		}
 		before := len(other.RepoTags) + len(other.RepoDigests)
@@ -520,6 +667,24 @@ func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, e
 		}
 	}
 	return s.copyOf(&updated), nil
+}
+
+// noteHandler records that a pull for handler resolved to image id (a pull
+// that joined another's download, whose handler the record has).
+func (s *Store) noteHandler(id, handler string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.images[id]
+	if cur == nil || cur.Handler == handler {
+		return
+	}
+	updated := *cur
+	updated.Handler = handler
+	if err := writeRecord(s.imageDir(id), &updated); err != nil {
+		klog.ErrorS(err, "Recording the runtime handler of a pull", "image", id, "handler", handler)
+		return
+	}
+	s.images[id] = &updated
 }
 
 // writeNewImage creates the image's directory: config and record are
@@ -545,7 +710,7 @@ func (s *Store) writeNewImage(img *Image, rawConfig []byte) error {
 }
 
 func writeRecord(dir string, img *Image) error {
-	return atomicfile.WriteJSON(filepath.Join(dir, "image.json"), imageRecord{Version: recordVersion, Image: *img})
+	return atomicfile.WriteJSON(filepath.Join(dir, "image.json"), imageRecord{Version: recordVersion, Image: *img, PlatformName: platformString(img.Platform)})
 }
 
 // FsUsage is the space and inodes the store's layers use.

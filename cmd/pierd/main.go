@@ -211,7 +211,7 @@ func serve(cfg *Config) error {
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)), grpc.StreamInterceptor(cri.NewStreamInterceptor(obs.cri)))
 	cri.Register(server,
 		runtimeService,
-		cri.NewImageService(images))
+		cri.NewImageService(images, platforms))
 	reloadOnSIGHUP(cfg, cgroups.Driver == cgroup.Systemd, images, containers, runtimeService, handlers, platforms)
 
 	socket := strings.TrimPrefix(cfg.Listen, "unix://")
