@@ -41,6 +41,7 @@ import (
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
 	"github.com/pier-runtime/pier/oci"
+	"github.com/pier-runtime/pier/platform"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/shim"
 	"github.com/pier-runtime/pier/shim/protocol"
@@ -138,9 +139,13 @@ type Options struct {
 	SocketDir  string // shim control sockets, e.g. /run/pier/s
 	ShimBinary string // path of pier-shim
 	Images     *image.Store
-	Pods       *sandbox.Manager
-	Runtimes   map[string]*oci.Runtime // by handler name; SetRuntimes replaces them
-	Cgroups    *cgroup.Node            // the node's cgroups and driver
+	// Platforms says which platforms a pod's runtime handler runs; nil:
+	// an image's platform is not checked (the store refused foreign ones
+	// at pull time).
+	Platforms *platform.Policy
+	Pods      *sandbox.Manager
+	Runtimes  map[string]*oci.Runtime // by handler name; SetRuntimes replaces them
+	Cgroups   *cgroup.Node            // the node's cgroups and driver
 	// OOMScoreAdj is pierd's own oom_score_adj: containers may not go lower.
 	OOMScoreAdj int
 	// Confine is the confinement (seccomp, AppArmor) the node can apply.

@@ -62,7 +62,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if rt == nil {
 		return nil, fmt.Errorf("%w: pod sandbox %s has runtime handler %q, which pier does not offer", ErrPodNotReady, pod.ID, pod.Config.RuntimeHandler)
 	}
-	img, err := m.opts.Images.Get(cfg.GetImage().GetImage())
+	img, err := m.image(cfg.GetImage().GetImage(), pod.Config.RuntimeHandler)
 	if err != nil {
 		return nil, err
 	}
@@ -410,6 +410,24 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *liv
 		m.save(c)
 	}
 	m.follow(c, l)
+}
+
+// image resolves a new container's image for its pod's runtime handler
+// and checks that the handler's pods run its platform now: the emulator a
+// foreign image needs may have been unregistered since the pull, which
+// would fail the container with "exec format error".
+func (m *Manager) image(ref, handler string) (*image.Image, error) {
+	if m.opts.Platforms == nil {
+		return m.opts.Images.Get(ref)
+	}
+	img, err := m.opts.Images.Find(ref, m.opts.Platforms.Want(handler))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.opts.Platforms.Check(handler, ref, img.Platform); err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
 // Start starts a created container. A container that cannot start (say,

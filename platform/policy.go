@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -285,6 +286,9 @@ func qemuName(arch string) string {
 // in messages), built for have: the image was pulled under the
 // registrations and choices of that moment, which may have changed.
 func (p *Policy) Check(handler, ref string, have Platform) error {
+	if s := p.set.Load(); p.isNative(have) && s.handlers[cmp.Or(handler, s.dflt)] == (Platform{}) {
+		return nil // the common case, without reading binfmt_misc
+	}
 	w := p.Want(handler)
 	if w.Rank(have) >= 0 {
 		return nil

@@ -166,6 +166,7 @@ func serve(cfg *Config) error {
 		SocketDir:   filepath.Join(cfg.State, "s"),
 		ShimBinary:  shimBinary,
 		Images:      images,
+		Platforms:   platforms,
 		Pods:        pods,
 		Runtimes:    runtimes,
 		Cgroups:     cgroups,
