@@ -421,6 +421,13 @@ func (m *Manager) image(ref, handler string) (*image.Image, error) {
 		return m.opts.Images.Get(ref)
 	}
 	img, err := m.opts.Images.Find(ref, m.opts.Platforms.Want(handler))
+	if errors.Is(err, image.ErrNotFound) {
+		// A name held only for platforms the handler does not run (now):
+		// Check says why, rather than "not found".
+		if other, gerr := m.opts.Images.Get(ref); gerr == nil {
+			img, err = other, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
