@@ -15,11 +15,11 @@ func containerState(s container.State) runtimeapi.ContainerState {
 	return runtimeapi.ContainerState(runtimeapi.ContainerState_value[string(s)])
 }
 
-func toContainer(c *container.Container) *runtimeapi.Container {
+func toContainer(c *container.Container, defaultHandler string) *runtimeapi.Container {
 	cfg := c.CRIConfig()
 	return &runtimeapi.Container{
 		Id: c.ID, PodSandboxId: c.PodID, Metadata: cfg.GetMetadata(),
-		Image: imageSpec(c), ImageRef: c.ImageRef, ImageId: c.ImageID,
+		Image: imageSpec(c, defaultHandler), ImageRef: c.ImageRef, ImageId: c.ImageID,
 		State: containerState(c.State), CreatedAt: c.CreatedAt.UnixNano(),
 		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 	}
@@ -27,9 +27,14 @@ func toContainer(c *container.Container) *runtimeapi.Container {
 
 // imageSpec is the container's image as kubelet's image garbage
 // collection keys it with RuntimeClassInImageCriApi: the image ID and the
-// pod's runtime handler, which pulled it.
-func imageSpec(c *container.Container) *runtimeapi.ImageSpec {
-	return &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage(), RuntimeHandler: c.Handler}
+// pod's runtime handler, which pulled it; "" for the default handler, as
+// kubelet names it and ListImages reports it.
+func imageSpec(c *container.Container, defaultHandler string) *runtimeapi.ImageSpec {
+	spec := &runtimeapi.ImageSpec{Image: c.ImageID, UserSpecifiedImage: c.CRIConfig().GetImage().GetImage()}
+	if c.Handler != defaultHandler {
+		spec.RuntimeHandler = c.Handler
+	}
+	return spec
 }
 
 func unixNano(t time.Time) int64 {
@@ -39,12 +44,12 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func containerStatus(c *container.Container) *runtimeapi.ContainerStatus {
+func containerStatus(c *container.Container, defaultHandler string) *runtimeapi.ContainerStatus {
 	cfg := c.CRIConfig()
 	st := &runtimeapi.ContainerStatus{
 		Id: c.ID, Metadata: cfg.GetMetadata(), State: containerState(c.State),
 		CreatedAt: c.CreatedAt.UnixNano(), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),
-		ExitCode: c.ExitCode, Image: imageSpec(c), ImageRef: c.ImageRef, ImageId: c.ImageID,
+		ExitCode: c.ExitCode, Image: imageSpec(c, defaultHandler), ImageRef: c.ImageRef, ImageId: c.ImageID,
 		Reason: c.Reason, Message: c.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 		Mounts: statusMounts(c), LogPath: c.LogPath,
 		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(c.User.UID), Gid: int64(c.User.GID), SupplementalGroups: gids(c.User)}},

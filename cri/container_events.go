@@ -47,9 +47,10 @@ func (s *RuntimeService) eventResponse(e events.Event) *runtimeapi.ContainerEven
 	if e.PodEvent {
 		cs = s.opts.Containers.List(container.Filter{PodID: e.ID}) // a prefix
 	}
+	_, def := s.handlers()
 	for _, c := range cs {
 		if !e.PodEvent || c.PodID == e.ID {
-			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(c))
+			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(c, def))
 		}
 	}
 	return resp

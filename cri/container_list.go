@@ -27,8 +27,9 @@ func (s *RuntimeService) containers(f *runtimeapi.ContainerFilter) []*runtimeapi
 		filter.State = container.State(st.State.String())
 	}
 	var out []*runtimeapi.Container
+	_, def := s.handlers()
 	for _, c := range s.opts.Containers.List(filter) {
-		out = append(out, toContainer(c))
+		out = append(out, toContainer(c, def))
 	}
 	return out
 }

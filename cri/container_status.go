@@ -12,7 +12,8 @@ func (s *RuntimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c)}
+	_, def := s.handlers()
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c, def)}
 	if r := c.CurrentResources(); r != nil {
 		resp.Status.Resources = &runtimeapi.ContainerResources{Linux: r}
 	}
