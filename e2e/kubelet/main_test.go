@@ -258,8 +258,9 @@ func closeAllNodes() {
 
 // nodeOptions say how to start a node.
 type nodeOptions struct {
-	pierConfig string         // extra pierd configuration (TOML)
-	kubelet    map[string]any // KubeletConfiguration keys over the suite's defaults
+	pierConfig  string         // extra pierd configuration (TOML)
+	kubelet     map[string]any // KubeletConfiguration keys over the suite's defaults
+	kubeletArgs []string       // extra kubelet flags
 }
 
 // startNode starts a pierd on a fresh root and a kubelet on it, and tears
@@ -294,7 +295,7 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 	n.kubelet, err = testenv.StartKubelet(testenv.KubeletOptions{
 		Binary: kubeletBin, Dir: kdir, Endpoint: p.Endpoint(), NodeName: nodeName,
 		CgroupRoot: cgroupRoot + "/" + strings.ReplaceAll(t.Name(), "/", "_"), SystemdCgroups: systemdCgroups(t, p),
-		Config: opts.kubelet,
+		Config: opts.kubelet, Args: opts.kubeletArgs,
 	})
 	if err != nil {
 		t.Fatal(err)
