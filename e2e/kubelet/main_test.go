@@ -13,8 +13,11 @@
 //
 // TestKubelet runs most checks on one node with all its static pods at
 // once (about two minutes); TestImageGC waits for kubelet's five-minute
-// image garbage collection period beside it. PIER_E2E_KEEP_LOGS=dir keeps
-// each test's pierd and kubelet logs in dir.
+// image garbage collection period beside it. TestKubeletRuntimeClass
+// gives its kubelet a fake API server (apiserver_test.go): RuntimeClasses
+// come only from an API server, and without one kubelet ignores
+// runtimeClassName. PIER_E2E_KEEP_LOGS=dir keeps each test's pierd and
+// kubelet logs in dir.
 package kubelet
 
 import (
