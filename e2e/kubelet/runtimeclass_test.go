@@ -73,7 +73,10 @@ func TestKubeletRuntimeClass(t *testing.T) {
 	if altHandler.emulator != "" {
 		testenv.SkipUnlessForeign(t)
 		// Unregistered after the node is torn down (cleanups run last
-		// first).
+		// first). With P (preserve argv[0]), as Debian registers QEMU:
+		// without it an applet the busybox shell runs (sleep) starts as
+		// sh, since QEMU re-executes its own path for /proc/self/exe and
+		// binfmt_misc replaces argv[0] with it.
 		testenv.RegisterEmulator(t, altHandler.emulator, "PF")
 	}
 	if err := pushMulti(); err != nil {
