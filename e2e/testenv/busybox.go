@@ -107,6 +107,30 @@ var busyboxLayer = sync.OnceValues(func() (*layer, error) {
 	return newLayer(data, compression.GZip, types.DockerLayer)
 })
 
+// busyboxTree is the base of a busybox root: dirs (tmp sticky, root
+// private), /bin/busybox holding binary, and each applet hard-linked to it
+// in /bin.
+func busyboxTree(binary []byte, applets, dirs []string) []entry {
+	var entries []entry
+	for _, d := range dirs {
+		mode := int64(0o755)
+		switch d {
+		case "tmp":
+			mode = 0o1777
+		case "root":
+			mode = 0o700
+		}
+		entries = append(entries, dirEntry(d, mode))
+	}
+	entries = append(entries, fileEntry("bin/busybox", 0o755, binary))
+	for _, a := range applets {
+		if a != "busybox" {
+			entries = append(entries, linkEntry(tar.TypeLink, "bin/"+a, "bin/busybox"))
+		}
+	}
+	return entries
+}
+
 // busyboxTar builds the uncompressed busybox layer.
 func busyboxTar() ([]byte, error) {
 	bin, dynamic := busyboxBinary()
@@ -121,23 +145,8 @@ func busyboxTar() ([]byte, error) {
 	applets := strings.Fields(string(out))
 	slices.Sort(applets)
 
-	var entries []entry
-	for _, d := range []string{"bin", "etc", "home", "root", "tmp", "usr", "usr/bin", "usr/sbin", "var", "var/run", "var/spool", "var/spool/mail", "var/www"} {
-		mode := int64(0o755)
-		switch d {
-		case "tmp":
-			mode = 0o1777
-		case "root":
-			mode = 0o700
-		}
-		entries = append(entries, dirEntry(d, mode))
-	}
-	entries = append(entries, fileEntry("bin/busybox", 0o755, binary))
-	for _, a := range applets {
-		if _, isScript := scripts[a]; a != "busybox" && !isScript {
-			entries = append(entries, linkEntry(tar.TypeLink, "bin/"+a, "bin/busybox"))
-		}
-	}
+	applets = slices.DeleteFunc(applets, func(a string) bool { _, isScript := scripts[a]; return isScript })
+	entries := busyboxTree(binary, applets, []string{"bin", "etc", "home", "root", "tmp", "usr", "usr/bin", "usr/sbin", "var", "var/run", "var/spool", "var/spool/mail", "var/www"})
 	for _, name := range slices.Sorted(maps.Keys(scripts)) {
 		entries = append(entries, fileEntry("bin/"+name, 0o755, []byte(scripts[name])))
 	}

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"archive/tar"
 	"bytes"
 	"errors"
 	"fmt"
@@ -106,24 +105,7 @@ var arm64BusyboxLayer = sync.OnceValues(func() (*layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var entries []entry
-	for _, d := range []string{"bin", "etc", "root", "tmp", "usr", "usr/bin", "usr/sbin", "sbin"} {
-		mode := int64(0o755)
-		switch d {
-		case "tmp":
-			mode = 0o1777
-		case "root":
-			mode = 0o700
-		}
-		entries = append(entries, dirEntry(d, mode))
-	}
-	entries = append(entries, fileEntry("bin/busybox", 0o755, binary))
-	for _, a := range applets {
-		if a != "busybox" {
-			entries = append(entries, linkEntry(tar.TypeLink, "bin/"+a, "bin/busybox"))
-		}
-	}
-	entries = append(entries,
+	entries := append(busyboxTree(binary, applets, []string{"bin", "etc", "root", "tmp", "usr", "usr/bin", "usr/sbin", "sbin"}),
 		fileEntry("etc/passwd", 0o644, []byte(etcPasswd)),
 		fileEntry("etc/group", 0o644, []byte(etcGroup)),
 	)
