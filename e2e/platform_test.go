@@ -83,12 +83,16 @@ func hostRelease(t *testing.T) string {
 	return strings.TrimSpace(string(b))
 }
 
+// The tests register qemu-aarch64 with flags PF, as Debian's packages do
+// (with F alone, Debian's QEMU loses argv[0], and a busybox applet that
+// the shell starts runs as sh), or with P alone where F must be missing.
+
 // TestForeignNodeWide: with [platforms] emulated = ["linux/arm64"] and
 // qemu-aarch64 registered with flag F, an arm64-only image pulls and runs
 // through crictl, on the host's kernel; with ["auto"] it pulls too.
 func TestForeignNodeWide(t *testing.T) {
 	foreignTest(t)
-	testenv.RegisterEmulator(t, "aarch64", "F")
+	testenv.RegisterEmulator(t, "aarch64", "PF")
 	p := startPierd(t, emulateArm64)
 	ref := reg.Ref(arm64Img)
 	if out, err := p.Crictl("pull", ref); err != nil {
@@ -123,7 +127,7 @@ func TestForeignNodeWide(t *testing.T) {
 // both are on the node at once and each handler's pods run theirs.
 func TestForeignPerHandler(t *testing.T) {
 	foreignTest(t)
-	testenv.RegisterEmulator(t, "aarch64", "F")
+	testenv.RegisterEmulator(t, "aarch64", "PF")
 	p := startPierd(t, armHandler)
 	ref := reg.Ref(multiBusybox)
 	ids := map[string]string{}
@@ -199,14 +203,14 @@ func TestForeignRefused(t *testing.T) {
 	refused(p, "register qemu-aarch64 with binfmt_misc (flag F")
 	// Registered with F, but not chosen: only an operator's choice runs
 	// a foreign image.
-	e := testenv.RegisterEmulator(t, "aarch64", "F")
+	e := testenv.RegisterEmulator(t, "aarch64", "PF")
 	refused(p, `add "linux/arm64" to [platforms] emulated`)
 	if err := e.Unregister(); err != nil {
 		t.Fatal(err)
 	}
 	// Chosen, but registered without F: the kernel would look for the
 	// interpreter inside the container.
-	testenv.RegisterEmulator(t, "aarch64", "")
+	testenv.RegisterEmulator(t, "aarch64", "P")
 	p = startPierd(t, emulateArm64)
 	refused(p, testenv.EmulatorPrefix+"aarch64 is registered but ignored: registered without flag F")
 }
@@ -216,7 +220,7 @@ func TestForeignRefused(t *testing.T) {
 // fails, naming the registration, rather than with "exec format error".
 func TestForeignEmulatorGone(t *testing.T) {
 	foreignTest(t)
-	e := testenv.RegisterEmulator(t, "aarch64", "F")
+	e := testenv.RegisterEmulator(t, "aarch64", "PF")
 	p := startPierd(t, emulateArm64)
 	ref := reg.Ref(arm64Img)
 	mustPull(t, p, ref)
@@ -263,7 +267,7 @@ func TestForeignStatus(t *testing.T) {
 	}
 	name := testenv.EmulatorPrefix + "aarch64"
 
-	e := testenv.RegisterEmulator(t, "aarch64", "F")
+	e := testenv.RegisterEmulator(t, "aarch64", "PF")
 	p := startPierd(t, emulateArm64+armHandler)
 	got := platforms(p)
 	if !slices.Contains(got.Native, "linux/amd64") || !slices.Equal(got.Emulated, []string{"linux/arm64"}) || got.Handlers["arm"] != "linux/arm64" ||
@@ -273,7 +277,7 @@ func TestForeignStatus(t *testing.T) {
 	if err := e.Unregister(); err != nil {
 		t.Fatal(err)
 	}
-	testenv.RegisterEmulator(t, "aarch64", "")
+	testenv.RegisterEmulator(t, "aarch64", "P")
 	got = platforms(p)
 	if len(got.Emulated) != 0 || len(got.Emulators) != 0 || len(got.EmulatorsIgnored) != 1 ||
 		got.EmulatorsIgnored[0].Name != name || !strings.Contains(got.EmulatorsIgnored[0].Ignored, "without flag F") ||
