@@ -338,9 +338,9 @@ func (s *Store) loadImage(dir string) (*Image, error) {
 	if rec.Config, err = v1.ParseConfigFile(bytes.NewReader(raw)); err != nil {
 		return nil, err
 	}
-	if rec.PlatformName != "" {
-		rec.Image.Platform = parsePlatform(rec.PlatformName)
-	} else {
+	// Records of older piers have no platform (and only Linux ones were
+	// ever pulled): the config says it.
+	if rec.Image.Platform, err = platform.Parse(rec.PlatformName); err != nil {
 		rec.Image.Platform = configPlatform(rec.Config)
 	}
 	for _, l := range rec.Layers {

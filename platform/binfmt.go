@@ -149,7 +149,7 @@ func elfPlatform(magic []byte) (Platform, bool) {
 	if !ok {
 		return Platform{}, false
 	}
-	return normalize(Platform{OS: "linux", Architecture: arch}), true
+	return Normalize(Platform{OS: "linux", Architecture: arch}), true
 }
 
 // dynamicInterpreter says why interpreter cannot run in a container (it is

@@ -32,7 +32,7 @@ var ErrUnsupported = errors.New("platform not run by this node")
 
 // Native is the platform of the running node.
 func Native() Platform {
-	return normalize(Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})
+	return Normalize(Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})
 }
 
 // Parse reads "os/arch" or "os/arch/variant", as in a config file or
@@ -49,12 +49,12 @@ func Parse(s string) (Platform, error) {
 	if p.OS != "linux" {
 		return Platform{}, fmt.Errorf("platform %q: a Linux node runs only linux/* images (a container shares the host's kernel)", s)
 	}
-	return normalize(p), nil
+	return Normalize(p), nil
 }
 
-// normalize gives an architecture its usual variant: arm64 is v8, arm is
-// v7 unless said otherwise.
-func normalize(p Platform) Platform {
+// Normalize gives an architecture its usual variant (arm64 is v8, arm is
+// v7 unless said otherwise), so that equal platforms compare equal.
+func Normalize(p Platform) Platform {
 	switch {
 	case p.Architecture == "arm64" && p.Variant == "":
 		p.Variant = "v8"
@@ -88,7 +88,7 @@ func (p Platform) Matches(have Platform) bool {
 	if have.OS != p.OS || have.Architecture != p.Architecture {
 		return false
 	}
-	a, b := normalize(p).Variant, normalize(have).Variant
+	a, b := Normalize(p).Variant, Normalize(have).Variant
 	if p.Architecture == "arm" {
 		return b <= a // v5 < v6 < v7 < v8
 	}
