@@ -53,6 +53,7 @@ func run(args []string) error {
 	state := fs.String("state", "", "volatile state directory (overrides the config's state)")
 	listen := fs.String("listen", "", "CRI socket, unix:///path (overrides the config's listen)")
 	showVersion := fs.Bool("version", false, "print the version and exit (as `pierd version`)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiles (net/http/pprof) on this loopback host:port, e.g. 127.0.0.1:6060; off by default")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: pierd [flags]\n       pierd config default\n       pierd config check [--config path]\n       pierd version | --version\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -90,6 +91,13 @@ func run(args []string) error {
 	cfg.override(&Config{Root: *root, State: *state, Listen: *listen})
 	if err := cfg.validate(); err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	return serve(cfg)
 }
@@ -236,6 +244,7 @@ func serve(cfg *Config) error {
 		t.Stop()
 	}()
 	klog.InfoS("Serving CRI", "socket", socket)
+	dropStartupPages()
 	if err := server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
