@@ -22,7 +22,9 @@ import (
 // page cache, clean and shared, where the kernel reclaims them before
 // mapped pages if memory runs short; what pierd runs next faults back in
 // (a minor fault, no I/O while the file is cached). Measured here: an idle
-// pierd's PSS falls from 27 MB to 12 MB (see the README's "Performance").
+// pierd's PSS, 25 s after start, falls from 22.4 MB to 16.6 MB (its code
+// and read-only data from 17.9 MB to 11.2 MB: what idling touches, in 64
+// KiB runs).
 //
 // Only mappings of the executable that are not writable and hold no
 // private copy of a page are dropped: for those, the page cache holds
