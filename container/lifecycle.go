@@ -147,7 +147,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	}
 	c.ChainIDs = chains[0]
 	c.ImageVolumes = m.newImageVolumes(id, cfg, volumeIDs, chains[1:])
-	if err := m.save(c); err != nil {
+	if err := m.saveDurably(c); err != nil {
 		m.destroy(ctx, c)
 		return nil, err
 	}
@@ -191,7 +191,8 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	if err != nil {
 		return c, err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(m.bundle(id), "config.json"), b, 0o600); err != nil {
+	// The bundle is in the volatile state directory.
+	if err := atomicfile.Replace(filepath.Join(m.bundle(id), "config.json"), b, 0o600); err != nil {
 		return c, err
 	}
 	if c.LogPath != "" {

@@ -15,10 +15,11 @@ func (sb *Sandbox) HostnamePath() string   { return filepath.Join(sb.Dir, "hostn
 func (sb *Sandbox) HostsPath() string      { return filepath.Join(sb.Dir, "hosts") }
 func (sb *Sandbox) ResolvConfPath() string { return filepath.Join(sb.Dir, "resolv.conf") }
 
-// writeFiles writes the pod's hostname, hosts and resolv.conf.
+// writeFiles writes the pod's hostname, hosts and resolv.conf, not durably:
+// a reboot ends the pod that mounts them.
 func (m *Manager) writeFiles(sb *Sandbox) error {
 	c := sb.Config
-	if err := atomicfile.WriteFile(sb.HostnamePath(), []byte(c.Hostname+"\n"), 0o644); err != nil {
+	if err := atomicfile.Replace(sb.HostnamePath(), []byte(c.Hostname+"\n"), 0o644); err != nil {
 		return err
 	}
 	var hosts []byte
@@ -30,14 +31,14 @@ func (m *Manager) writeFiles(sb *Sandbox) error {
 	} else {
 		hosts = []byte(podHosts(c.Hostname, sb.IPs))
 	}
-	if err := atomicfile.WriteFile(sb.HostsPath(), hosts, 0o644); err != nil {
+	if err := atomicfile.Replace(sb.HostsPath(), hosts, 0o644); err != nil {
 		return err
 	}
 	resolv, err := m.resolvConf(c.DNS)
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(sb.ResolvConfPath(), resolv, 0o644)
+	return atomicfile.Replace(sb.ResolvConfPath(), resolv, 0o644)
 }
 
 func podHosts(hostname string, ips []string) string {

@@ -371,7 +371,7 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 	if err := os.MkdirAll(sb.Dir, dirMode); err != nil {
 		return nil, err
 	}
-	if err := m.save(sb); err != nil {
+	if err := m.saveDurably(sb); err != nil {
 		os.RemoveAll(sb.Dir)
 		return nil, err
 	}
@@ -502,7 +502,16 @@ func (m *Manager) deleteFiles(sb *Sandbox) error {
 	return os.RemoveAll(dead)
 }
 
+// save records a pod's change of state, not durably: after a crash of
+// pierd the page cache holds it, and a reboot ends the pod (it is then not
+// ready, whatever the record said).
 func (m *Manager) save(sb *Sandbox) error {
+	return atomicfile.ReplaceJSON(filepath.Join(sb.Dir, "pod.json"), sb)
+}
+
+// saveDurably records a new pod so that even a reboot finds it, and the
+// directories it owns are cleaned up.
+func (m *Manager) saveDurably(sb *Sandbox) error {
 	return atomicfile.WriteJSON(filepath.Join(sb.Dir, "pod.json"), sb)
 }
 

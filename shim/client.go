@@ -43,7 +43,8 @@ func Start(ctx context.Context, binary string, cfg protocol.Config) (*Client, in
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, 0, fmt.Errorf("shim start: %w", err)
 	}
-	if err := atomicfile.WriteJSON(filepath.Join(cfg.Dir, protocol.ConfigFile), &cfg); err != nil {
+	// Dir is in the volatile state directory: no fsync.
+	if err := atomicfile.ReplaceJSON(filepath.Join(cfg.Dir, protocol.ConfigFile), &cfg); err != nil {
 		return nil, 0, fmt.Errorf("shim start: %w", err)
 	}
 	logPath := filepath.Join(cfg.Dir, protocol.LogFile)
