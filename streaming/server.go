@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/gorilla/websocket"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	cristreaming "k8s.io/cri-streaming/pkg/streaming"
@@ -208,126 +207,53 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveV5 runs an exec (cmd set) or an attach (cmd nil) over the v5
-// WebSocket channel protocol: channels stdin, stdout, stderr, error (the
-// result, as a Kubernetes Status in JSON) and resize; a message is its
-// channel's number and the data.
+// WebSocket channel protocol (v5.go): channels stdin, stdout, stderr,
+// error (the result, as a Kubernetes Status in JSON) and resize.
 func (s *Server) serveV5(w http.ResponseWriter, r *http.Request, id string, cmd []string, stdin, stdout, stderr, tty bool) {
-	channel := func(on bool, t wsstream.ChannelType) wsstream.ChannelType {
-		if on {
-			return t
-		}
-		return wsstream.IgnoreChannel
-	}
-	conn := wsstream.NewConn(map[string]wsstream.ChannelProtocolConfig{
-		v5Protocol: {Binary: true, Channels: []wsstream.ChannelType{
-			channel(stdin, wsstream.ReadChannel),
-			channel(stdout, wsstream.WriteChannel),
-			channel(stderr, wsstream.WriteChannel),
-			wsstream.WriteChannel, // error
-			wsstream.ReadChannel,  // resize
-		}},
-	})
-	conn.SetIdleTimeout(s.cfg.StreamIdleTimeout)
-	r = r.WithContext(klog.NewContext(r.Context(), logr.New(closedConnSink{klog.Background().GetSink()})))
-	_, streams, err := conn.Open(w, r)
+	sess, err := openV5(w, r, stdin, tty, s.cfg.StreamIdleTimeout)
 	if err != nil {
 		klog.V(2).InfoS("WebSocket upgrade failed", "container", id, "err", err)
 		return
 	}
-	defer conn.Close()
+	defer sess.close()
 	// An empty message on the first output channel tells the client the
 	// session is up.
 	switch {
 	case stdout:
-		streams[1].Write(nil)
+		sess.write(chanStdout, nil)
 	case stderr:
-		streams[2].Write(nil)
+		sess.write(chanStderr, nil)
 	default:
-		streams[3].Write(nil)
+		sess.write(chanError, nil)
 	}
 
-	// The resize channel ends when the connection does: the client is gone.
+	// The input ends when the connection does: the client is gone.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	var resize chan remotecommandserver.TerminalSize
-	if tty {
-		resize = make(chan remotecommandserver.TerminalSize, 1)
-	}
 	go func() {
 		defer cancel()
-		readResizes(streams[4], resize)
+		sess.receive()
 	}()
 
 	var in io.Reader
 	var out, errw io.WriteCloser
 	if stdin {
-		in = streams[0]
+		in = sess.stdin
 	}
 	if stdout {
-		out = streams[1]
+		out = sess.writer(chanStdout)
 	}
 	if stderr {
-		errw = streams[2]
+		errw = sess.writer(chanStderr)
 	}
 	if cmd != nil {
-		err = s.rt.Exec(ctx, id, cmd, in, out, errw, tty, resize)
+		err = s.rt.Exec(ctx, id, cmd, in, out, errw, tty, sess.resize)
 	} else {
-		err = s.rt.Attach(ctx, id, in, out, errw, tty, resize)
+		err = s.rt.Attach(ctx, id, in, out, errw, tty, sess.resize)
 	}
 	b, _ := json.Marshal(execStatus(err))
-	if _, werr := streams[3].Write(b); werr != nil {
+	if werr := sess.write(chanError, b); werr != nil {
 		klog.V(4).InfoS("Could not send the session's status", "container", id, "err", werr)
-	}
-}
-
-// closedConnSink is the log sink the WebSocket library gets. Clients wait
-// for the server to close a finished session, and the library then reports
-// its read of the closed connection as an error; that is logged at V(4).
-type closedConnSink struct{ logr.LogSink }
-
-func (s closedConnSink) Error(err error, msg string, kv ...any) {
-	if errors.Is(err, net.ErrClosed) {
-		if s.Enabled(4) {
-			s.Info(4, msg, append(kv, "err", err)...)
-		}
-		return
-	}
-	s.LogSink.Error(err, msg, kv...)
-}
-
-func (s closedConnSink) WithValues(kv ...any) logr.LogSink {
-	return closedConnSink{s.LogSink.WithValues(kv...)}
-}
-
-func (s closedConnSink) WithName(name string) logr.LogSink {
-	return closedConnSink{s.LogSink.WithName(name)}
-}
-
-// readResizes decodes terminal sizes (one JSON object per message) into
-// resize, when not nil, until r ends.
-func readResizes(r io.Reader, resize chan remotecommandserver.TerminalSize) {
-	if resize != nil {
-		defer close(resize)
-	}
-	buf := make([]byte, 512)
-	for {
-		n, err := r.Read(buf)
-		if err != nil {
-			return
-		}
-		var size remotecommandserver.TerminalSize
-		if resize == nil || json.Unmarshal(buf[:n], &size) != nil {
-			continue
-		}
-		select {
-		case resize <- size:
-		default: // only the newest size matters
-			select {
-			case <-resize:
-			default:
-			}
-			resize <- size
-		}
 	}
 }
 
