@@ -38,6 +38,9 @@ type PierdOptions struct {
 	Dir    string   // state directory; reuse it to restart on the same state
 	Config string   // extra TOML for config.toml
 	Env    []string // extra environment
+	// NodeLogging runs pierd at its default verbosity, as a node does,
+	// instead of -v 4 (each CRI request logged), for benchmarks.
+	NodeLogging bool
 }
 
 // StartPierd starts pierd and waits until it answers Version.
@@ -75,8 +78,12 @@ func (p *Pierd) Start() error {
 		return err
 	}
 	defer log.Close()
-	p.cmd = exec.Command(p.opts.Binary, "--config", filepath.Join(p.Dir, "config.toml"),
-		"--root", p.Root(), "--state", filepath.Join(p.Dir, "state"), "--listen", p.Endpoint(), "-v", "4")
+	args := []string{"--config", filepath.Join(p.Dir, "config.toml"),
+		"--root", p.Root(), "--state", filepath.Join(p.Dir, "state"), "--listen", p.Endpoint()}
+	if !p.opts.NodeLogging {
+		args = append(args, "-v", "4")
+	}
+	p.cmd = exec.Command(p.opts.Binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	p.cmd.Env = append(os.Environ(), p.opts.Env...)
 	if err := p.cmd.Start(); err != nil {
