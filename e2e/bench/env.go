@@ -14,6 +14,29 @@ import (
 	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
+// Set by flags: see main.
+var (
+	registryAddr string   // -registry
+	helperNames  []string // -helpers
+)
+
+// daemonIdle reports and records the PSS of the runtime's daemon, idle.
+func daemonIdle(pid int) {
+	kib := pss(pid)
+	fmt.Printf("daemon (pid %d) idle: PSS %d KiB, RSS %d KiB\n", pid, kib, rssKB(pid))
+	record("daemon_idle_pss_kib", float64(kib))
+}
+
+// removePod stops and removes a pod, as kubelet does (a runtime may refuse
+// to remove a running one).
+func (e *benchEnv) removePod(ctx context.Context, id string) error {
+	if _, err := e.runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return err
+	}
+	_, err := e.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+	return err
+}
+
 // benchEnv is the CRI endpoint a benchmark measures: a given one, or a
 // fresh pierd with a bridge network of its own.
 type benchEnv struct {

@@ -23,7 +23,7 @@ func benchStreaming(env *benchEnv, n int) error {
 	if err != nil {
 		return err
 	}
-	defer env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+	defer env.removePod(ctx, pod.PodSandboxId)
 	c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "web"}, Image: &runtimeapi.ImageSpec{Image: ref},
 		Command: []string{"sh", "-c", "mkdir -p /www; head -c 104857600 /dev/zero > /www/big; httpd -f -p 8080 -h /www"},
@@ -85,6 +85,7 @@ func benchTransport(env *benchEnv, transport, id, podID string, localPort, n int
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Printf("  %s: crictl exec <id> true: median %s  p90 %s over %d\n", transport, percentile(lat, 50), percentile(lat, 90), n)
+	record("exec_"+transport+"_crictl_ms", ms(percentile(lat, 50)))
 	fmt.Printf("  %s: 100 MB through exec cat: %.2f s  %.0f MB/s\n", transport, catTime.Seconds(), 104.8576/catTime.Seconds())
 	if pfTime > 0 {
 		fmt.Printf("  %s: 100 MB through a port-forward: %.2f s  %.0f MB/s\n", transport, pfTime.Seconds(), 104.8576/pfTime.Seconds())
