@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -26,9 +27,10 @@ func benchContainers(env *benchEnv, n int) error {
 	defer done()
 
 	ctrCfg := func(name string) *runtimeapi.ContainerConfig {
-		return &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: ref}, Command: []string{"sleep", "100000"}}
+		return &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: ref, UserSpecifiedImage: ref}, Command: []string{"sleep", "100000"}, Linux: ctrLinux()}
 	}
-	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("bench-ctr")})
+	podCfg := podConfig("bench-ctr")
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		return err
 	}
@@ -40,12 +42,15 @@ func benchContainers(env *benchEnv, n int) error {
 	os.WriteFile(podJSON, []byte(`{"metadata":{"name":"bench-ctr","namespace":"bench","uid":"x"},"linux":{"security_context":{"namespace_options":{"pid":1}}}}`), 0o644)
 	crictl := func(args ...string) (string, error) {
 		out, err := exec.Command("crictl", append([]string{"--runtime-endpoint", env.endpoint, "--image-endpoint", env.endpoint}, args...)...).Output()
+		if e, ok := err.(*exec.ExitError); ok {
+			err = fmt.Errorf("%v: %s", err, bytes.TrimSpace(e.Stderr))
+		}
 		return strings.TrimSpace(string(out)), err
 	}
 	var viaCrictl, crictlCreate, crictlStart, viaGo, goCreate, goStart []time.Duration
 	for i := 0; i < n; i++ {
 		ctrJSON := filepath.Join(dir, fmt.Sprintf("ctr-%d.json", i))
-		os.WriteFile(ctrJSON, []byte(fmt.Sprintf(`{"metadata":{"name":"c%d"},"image":{"image":%q},"command":["sleep","100000"]}`, i, ref)), 0o644)
+		os.WriteFile(ctrJSON, []byte(fmt.Sprintf(`{"metadata":{"name":"c%d"},"image":{"image":%q},"command":["sleep","100000"],"linux":{"security_context":{"namespace_options":{"pid":1}}}}`, i, ref)), 0o644)
 		start := time.Now()
 		id, err := crictl("create", pod.PodSandboxId, ctrJSON, podJSON)
 		if err != nil {
@@ -60,7 +65,7 @@ func benchContainers(env *benchEnv, n int) error {
 	}
 	for i := 0; i < n; i++ {
 		start := time.Now()
-		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: ctrCfg(fmt.Sprintf("g%d", i))})
+		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: ctrCfg(fmt.Sprintf("g%d", i)), SandboxConfig: podCfg})
 		if err != nil {
 			return err
 		}
@@ -125,12 +130,13 @@ func benchContainers(env *benchEnv, n int) error {
 	pssBefore, rssBefore := pss(env.pid), rssKB(env.pid)
 	var ids []string
 	for i := 0; i < pods; i++ {
-		p, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(fmt.Sprintf("bench-mem-%d", i))})
+		cfg := podConfig(fmt.Sprintf("bench-mem-%d", i))
+		p, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
 			return err
 		}
 		defer env.removePod(ctx, p.PodSandboxId)
-		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctrCfg("mem")})
+		c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctrCfg("mem"), SandboxConfig: cfg})
 		if err != nil {
 			return err
 		}

@@ -33,7 +33,9 @@ func benchPods(env *benchEnv, n int) error {
 		start := time.Now()
 		out, err := exec.Command("crictl", "--runtime-endpoint", endpoint, "runp", cfg).Output()
 		viaCrictl = append(viaCrictl, time.Since(start))
-		if err != nil {
+		if e, ok := err.(*exec.ExitError); ok {
+			return fmt.Errorf("crictl runp: %v: %s", err, strings.TrimSpace(string(e.Stderr)))
+		} else if err != nil {
 			return fmt.Errorf("crictl runp: %v", err)
 		}
 		made = append(made, strings.TrimSpace(string(out)))
