@@ -7,8 +7,9 @@
 //     bridge network, through crictl and through a Go client, and pierd's
 //     RSS with those pods running;
 //   - containers: create+start latency of a busybox sleep container in a
-//     pod (crictl and Go client), and the memory (PSS) each running
-//     container costs in pier-shim processes and pierd;
+//     pod (crictl and Go client), runp + create + start through crictl,
+//     and the memory (PSS) each pod of one running container costs in
+//     helper processes (pier-shim, -helpers) and the daemon;
 //   - streaming: `crictl exec <id> true` latency, and 100 MB through
 //     `exec cat` and through a port-forward;
 //   - stats: ListPodSandboxStats and ListContainerStats latency (median,

@@ -168,7 +168,7 @@ func run(pierd, peers, out string, only []string, benchOnly string, runs int) er
 	if len(measured) == 0 {
 		return errors.New("no runtime could be measured")
 	}
-	table := render(measured, results)
+	table := render(measured, results, runs)
 	fmt.Println()
 	fmt.Print(table)
 	if out != "" {
@@ -224,9 +224,10 @@ func measure(def *runtimeDef, peers, work, benchBin, pause string, registries []
 		if out, err := exec.Command("crictl", "--runtime-endpoint", in.endpoint(), "--image-endpoint", in.endpoint(), "pull", pause).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("crictl pull %s: %v: %s (log: %s)", pause, err, out, tail(in.log))
 		}
-		// Let the daemon settle after its start and the pull.
-		time.Sleep(2 * time.Second)
 	}
+	// Let the daemon settle after its start (and the pull) before its
+	// idle PSS is read.
+	time.Sleep(2 * time.Second)
 	figs := filepath.Join(work, def.key+".json")
 	cmd := exec.Command(benchBin, "-endpoint", in.endpoint(), "-pid", strconv.Itoa(pid), "-helpers", def.helpers,
 		"-registry", registries[1], "-json", figs, "-only", benchOnly, "-runs", strconv.Itoa(runs))

@@ -9,7 +9,8 @@
 #   containerd-2.4.2/   containerd and containerd-shim-runc-v2, go install
 #   crio-1.34.0/        crio (cmd/crio with its Makefile's build tags),
 #                       pinns (its C source), Debian's conmon, and
-#                       runc-oom, a wrapper of runc (see below)
+#                       runc-oom, a wrapper of runc (see below; for
+#                       benchcompare -crio-runc)
 #
 # Each peer is got on its own: one that fails is reported and left out, the
 # others are still got. It exits non-zero if any failed.
@@ -54,11 +55,15 @@ containerd2() {
 			github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2
 }
 
-# runc-oom: CRI-O asks runc to give the pod's infra process oom_score_adj
+# runc-oom: CRI-O asks runc to give a pod's infra process oom_score_adj
 # -998. Lowering it needs CAP_SYS_RESOURCE, which root in a container may
-# lack, and runc then fails the create. The wrapper raises a requested value
-# below the caller's own (which the caller can always set) to the caller's
-# own in the bundle's config.json, then runs runc.
+# lack, and runc then fails the create ("failed to update
+# /proc/self/oom_score_adj: Permission denied"). The wrapper raises a
+# requested value below the caller's own (which the caller can always set)
+# to the caller's own in the bundle's config.json, then runs runc. CRI-O
+# makes no infra container for pods whose containers have PID namespaces of
+# their own (the benchmark's, as kubelet's by default): benchcompare runs
+# plain runc unless -crio-runc names this, which costs a shell per call.
 runc_oom() {
 	cat >"$1.tmp" <<'EOF'
 #!/bin/sh

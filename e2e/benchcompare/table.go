@@ -57,10 +57,10 @@ func fmtMs(v float64) string {
 }
 
 // rows are the table's, in the order.
-func rows(pullMB float64) []row {
-	pull := "pull + unpack, 5 gzip layers, loopback registry (median of 5)"
+func rows(pullMB float64, runs int) []row {
+	pull := fmt.Sprintf("pull + unpack, 5 gzip layers, loopback registry (median of %d)", runs)
 	if pullMB > 0 {
-		pull = fmt.Sprintf("pull + unpack, %.0f MB in 5 gzip layers, loopback registry (median of 5)", pullMB)
+		pull = fmt.Sprintf("pull + unpack, %.0f MB in 5 gzip layers, loopback registry (median of %d)", pullMB, runs)
 	}
 	return []row{
 		msRow("RunPodSandbox (crictl, median of 20)", "runp_crictl_ms"),
@@ -81,7 +81,7 @@ func rows(pullMB float64) []row {
 
 // render is the Markdown table of the results, with pier's ratio to the
 // best peer on each row, and the machine and date under it.
-func render(defs []*runtimeDef, results map[string]map[string]float64) string {
+func render(defs []*runtimeDef, results map[string]map[string]float64, runs int) string {
 	var b strings.Builder
 	b.WriteString("| figure |")
 	for _, d := range defs {
@@ -98,7 +98,7 @@ func render(defs []*runtimeDef, results map[string]map[string]float64) string {
 			pullMB = v
 		}
 	}
-	for _, r := range rows(pullMB) {
+	for _, r := range rows(pullMB, runs) {
 		b.WriteString("| " + r.label + " |")
 		best, pier := math.Inf(1), math.NaN()
 		for _, d := range defs {
@@ -120,6 +120,7 @@ func render(defs []*runtimeDef, results map[string]map[string]float64) string {
 			fmt.Fprintf(&b, " %.2f |\n", pier/best)
 		}
 	}
+	b.WriteString("\nLower is better on every row; the last column is pier's figure over the best peer's (for CreateContainer + StartContainer, their sums).\n")
 	b.WriteString("\n" + machine() + "\n")
 	return b.String()
 }
