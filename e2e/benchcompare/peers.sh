@@ -71,14 +71,15 @@ runc_oom() {
 # asks for less (lowering it needs CAP_SYS_RESOURCE). Written by peers.sh.
 bundle=
 prev=
+creates=
 for a in "$@"; do
 	case $prev in --bundle|-b) bundle=$a ;; esac
-	case $a in --bundle=*) bundle=${a#--bundle=} ;; esac
+	case $a in --bundle=*) bundle=${a#--bundle=} ;; create|run) creates=1 ;; esac
 	prev=$a
 done
 cfg=${bundle:-.}/config.json
 own=$(cat /proc/self/oom_score_adj)
-if [ -f "$cfg" ]; then
+if [ -n "$creates" ] && [ -f "$cfg" ]; then
 	want=$(jq '.process.oomScoreAdj // empty' "$cfg" 2>/dev/null)
 	if [ -n "$want" ] && [ "$want" -lt "$own" ]; then
 		jq -c --argjson v "$own" '.process.oomScoreAdj = $v' "$cfg" >"$cfg.oom" && mv "$cfg.oom" "$cfg"
