@@ -89,6 +89,9 @@ func main() {
 		if interruptCleanup != nil {
 			interruptCleanup()
 		}
+		if workDir != "" {
+			os.RemoveAll(workDir)
+		}
 		os.Exit(1)
 	}()
 	if err := run(*pierd, *peers, *out, strings.Split(*only, ","), *benchOnly, *runs); err != nil {
@@ -99,9 +102,11 @@ func main() {
 
 // interruptCleanup, under interrupted, undoes the measurement under way
 // on SIGINT or SIGTERM.
+// workDir, set once, holds the benchmark's binary, logs and figures.
 var (
 	interrupted      sync.Mutex
 	interruptCleanup func()
+	workDir          string
 )
 
 // onInterrupt sets interruptCleanup.
@@ -124,6 +129,9 @@ func run(pierd, peers, out string, only []string, benchOnly string, runs int) er
 		return err
 	}
 	defer os.RemoveAll(work)
+	interrupted.Lock()
+	workDir = work
+	interrupted.Unlock()
 	bench := filepath.Join(work, "bench")
 	if b, err := exec.Command("go", "build", "-o", bench, "./e2e/bench").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./e2e/bench (run this from the repository's top): %v: %s", err, b)
