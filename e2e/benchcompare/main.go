@@ -100,9 +100,9 @@ func main() {
 	}
 }
 
-// interruptCleanup, under interrupted, undoes the measurement under way
-// on SIGINT or SIGTERM.
-// workDir, set once, holds the benchmark's binary, logs and figures.
+// On SIGINT or SIGTERM, interruptCleanup undoes the measurement under way
+// and workDir (the benchmark's binary, logs and figures) is removed; both
+// are read and set under interrupted.
 var (
 	interrupted      sync.Mutex
 	interruptCleanup func()
