@@ -241,6 +241,12 @@ func measure(def *runtimeDef, peers, work, benchBin, pause string, registries []
 		"-registry", registries[1], "-json", figs, "-only", benchOnly, "-runs", strconv.Itoa(runs))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its crictl calls too, on an interrupt
+	// Its temporary files go with the work directory, even when it is killed.
+	tmp := filepath.Join(work, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	interrupted.Lock()
 	err = cmd.Start()
 	bench = cmd
