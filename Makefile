@@ -16,7 +16,7 @@ CRI_TOOLS := v1.37.0
 HELM      := v3.22.0
 export PATH := /usr/local/go/bin:/usr/local/bin:$(PATH)
 
-.PHONY: image cni-config all build run test e2e e2e-node unit bench conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log fuzz-go FORCE
+.PHONY: image cni-config all build run test e2e e2e-node unit bench bench-compare conformance conformance-update lint install deps test-deps fuzz fuzz-request fuzz-log fuzz-go FORCE
 
 all: build
 
@@ -213,6 +213,20 @@ e2e-node: deps build
 # unless ENDPOINT=unix:///path is given) and prints the figures.
 bench: deps build
 	$(GO) run ./e2e/bench -pierd ./bin/pierd $(if $(ENDPOINT),-endpoint $(ENDPOINT))
+
+# bench-compare runs the same benchmark against Debian's containerd 1.6,
+# containerd 2.4.2, CRI-O 1.34.0 and pier, each with a private root,
+# socket, CNI network and registries, and prints the table the README
+# shows, also written to bin/bench-compare.md. e2e/benchcompare/peers.sh
+# gets the peers into PEERS_DIR, outside the repository, once (Debian's
+# packages unpacked, not installed; the others built from the Go module
+# proxy); a peer it cannot get is left out. Not run in CI.
+PEERS_DIR ?= /var/cache/pier-bench/peers
+bench-compare: deps build
+	$(call install-debs,libseccomp-dev jq)
+	-PEERS=$(PEERS_DIR) GO=$(GO) e2e/benchcompare/peers.sh
+	$(GO) build -o bin/benchcompare ./e2e/benchcompare
+	./bin/benchcompare -pierd ./bin/pierd -peers $(PEERS_DIR) -out bin/bench-compare.md
 
 # critest (CRI validation suite) and the ginkgo runner, at the versions
 # pinned by the e2e/critest module.

@@ -14,6 +14,40 @@ import (
 	"github.com/pier-runtime/pier/e2e/testenv"
 )
 
+// Set by flags: see main.
+var (
+	registryAddr string   // -registry
+	helperNames  []string // -helpers
+)
+
+// daemonIdle reports and records the PSS of the runtime's daemon, idle.
+func daemonIdle(pid int) {
+	kib := pss(pid)
+	fmt.Printf("daemon (pid %d) idle: PSS %d KiB, RSS %d KiB\n", pid, kib, rssKB(pid))
+	record("daemon_idle_pss_kib", float64(kib))
+}
+
+// removePod stops and removes a pod, as kubelet does: its containers
+// first, at once (their sleep, PID 1, ignores SIGTERM: a runtime would wait
+// out a grace period), then the pod (a runtime may refuse to remove a
+// running one).
+func (e *benchEnv) removePod(ctx context.Context, id string) error {
+	list, err := e.runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: id}})
+	if err != nil {
+		return err
+	}
+	for _, c := range list.Containers {
+		if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			e.runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id})
+		}
+	}
+	if _, err := e.runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return err
+	}
+	_, err = e.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+	return err
+}
+
 // benchEnv is the CRI endpoint a benchmark measures: a given one, or a
 // fresh pierd with a bridge network of its own.
 type benchEnv struct {
@@ -72,6 +106,15 @@ func podConfig(name string) *runtimeapi.PodSandboxConfig {
 			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
 		}},
 	}
+}
+
+// ctrLinux is a container's Linux settings as kubelet sends them in a pod
+// made by podConfig: the container's own PID namespace (CRI-O refuses a
+// container that asks for the pod's where the pod has none).
+func ctrLinux() *runtimeapi.LinuxContainerConfig {
+	return &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+	}}
 }
 
 // busybox serves the busybox test image from a registry of its own and

@@ -7,8 +7,9 @@
 //     bridge network, through crictl and through a Go client, and pierd's
 //     RSS with those pods running;
 //   - containers: create+start latency of a busybox sleep container in a
-//     pod (crictl and Go client), and the memory (PSS) each running
-//     container costs in pier-shim processes and pierd;
+//     pod (crictl and Go client), runp + create + start through crictl,
+//     and the memory (PSS) each pod of one running container costs in
+//     helper processes (pier-shim, -helpers) and the daemon;
 //   - streaming: `crictl exec <id> true` latency, and 100 MB through
 //     `exec cat` and through a port-forward;
 //   - stats: ListPodSandboxStats and ListContainerStats latency (median,
@@ -17,7 +18,11 @@
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
 // -endpoint it measures that runtime as it is configured: it removes the
-// image before every pull, and removes the pods it made.
+// image before every pull, and removes the pods it made. For another
+// runtime, -pid names its daemon (for its idle PSS and its growth with
+// pods), -helpers the processes it runs per pod or container, -registry the
+// address its registries are configured with; -json writes the figures for
+// e2e/benchcompare, which runs this against containerd, CRI-O and pier.
 package main
 
 import (
@@ -28,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -44,29 +50,50 @@ func main() {
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
 	statsPods := flag.Int("stats-pods", 100, "pods (of one container each) in the stats benchmark")
-	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers", "streaming" or "stats"`)
+	only := flag.String("only", "", `run only these benchmarks, comma-separated: "pull", "pods", "containers", "streaming", "stats"`)
+	pid := flag.Int("pid", 0, "with -endpoint: the runtime daemon's pid, for its idle PSS and its growth with pods")
+	helpers := flag.String("helpers", "pier-shim,pier-shim-monitor", "comma-separated names of the processes the runtime runs per pod or container (shims, conmon, pause), counted in the memory per pod")
+	flag.StringVar(&registryAddr, "registry", "", "serve the test registries on this address, 127.0.0.1:PORT, one at a time (default: a free port each)")
+	jsonOut := flag.String("json", "", "also write the figures to this file, as JSON")
 	flag.Parse()
+	helperNames = strings.Split(*helpers, ",")
+	run := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 	var err error
-	if *only == "" || *only == "pull" {
+	if *pid != 0 {
+		daemonIdle(*pid)
+	}
+	if run("pull") {
 		err = benchPull(*endpoint, *pierd, *runs, *cache)
 	}
-	if err == nil && *only != "pull" {
+	if err == nil && (run("pods") || run("containers") || run("streaming") || run("stats")) {
 		var env *benchEnv
 		if env, err = newEnv(*endpoint, *pierd); err == nil {
-			if *only == "" || *only == "pods" {
+			if *pid != 0 {
+				env.pid = *pid
+			} else if env.pid != 0 {
+				daemonIdle(env.pid)
+			}
+			if run("pods") {
 				err = benchPods(env, *pods)
 			}
-			if err == nil && (*only == "" || *only == "containers") {
+			if err == nil && run("containers") {
 				err = benchContainers(env, *pods)
 			}
-			if err == nil && (*only == "" || *only == "streaming") {
+			if err == nil && run("streaming") {
 				err = benchStreaming(env, *pods)
 			}
-			if err == nil && (*only == "" || *only == "stats") {
+			if err == nil && run("stats") {
 				err = benchStats(env, *statsPods)
 			}
 			env.close()
 		}
+	}
+	if err == nil && *jsonOut != "" {
+		target := "pier"
+		if *endpoint != "" {
+			target = *endpoint
+		}
+		err = writeFigures(*jsonOut, target)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -79,7 +106,7 @@ func benchPull(endpoint, pierd string, runs int, cache string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := testenv.StartRegistry(testenv.RegistryOptions{})
+	reg, err := testenv.StartRegistry(testenv.RegistryOptions{Addr: registryAddr})
 	if err != nil {
 		return err
 	}
@@ -116,6 +143,9 @@ func benchPull(endpoint, pierd string, runs int, cache string) error {
 	fmt.Printf("  pull+unpack: median %.3f s  %.0f MB/s  (runs: %v)\n", median.Seconds(), mb/median.Seconds(), times)
 	fmt.Printf("  reference, sequential gzip -dc | tar -x: %.3f s  %.0f MB/s\n", ref0.Seconds(), mb/ref0.Seconds())
 	fmt.Printf("  ratio pull/reference: %.2f (target < 1; and < 1.06 s, containerd 1.6's median here)\n", median.Seconds()/ref0.Seconds())
+	record("pull_ms", ms(median))
+	record("pull_mb", mb)
+	record("pull_reference_ms", ms(ref0))
 	return nil
 }
 

@@ -21,7 +21,7 @@ func benchPods(env *benchEnv, n int) error {
 	var made []string
 	defer func() {
 		for _, id := range made {
-			rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+			env.removePod(ctx, id)
 		}
 	}()
 
@@ -33,14 +33,16 @@ func benchPods(env *benchEnv, n int) error {
 		start := time.Now()
 		out, err := exec.Command("crictl", "--runtime-endpoint", endpoint, "runp", cfg).Output()
 		viaCrictl = append(viaCrictl, time.Since(start))
-		if err != nil {
+		if e, ok := err.(*exec.ExitError); ok {
+			return fmt.Errorf("crictl runp: %v: %s", err, strings.TrimSpace(string(e.Stderr)))
+		} else if err != nil {
 			return fmt.Errorf("crictl runp: %v", err)
 		}
 		made = append(made, strings.TrimSpace(string(out)))
 	}
 	rss := rssKB(env.pid)
 	for _, id := range made {
-		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		if err := env.removePod(ctx, id); err != nil {
 			return err
 		}
 	}
@@ -62,8 +64,10 @@ func benchPods(env *benchEnv, n int) error {
 	fmt.Printf("  through crictl: median %s  p90 %s  (target: median < 60ms; containerd 1.6 here: 121ms)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
 	fmt.Printf("  through a Go client: median %s  p90 %s\n", percentile(viaGo, 50), percentile(viaGo, 90))
 	if rss != 0 {
-		fmt.Printf("  pierd RSS with %d pods: %d KiB\n", n, rss)
+		fmt.Printf("  daemon RSS with %d pods: %d KiB\n", n, rss)
 	}
+	record("runp_crictl_ms", ms(percentile(viaCrictl, 50)))
+	record("runp_go_ms", ms(percentile(viaGo, 50)))
 	return nil
 }
 

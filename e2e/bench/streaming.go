@@ -19,14 +19,16 @@ func benchStreaming(env *benchEnv, n int) error {
 		return err
 	}
 	defer done()
-	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("bench-stream")})
+	podCfg := podConfig("bench-stream")
+	pod, err := env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		return err
 	}
-	defer env.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
-	c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "web"}, Image: &runtimeapi.ImageSpec{Image: ref},
+	defer env.removePod(ctx, pod.PodSandboxId)
+	c, err := env.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, SandboxConfig: podCfg, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "web"}, Image: &runtimeapi.ImageSpec{Image: ref, UserSpecifiedImage: ref},
 		Command: []string{"sh", "-c", "mkdir -p /www; head -c 104857600 /dev/zero > /www/big; httpd -f -p 8080 -h /www"},
+		Linux:   ctrLinux(),
 	}})
 	if err != nil {
 		return err
@@ -37,7 +39,12 @@ func benchStreaming(env *benchEnv, n int) error {
 	fmt.Printf("\nstreaming (%s)\n", env.target)
 	for i, transport := range []string{"spdy", "websocket"} {
 		if err := benchTransport(env, transport, c.ContainerId, pod.PodSandboxId, 18191+i, n); err != nil {
-			return err
+			if transport == "spdy" {
+				return err
+			}
+			// Not every runtime serves WebSocket streams (CRI-O 1.34
+			// does not): say so and go on.
+			fmt.Printf("  %s: %v\n", transport, err)
 		}
 	}
 	return nil
@@ -85,6 +92,7 @@ func benchTransport(env *benchEnv, transport, id, podID string, localPort, n int
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Printf("  %s: crictl exec <id> true: median %s  p90 %s over %d\n", transport, percentile(lat, 50), percentile(lat, 90), n)
+	record("exec_"+transport+"_crictl_ms", ms(percentile(lat, 50)))
 	fmt.Printf("  %s: 100 MB through exec cat: %.2f s  %.0f MB/s\n", transport, catTime.Seconds(), 104.8576/catTime.Seconds())
 	if pfTime > 0 {
 		fmt.Printf("  %s: 100 MB through a port-forward: %.2f s  %.0f MB/s\n", transport, pfTime.Seconds(), 104.8576/pfTime.Seconds())

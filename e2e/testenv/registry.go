@@ -42,6 +42,10 @@ type RegistryOptions struct {
 	// BlobDir, when set, keeps the blobs in files there instead of memory
 	// (big images).
 	BlobDir string
+	// Addr, when set, is the address to serve on ("127.0.0.1:PORT"), for
+	// a runtime configured with it beforehand; by default a free port of
+	// 127.0.0.1.
+	Addr string
 }
 
 // Registry is an in-memory OCI registry served on 127.0.0.1 with fault
@@ -134,9 +138,13 @@ type drop struct {
 	times      int
 }
 
-// StartRegistry starts a registry on a free port of 127.0.0.1.
+// StartRegistry starts a registry on opts.Addr, or a free port of 127.0.0.1.
 func StartRegistry(opts RegistryOptions) (*Registry, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
