@@ -72,7 +72,7 @@ func newEnv(endpoint, pierd string) (*benchEnv, error) {
 			return nil, err
 		}
 		env.cleanup = append(env.cleanup, func() { network.Close() })
-		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config()})
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config(), NodeLogging: true})
 		if err != nil {
 			env.close()
 			return nil, err

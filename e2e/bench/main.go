@@ -157,7 +157,7 @@ func pullOnce(endpoint, pierd, ref string) (time.Duration, error) {
 			return 0, err
 		}
 		defer os.RemoveAll(dir)
-		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir})
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, NodeLogging: true})
 		if err != nil {
 			return 0, err
 		}

@@ -42,7 +42,8 @@ func runtimes(pierd string) []*runtimeDef {
 			helpers: "pier-shim,pier-shim-monitor",
 			bins:    []string{pierd},
 			start: func(in *instance) error {
-				p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: in.dir, Config: in.net.Config()})
+				// At its default verbosity, as the peers log at info level.
+				p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: in.dir, Config: in.net.Config(), NodeLogging: true})
 				if err != nil {
 					return err
 				}
