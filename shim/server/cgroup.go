@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pier-runtime/pier/shim/protocol"
@@ -95,14 +96,24 @@ func (s *server) joinContainerCgroups() {
 		return
 	}
 	self := []byte(strconv.Itoa(os.Getpid()))
+	// All at once: each write takes the kernel's cgroup threadgroup lock
+	// for writing, and the first writer after a quiet spell waits for an
+	// RCU grace period (5 to 15 ms here). Writers that arrive while one
+	// holds it or waits share that grace period; one after another, with
+	// a goroutine rescheduled in between, each of the v1 hierarchies
+	// could pay its own.
+	var wg sync.WaitGroup
 	for _, cg := range cgs {
 		if cg.dir == "" || cg.path == "/" {
 			continue // not mounted here, or no cgroup of the container's
 		}
-		if err := os.WriteFile(filepath.Join(cg.dir, "cgroup.procs"), self, 0); err != nil {
-			logf("exec: join the container's cgroup %s: %v", cg.dir, err)
-		}
+		wg.Go(func() {
+			if err := os.WriteFile(filepath.Join(cg.dir, "cgroup.procs"), self, 0); err != nil {
+				logf("exec: join the container's cgroup %s: %v", cg.dir, err)
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // initPid asks the monitor for the container's init pid.
