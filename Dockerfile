@@ -27,10 +27,11 @@ ARG GOPRIVATE=
 ARG GOINSECURE=
 ENV GOTOOLCHAIN=local
 
-# The monitor's JSON tokenizer (a header) and the static libseccomp runc
-# links, besides the compiler; installed only when missing (a base that has
-# them builds without a mirror).
-RUN pkgs="gcc libc6-dev make pkg-config libjsmn-dev libseccomp-dev ca-certificates"; \
+# The monitor's JSON tokenizer (a header) and its libc (musl, linked
+# statically), the static libseccomp runc links, besides the compiler;
+# installed only when missing (a base that has them builds without a
+# mirror).
+RUN pkgs="gcc libc6-dev musl-tools make pkg-config libjsmn-dev libseccomp-dev ca-certificates"; \
 	dpkg -s $pkgs >/dev/null 2>&1 || { \
 		apt-get update && apt-get install -y --no-install-recommends $pkgs && rm -rf /var/lib/apt/lists/*; }
 

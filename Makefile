@@ -10,7 +10,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 # libFuzzer, libclang-rt-14-dev, for the monitor's fuzz targets; buildah
 # and debootstrap for the Dockerfile's test; criu for CheckpointContainer,
 # optional on a node, see the README).
-DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev
+DEBS      := crun runc containernetworking-plugins busybox-static iptables ca-certificates gcc libc6-dev libjsmn-dev musl-tools
 TEST_DEBS := clang libclang-rt-14-dev buildah debootstrap criu
 CRI_TOOLS := v1.37.0
 HELM      := v3.22.0
@@ -43,10 +43,21 @@ bin/pier-shim: FORCE
 # targets of the request parser and the log line splitter (clang). Each is
 # written to a temporary file and renamed: tests build them concurrently.
 # Every warning is an error in the monitor's files, whatever CFLAGS says;
-# _FORTIFY_SOURCE, which Debian's gcc does not set, makes glibc mark the
-# results of write() and the like that must not be ignored (it needs -O).
+# in the ASan build, _FORTIFY_SOURCE, which Debian's gcc does not set,
+# makes glibc mark the results of write() and the like that must not be
+# ignored (it needs -O; musl has no such marks).
+#
+# The monitor itself is linked statically with musl (MON_CC): one runs per
+# container for its whole life, and musl's start-up dirties 28 KiB of
+# private memory where glibc's dynamic loader and relocations dirty 100
+# KiB (PSS per container, 10 containers: 37 KiB against 130 KiB). musl
+# brings no kernel headers: those of the build's glibc (linux/, asm/) and
+# jsmn.h are searched after musl's own. The test variants use CC (glibc):
+# sanitizers and --wrap need it.
 CC       ?= cc
 CFLAGS   ?= -O2 -Wall -Wextra
+MON_CC   ?= musl-gcc
+MON_LIBC := -static -idirafter /usr/include -idirafter /usr/include/$(shell $(CC) -print-multiarch)
 FUZZ_CC  ?= clang
 MON      := cmd/pier-shim-monitor
 MON_SRC  := $(addprefix $(MON)/,main.c control.c exit.c output.c podinit.c util.c request.c split.c)
@@ -60,7 +71,7 @@ FUZZ_SECONDS ?= 60
 # The monitor prints VERSION (--version): bin/version changes when it does.
 bin/pier-shim-monitor: $(MON_SRC) $(MON_HDR) bin/version
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -D_FORTIFY_SOURCE=2 -DPIER_VERSION='"$(VERSION)"' $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+	$(MON_CC) $(CFLAGS) $(MON_LIBC) -DPIER_VERSION='"$(VERSION)"' $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
 
 bin/version: FORCE
 	@mkdir -p $(@D)
@@ -68,7 +79,7 @@ bin/version: FORCE
 
 bin/pier-shim-monitor-asan: $(MON_SRC) $(MON_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(MON_SAN) $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
+	$(CC) $(MON_SAN) -D_FORTIFY_SOURCE=2 $(MON_WARN) -o $@.$$$$.tmp $(MON_SRC) && mv -f $@.$$$$.tmp $@
 
 bin/pier-shim-monitor-fault: $(MON_SRC) $(MON_HDR) $(MON)/test/fault.c
 	@mkdir -p $(@D)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct timespec now(void) {
@@ -105,6 +106,14 @@ int write_all(int fd, const void *p, size_t n) {
 	return 0;
 }
 
+#ifndef __GLIBC__
+/* musl (the monitor's libc, see the Makefile) has no close_range wrapper
+ * before 1.2.4: the system call itself. */
+static int close_range(unsigned int first, unsigned int last, int flags) {
+	return (int)syscall(SYS_close_range, first, last, flags);
+}
+#endif
+
 /* close_from closes every descriptor from lowfd up: close_range, or where
  * the kernel has none (before 5.9) or it fails, each descriptor
  * /proc/self/fd lists, or without /proc each one below the limit. */
@@ -116,7 +125,8 @@ int close_from(int lowfd) {
 		char b[4096];
 		long n;
 		/* /proc/self/fd lists by number: closing as it goes skips none */
-		while ((n = getdents64(dfd, b, sizeof b)) > 0) {
+		/* The system call: the libcs' wrappers differ in their types. */
+		while ((n = syscall(SYS_getdents64, dfd, b, sizeof b)) > 0) {
 			for (long off = 0; off < n;) {
 				struct dirent64 *d = (struct dirent64 *)(b + off);
 				off += d->d_reclen;
