@@ -12,7 +12,12 @@
 //   - streaming: `crictl exec <id> true` latency, and 100 MB through
 //     `exec cat` and through a port-forward;
 //   - stats: ListPodSandboxStats and ListContainerStats latency (median,
-//     p95) through a Go client with 100 pods of one running container each.
+//     p95) through a Go client with 100 pods of one running container each;
+//   - scale (only with -only scale): 10, 50 and 100 pods of two containers
+//     started from 10 concurrent clients, with the time to start them,
+//     memory per pod, pierd's RSS and goroutines and listing latencies at
+//     each size, whether each grows faster than linearly, and (-plot) the
+//     curves as SVG.
 //
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
@@ -44,13 +49,20 @@ func main() {
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
 	statsPods := flag.Int("stats-pods", 100, "pods (of one container each) in the stats benchmark")
-	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers", "streaming" or "stats"`)
+	only := flag.String("only", "", `run only one benchmark: "pull", "pods", "containers", "streaming", "stats" or "scale" (run only when asked)`)
+	scalePods := flag.String("scale-pods", "10,50,100", "pod counts (of 2 containers each) in the scale benchmark")
+	plot := flag.String("plot", "", "SVG file to draw the scale benchmark's curves to, e.g. docs/perf/scale.svg")
 	flag.Parse()
 	var err error
-	if *only == "" || *only == "pull" {
+	if *only == "scale" {
+		var sizes []int
+		if sizes, err = parseSizes(*scalePods); err == nil {
+			err = benchScale(*endpoint, *pierd, sizes, *plot)
+		}
+	} else if *only == "" || *only == "pull" {
 		err = benchPull(*endpoint, *pierd, *runs, *cache)
 	}
-	if err == nil && *only != "pull" {
+	if err == nil && *only != "pull" && *only != "scale" {
 		var env *benchEnv
 		if env, err = newEnv(*endpoint, *pierd); err == nil {
 			if *only == "" || *only == "pods" {
