@@ -63,7 +63,9 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 		})
 	}
 	panels := []plotPanel{
-		{title: "time to start all pods", unit: "s", series: []plotSeries{{"", col(func(p scalePoint) float64 { return p.start.Seconds() })}}},
+		{title: "time to start / remove all pods", unit: "s", series: []plotSeries{
+			{"start", col(func(p scalePoint) float64 { return p.start.Seconds() })},
+			{"remove", col(func(p scalePoint) float64 { return p.remove.Seconds() })}}},
 		{title: "memory per pod: helpers + pierd growth, PSS", unit: "KiB", series: []plotSeries{{"", col(scalePoint.memPerPodKB)}}},
 	}
 	if points[0].rssKB != 0 {
@@ -133,9 +135,12 @@ func drawPanel(b *strings.Builder, x0, y0 int, xs []float64, p plotPanel) {
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end" fill="%s">%s</text>`+"\n", left-5, py(y)+3.5, axisColor, fmtTick(y))
 	}
 	// X ticks at the measured sizes.
-	for _, x := range append([]float64{0}, xs...) {
+	// (0 is labelled only when it does not crowd the first size.)
+	for i, x := range append([]float64{0}, xs...) {
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1"/>`+"\n", px(x), top+h, px(x), top+h+4, axisColor)
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="%s">%s</text>`+"\n", px(x), top+h+15, axisColor, fmtTick(x))
+		if i > 0 || xs[0] > 0.15*xMax {
+			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="%s">%s</text>`+"\n", px(x), top+h+15, axisColor, fmtTick(x))
+		}
 	}
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="%s">pods</text>`+"\n", left+w/2, top+h+29, axisColor)
 	// Axes.

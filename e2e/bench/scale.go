@@ -522,6 +522,7 @@ func scaleFigures(points []scalePoint) []scaleFigure {
 	}
 	figs := []scaleFigure{
 		{"start all pods", "s", col(func(p scalePoint) float64 { return p.start.Seconds() }), "per pod"},
+		{"remove all pods", "s", col(func(p scalePoint) float64 { return p.remove.Seconds() }), "per pod"},
 		{"memory of the pods (helpers + pierd growth, PSS)", "MiB", col(func(p scalePoint) float64 { return p.memPerPodKB() * float64(p.pods) / 1024 }), "per pod"},
 	}
 	if points[0].rssKB != 0 {
