@@ -66,7 +66,7 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 		{title: "time to start / remove all pods", unit: "s", series: []plotSeries{
 			{"start", col(func(p scalePoint) float64 { return p.start.Seconds() })},
 			{"remove", col(func(p scalePoint) float64 { return p.remove.Seconds() })}}},
-		{title: "memory per pod: helpers + pierd growth, PSS", unit: "KiB", series: []plotSeries{{"", col(scalePoint.memPerPodKB)}}},
+		{title: "memory per pod: " + memWhat(points), unit: "KiB", series: []plotSeries{{"", col(scalePoint.memPerPodKB)}}},
 	}
 	if points[0].rssKB != 0 {
 		panels = append(panels, plotPanel{title: "pierd RSS", unit: "MiB", series: []plotSeries{{"", col(func(p scalePoint) float64 { return float64(p.rssKB) / 1024 })}}})
