@@ -75,9 +75,9 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 		panels = append(panels, plotPanel{title: "pierd goroutines", series: []plotSeries{{"", col(func(p scalePoint) float64 { return float64(p.goroutines) })}}})
 	}
 	panels = append(panels,
-		plotPanel{title: "crictl latency (median)", unit: "ms", series: []plotSeries{
-			{"ps", ms("crictl ps")}, {"pods", ms("crictl pods")}, {"stats -s 0", ms("crictl stats")}}},
-		plotPanel{title: "stats through a Go client (median)", unit: "ms", target: 100, series: []plotSeries{
+		plotPanel{title: "crictl latency, median", unit: "ms", series: []plotSeries{
+			{"ps", ms("crictl ps")}, {"pods", ms("crictl pods")}, {"stats -s 0", ms("crictl stats")}, {"version (start-up)", ms("crictl version")}}},
+		plotPanel{title: "stats through a Go client, median", unit: "ms", target: 100, series: []plotSeries{
 			{"ListContainerStats", ms("ListContainerStats")}, {"ListPodSandboxStats", ms("ListPodSandboxStats")}}},
 	)
 
