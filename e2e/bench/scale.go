@@ -67,6 +67,8 @@ type scalePoint struct {
 	growthKB   int             // pierd's PSS growth; 0 for another runtime
 	rssKB      int             // pierd's RSS; 0 for another runtime
 	goroutines int             // pierd's; 0 when unknown
+	idleCPU    float64         // pierd's CPU, in cores, with the pods running and no call
+	nodeBusy   float64         // share of the node's CPU busy while the listings were timed
 	latency    map[string][]time.Duration
 }
 
@@ -245,6 +247,13 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	// Memory, RSS and goroutines with the pods running, once the start's
 	// transient goroutines have ended.
 	time.Sleep(time.Second)
+	if env.pid != 0 {
+		// pierd's own work with the pods running and nobody calling.
+		const window = 2 * time.Second
+		before := cpuTicks(env.pid)
+		time.Sleep(window)
+		pt.idleCPU = float64(cpuTicks(env.pid)-before) / clockTicks / window.Seconds()
+	}
 	for _, pid := range helperPids(marks) {
 		pt.helpers++
 		pt.helpersKB += pss(pid)
@@ -297,6 +306,7 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	}
 	// In rounds of one call each, so that a load that comes and goes on
 	// the node weighs on all of them alike.
+	busy0, total0 := nodeCPU()
 	for range scaleCalls {
 		for _, c := range calls {
 			t0 := time.Now()
@@ -310,6 +320,10 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 			}
 			pt.latency[c.name] = append(pt.latency[c.name], d)
 		}
+	}
+
+	if busy1, total1 := nodeCPU(); total1 > total0 {
+		pt.nodeBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 
 	// Remove the pods, from the ten clients too, and check that nothing of
@@ -344,13 +358,17 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 		n, n*scaleContainers, pt.start.Round(time.Millisecond), percentile(pt.podStart, 50), percentile(pt.podStart, 95), pt.remove.Round(time.Millisecond))
 	mem := fmt.Sprintf("helpers: %d processes, %d KiB PSS", pt.helpers, pt.helpersKB)
 	if env.pid != 0 {
-		mem += fmt.Sprintf("; pierd PSS %+d KiB, RSS %d KiB", pt.growthKB, pt.rssKB)
-	}
-	if pt.goroutines != 0 {
-		mem += fmt.Sprintf(", %d goroutines", pt.goroutines)
+		mem += fmt.Sprintf("; pierd PSS %+d KiB", pt.growthKB)
 	}
 	fmt.Printf("    memory per pod %.0f KiB (%s)\n", pt.memPerPodKB(), mem)
-	fmt.Printf("    latency, median / p95 of %d calls:\n", scaleCalls)
+	if env.pid != 0 {
+		g := "goroutines unknown"
+		if pt.goroutines != 0 {
+			g = fmt.Sprintf("%d goroutines", pt.goroutines)
+		}
+		fmt.Printf("    pierd: RSS %d KiB, %s, CPU %.1f%% of a core with no call\n", pt.rssKB, g, pt.idleCPU*100)
+	}
+	fmt.Printf("    latency, median / p95 of %d calls (the node's CPU %.0f%% busy meanwhile, others' work included):\n", scaleCalls, pt.nodeBusy*100)
 	for _, name := range scaleLatencies {
 		l := pt.latency[name]
 		fmt.Printf("      %-20s %8s / %-8s\n", name, percentile(l, 50), percentile(l, 95))
@@ -487,6 +505,50 @@ func helperPids(marks []string) []int {
 	return ps
 }
 
+// clockTicks is the kernel's USER_HZ, the unit of /proc's CPU times: 100
+// on every Linux architecture Go runs on.
+const clockTicks = 100
+
+// cpuTicks is a process's user and system CPU time, in clock ticks.
+func cpuTicks(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (in parentheses): state is field 3, utime
+	// and stime fields 14 and 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	s, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + s
+}
+
+// nodeCPU is the node's busy and total CPU time so far, in clock ticks,
+// from /proc/stat.
+func nodeCPU() (busy, total uint64) {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i == 8 || i == 9 {
+			break // guest time is counted in user time already
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
 // goroutines reads go_goroutines from pierd's Prometheus metrics.
 func goroutines(url string) (int, error) {
 	resp, err := http.Get(url)
@@ -532,6 +594,9 @@ func scaleFigures(points []scalePoint) []scaleFigure {
 	}
 	if points[0].rssKB != 0 {
 		figs = append(figs, scaleFigure{"pierd RSS", "MiB", col(func(p scalePoint) float64 { return float64(p.rssKB) / 1024 }), "per pod"})
+	}
+	if points[0].rssKB != 0 {
+		figs = append(figs, scaleFigure{"pierd CPU with the pods running, idle", "% of a core", col(func(p scalePoint) float64 { return p.idleCPU * 100 }), "per pod"})
 	}
 	if points[0].goroutines != 0 {
 		figs = append(figs, scaleFigure{"pierd goroutines", "", col(func(p scalePoint) float64 { return float64(p.goroutines) }), "per pod"})
