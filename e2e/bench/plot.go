@@ -81,6 +81,11 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 			{"ListContainerStats", ms("ListContainerStats")}, {"ListPodSandboxStats", ms("ListPodSandboxStats")}}},
 	)
 
+	var busies []string
+	for _, p := range points {
+		busies = append(busies, fmt.Sprintf("%.0f%%", p.nodeBusy*100))
+	}
+	busy := strings.Join(busies, " / ")
 	rows := (len(panels) + plotCols - 1) / plotCols
 	width, height := plotCols*panelW, headerH+rows*panelH
 	var b strings.Builder
@@ -89,7 +94,8 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="16" font-weight="bold" text-anchor="middle">%s</text>`+"\n", width/2,
 		esc(fmt.Sprintf("%s at scale: pods of %d busybox containers, started by %d concurrent clients", target, scaleContainers, scaleClients)))
 	fmt.Fprintf(&b, `<text x="%d" y="40" font-size="11" fill="#555" text-anchor="middle">%s</text>`+"\n", width/2,
-		esc(fmt.Sprintf("measured %s on %s, %d CPUs; medians of %d calls", time.Now().UTC().Format("2006-01-02 15:04 MST"), cpuModel(), runtime.NumCPU(), scaleCalls)))
+		esc(fmt.Sprintf("measured %s on %s, %d CPUs; medians of %d calls; node CPU busy during the calls: %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+			cpuModel(), runtime.NumCPU(), scaleCalls, busy)))
 	for i, p := range panels {
 		x0, y0 := (i%plotCols)*panelW, headerH+(i/plotCols)*panelH
 		drawPanel(&b, x0, y0, pods, p)
