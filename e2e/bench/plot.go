@@ -94,7 +94,7 @@ func writeScalePlot(path, target string, points []scalePoint) error {
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="16" font-weight="bold" text-anchor="middle">%s</text>`+"\n", width/2,
 		esc(fmt.Sprintf("%s at scale: pods of %d busybox containers, started by %d concurrent clients", target, scaleContainers, scaleClients)))
 	fmt.Fprintf(&b, `<text x="%d" y="40" font-size="11" fill="#555" text-anchor="middle">%s</text>`+"\n", width/2,
-		esc(fmt.Sprintf("measured %s on %s, %d CPUs; medians of %d calls; node CPU busy during the calls: %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		esc(fmt.Sprintf("measured %s on %s, %d CPUs; medians of %d calls; node CPU busy with others' work: %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
 			cpuModel(), runtime.NumCPU(), scaleCalls, busy)))
 	for i, p := range panels {
 		x0, y0 := (i%plotCols)*panelW, headerH+(i/plotCols)*panelH

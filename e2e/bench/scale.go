@@ -68,7 +68,7 @@ type scalePoint struct {
 	rssKB      int             // pierd's RSS; 0 for another runtime
 	goroutines int             // pierd's; 0 when unknown
 	idleCPU    float64         // pierd's CPU, in cores, with the pods running and no call
-	nodeBusy   float64         // share of the node's CPU busy while the listings were timed
+	nodeBusy   float64         // share of the node's CPU busy with no call (others' load)
 	latency    map[string][]time.Duration
 }
 
@@ -247,11 +247,16 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	// Memory, RSS and goroutines with the pods running, once the start's
 	// transient goroutines have ended.
 	time.Sleep(time.Second)
+	// pierd's own work with the pods running and nobody calling, and the
+	// node's meanwhile: others' load, which the figures suffer from.
+	const window = 2 * time.Second
+	before := cpuTicks(env.pid)
+	busy0, total0 := nodeCPU()
+	time.Sleep(window)
+	if busy1, total1 := nodeCPU(); total1 > total0 {
+		pt.nodeBusy = float64(busy1-busy0) / float64(total1-total0)
+	}
 	if env.pid != 0 {
-		// pierd's own work with the pods running and nobody calling.
-		const window = 2 * time.Second
-		before := cpuTicks(env.pid)
-		time.Sleep(window)
 		pt.idleCPU = float64(cpuTicks(env.pid)-before) / clockTicks / window.Seconds()
 	}
 	for _, pid := range helperPids(marks) {
@@ -306,7 +311,6 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	}
 	// In rounds of one call each, so that a load that comes and goes on
 	// the node weighs on all of them alike.
-	busy0, total0 := nodeCPU()
 	for range scaleCalls {
 		for _, c := range calls {
 			t0 := time.Now()
@@ -320,10 +324,6 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 			}
 			pt.latency[c.name] = append(pt.latency[c.name], d)
 		}
-	}
-
-	if busy1, total1 := nodeCPU(); total1 > total0 {
-		pt.nodeBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 
 	// Remove the pods, from the ten clients too, and check that nothing of
@@ -368,7 +368,8 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 		}
 		fmt.Printf("    pierd: RSS %d KiB, %s, CPU %.1f%% of a core with no call\n", pt.rssKB, g, pt.idleCPU*100)
 	}
-	fmt.Printf("    latency, median / p95 of %d calls (the node's CPU %.0f%% busy meanwhile, others' work included):\n", scaleCalls, pt.nodeBusy*100)
+	fmt.Printf("    node: CPU %.0f%% busy with the pods running and no call (others' load)\n", pt.nodeBusy*100)
+	fmt.Printf("    latency, median / p95 of %d calls:\n", scaleCalls)
 	for _, name := range scaleLatencies {
 		l := pt.latency[name]
 		fmt.Printf("      %-20s %8s / %-8s\n", name, percentile(l, 50), percentile(l, 95))
