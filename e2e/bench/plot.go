@@ -121,6 +121,7 @@ func drawPanel(b *strings.Builder, x0, y0 int, xs []float64, p plotPanel) {
 			yMax = max(yMax, v)
 		}
 	}
+	yMax *= 1.12 // room above the highest point for its label
 	yStep := niceStep(yMax / 4)
 	if yStep == 0 {
 		yStep = 1
