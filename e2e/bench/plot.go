@@ -154,7 +154,9 @@ func drawPanel(b *strings.Builder, x0, y0 int, xs []float64, p plotPanel) {
 	fmt.Fprintf(b, `<polyline points="%.1f,%.1f %.1f,%.1f %.1f,%.1f" fill="none" stroke="%s" stroke-width="1"/>`+"\n", left, top, left, top+h, left+w, top+h, axisColor)
 	if p.target > 0 {
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#c00" stroke-width="1" stroke-dasharray="5,4"/>`+"\n", left, py(p.target), left+w, py(p.target))
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end" fill="#c00">target %s</text>`+"\n", left+w-2, py(p.target)-4, fmtTick(p.target))
+		// Labelled left of the middle, where the curves (rising) are
+		// lowest, and right of the legend.
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="#c00">target %s</text>`+"\n", left+w*0.4, py(p.target)-4, fmtTick(p.target))
 	}
 	// Series, with a legend at the top left when there are several.
 	for i, s := range p.series {
