@@ -576,6 +576,7 @@ type scaleFigure struct {
 	name, unit string
 	values     []float64 // total at each size (not per pod)
 	perPod     string    // what the per-pod figure is called
+	noise      []float64 // spread of values' measurements at each size (p95 − median), nil when measured once
 }
 
 // scaleFigures lists the quantities measured at every size; pierd's own
@@ -589,30 +590,32 @@ func scaleFigures(points []scalePoint) []scaleFigure {
 		return v
 	}
 	figs := []scaleFigure{
-		{"start all pods", "s", col(func(p scalePoint) float64 { return p.start.Seconds() }), "per pod"},
-		{"remove all pods", "s", col(func(p scalePoint) float64 { return p.remove.Seconds() }), "per pod"},
-		{"memory of the pods (" + memWhat(points) + ")", "MiB", col(func(p scalePoint) float64 { return p.memPerPodKB() * float64(p.pods) / 1024 }), "per pod"},
+		{"start all pods", "s", col(func(p scalePoint) float64 { return p.start.Seconds() }), "per pod", nil},
+		{"remove all pods", "s", col(func(p scalePoint) float64 { return p.remove.Seconds() }), "per pod", nil},
+		{"memory of the pods (" + memWhat(points) + ")", "MiB", col(func(p scalePoint) float64 { return p.memPerPodKB() * float64(p.pods) / 1024 }), "per pod", nil},
 	}
 	if points[0].rssKB != 0 {
-		figs = append(figs, scaleFigure{"pierd RSS", "MiB", col(func(p scalePoint) float64 { return float64(p.rssKB) / 1024 }), "per pod"})
+		figs = append(figs, scaleFigure{"pierd RSS", "MiB", col(func(p scalePoint) float64 { return float64(p.rssKB) / 1024 }), "per pod", nil})
 	}
 	if points[0].rssKB != 0 {
-		figs = append(figs, scaleFigure{"pierd CPU with the pods running, idle", "% of a core", col(func(p scalePoint) float64 { return p.idleCPU * 100 }), "per pod"})
+		figs = append(figs, scaleFigure{"pierd CPU with the pods running, idle", "% of a core", col(func(p scalePoint) float64 { return p.idleCPU * 100 }), "per pod", nil})
 	}
 	if points[0].goroutines != 0 {
-		figs = append(figs, scaleFigure{"pierd goroutines", "", col(func(p scalePoint) float64 { return float64(p.goroutines) }), "per pod"})
+		figs = append(figs, scaleFigure{"pierd goroutines", "", col(func(p scalePoint) float64 { return float64(p.goroutines) }), "per pod", nil})
 	}
-	ms := func(p scalePoint, name string) float64 {
-		return float64(percentile(p.latency[name], 50)) / float64(time.Millisecond)
+	ms := func(p scalePoint, name string, pct int) float64 {
+		return float64(percentile(p.latency[name], pct)) / float64(time.Millisecond)
 	}
+	spread := func(p scalePoint, name string) float64 { return ms(p, name, 95) - ms(p, name, 50) }
 	for _, name := range scaleLatencies[1:] {
 		if strings.HasPrefix(name, "crictl ") {
 			figs = append(figs, scaleFigure{name + " less crictl version (median)", "ms", col(func(p scalePoint) float64 {
-				return max(ms(p, name)-ms(p, "crictl version"), 0)
-			}), "per pod listed"})
+				return max(ms(p, name, 50)-ms(p, "crictl version", 50), 0)
+			}), "per pod listed", col(func(p scalePoint) float64 { return spread(p, name) + spread(p, "crictl version") })})
 			continue
 		}
-		figs = append(figs, scaleFigure{name + " (median)", "ms", col(func(p scalePoint) float64 { return ms(p, name) }), "per pod listed"})
+		figs = append(figs, scaleFigure{name + " (median)", "ms", col(func(p scalePoint) float64 { return ms(p, name, 50) }), "per pod listed",
+			col(func(p scalePoint) float64 { return spread(p, name) })})
 	}
 	return figs
 }
@@ -638,11 +641,20 @@ const (
 // to the next (for f(n) = a + b·n with a ≥ 0 it never rises), or when the
 // slope of the last step exceeds slopeTolerance times the one before and
 // the last value lies more than excessTolerance above the line through the
-// two before (a curve bending up behind a large constant).
-func growthVerdict(pods []int, values []float64) (ok bool, why string) {
+// two before (a curve bending up behind a large constant). A rise within
+// noise (the spread of the figure's own measurements, when it has them)
+// is not counted.
+func growthVerdict(pods []int, values, noise []float64) (ok bool, why string) {
+	spread := func(i int) float64 {
+		if noise == nil {
+			return 0
+		}
+		return max(noise[i], 0)
+	}
 	for i := 1; i < len(pods); i++ {
 		a, b := values[i-1]/float64(pods[i-1]), values[i]/float64(pods[i])
-		if a > 0 && b > a*perPodTolerance { // (a figure of 0 is all noise)
+		over := values[i] - a*perPodTolerance*float64(pods[i])  // above the tolerated
+		if a > 0 && b > a*perPodTolerance && over > spread(i) { // (a figure of 0 is all noise)
 			return false, fmt.Sprintf("per-pod figure %.3g at %d pods, %.3g at %d", a, pods[i-1], b, pods[i])
 		}
 	}
@@ -651,7 +663,7 @@ func growthVerdict(pods []int, values []float64) (ok bool, why string) {
 		s2 := (values[k] - values[k-1]) / float64(pods[k]-pods[k-1])
 		// A falling first step (noise) extrapolates as a flat one.
 		excess := values[k] - (values[k-1] + max(s1, 0)*float64(pods[k]-pods[k-1]))
-		if s2 > slopeTolerance*max(s1, 0) && excess > excessTolerance*values[k] {
+		if s2 > slopeTolerance*max(s1, 0) && excess > excessTolerance*values[k] && excess > spread(k) {
 			return false, fmt.Sprintf("slope %.3g a pod from %d to %d pods, %.3g from %d to %d", s1, pods[k-2], pods[k-1], s2, pods[k-1], pods[k])
 		}
 	}
@@ -680,7 +692,7 @@ func printScaleGrowth(points []scalePoint) {
 		verdict := "linear or better"
 		if len(points) < 2 {
 			verdict = "(needs two sizes or more)"
-		} else if ok, why := growthVerdict(pods, f.values); !ok {
+		} else if ok, why := growthVerdict(pods, f.values, f.noise); !ok {
 			verdict = "FASTER THAN LINEAR: " + why
 		}
 		fmt.Printf("    %-50s %s%s (%s: %s): %s\n", f.name, strings.Join(vals, " / "), unit, f.perPod, strings.Join(per, " / "), verdict)

@@ -21,19 +21,22 @@ func TestGrowthVerdict(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		values []float64
+		noise  []float64
 		linear bool
 	}{
-		{"linear", f(func(n float64) float64 { return 3 * n }), true},
-		{"linear with a constant", f(func(n float64) float64 { return 13 + 0.1*n }), true},
-		{"flat", f(func(n float64) float64 { return 13 }), true},
-		{"falling per pod", []float64{6.8, 19.8, 34.8}, true},
-		{"flat with noise", []float64{18.5, 16.6, 19}, true},
-		{"n log n", f(func(n float64) float64 { return n * math.Log(n) }), false},
-		{"quadratic", f(func(n float64) float64 { return n * n }), false},
-		{"quadratic behind a constant", f(func(n float64) float64 { return 13 + 0.005*n*n }), false},
-		{"zero then some", []float64{0, 0, 6}, false},
+		{"linear", f(func(n float64) float64 { return 3 * n }), nil, true},
+		{"linear with a constant", f(func(n float64) float64 { return 13 + 0.1*n }), nil, true},
+		{"flat", f(func(n float64) float64 { return 13 }), nil, true},
+		{"falling per pod", []float64{6.8, 19.8, 34.8}, nil, true},
+		{"flat with noise", []float64{18.5, 16.6, 19}, nil, true},
+		{"n log n", f(func(n float64) float64 { return n * math.Log(n) }), nil, false},
+		{"quadratic", f(func(n float64) float64 { return n * n }), nil, false},
+		{"quadratic behind a constant", f(func(n float64) float64 { return 13 + 0.005*n*n }), nil, false},
+		{"zero then some", []float64{0, 0, 6}, nil, false},
+		{"a rise within noise", []float64{0.5, 10.5, 5.2}, []float64{5, 25, 10}, true},
+		{"a rise beyond noise", []float64{0.5, 10.5, 5.2}, []float64{1, 2, 1}, false},
 	} {
-		if ok, why := growthVerdict(pods, tc.values); ok != tc.linear {
+		if ok, why := growthVerdict(pods, tc.values, tc.noise); ok != tc.linear {
 			t.Errorf("%s %v: linear %v (%s), want %v", tc.name, tc.values, ok, why, tc.linear)
 		}
 	}
