@@ -13,7 +13,12 @@
 //   - streaming: `crictl exec <id> true` latency, and 100 MB through
 //     `exec cat` and through a port-forward;
 //   - stats: ListPodSandboxStats and ListContainerStats latency (median,
-//     p95) through a Go client with 100 pods of one running container each.
+//     p95) through a Go client with 100 pods of one running container each;
+//   - scale (only with -only scale): 10, 50 and 100 pods of two containers
+//     started from 10 concurrent clients, with the time to start them,
+//     memory per pod, pierd's RSS and goroutines and listing latencies at
+//     each size, whether each grows faster than linearly, and (-plot) the
+//     curves as SVG.
 //
 // Without -endpoint it starts a fresh pierd (-pierd) on a temporary root
 // (for every pull run), with a bridge network of its own for the pods. With
@@ -50,11 +55,13 @@ func main() {
 	cache := flag.String("cache", testenv.BigCacheDir, "where the image's layer files are built and kept")
 	pods := flag.Int("pods", 20, "pods to start in the pod benchmark")
 	statsPods := flag.Int("stats-pods", 100, "pods (of one container each) in the stats benchmark")
-	only := flag.String("only", "", `run only these benchmarks, comma-separated: "pull", "pods", "containers", "streaming", "stats"`)
+	only := flag.String("only", "", `run only these benchmarks, comma-separated: "pull", "pods", "containers", "streaming", "stats"; or "scale" (run only when asked)`)
 	pid := flag.Int("pid", 0, "with -endpoint: the runtime daemon's pid, for its idle PSS and its growth with pods")
 	helpers := flag.String("helpers", "pier-shim,pier-shim-monitor", "comma-separated names of the processes the runtime runs per pod or container (shims, conmon, pause), counted in the memory per pod")
 	flag.StringVar(&registryAddr, "registry", "", "serve the test registries on this address, 127.0.0.1:PORT, one at a time (default: a free port each)")
 	jsonOut := flag.String("json", "", "also write the figures to this file, as JSON")
+	scalePods := flag.String("scale-pods", "10,50,100", "pod counts (of 2 containers each) in the scale benchmark")
+	plot := flag.String("plot", "", "SVG file to draw the scale benchmark's curves to, e.g. docs/perf/scale.svg")
 	flag.Parse()
 	helperNames = strings.Split(*helpers, ",")
 	run := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
@@ -62,10 +69,15 @@ func main() {
 	if *pid != 0 {
 		daemonIdle(*pid)
 	}
-	if run("pull") {
+	if *only == "scale" {
+		var sizes []int
+		if sizes, err = parseSizes(*scalePods); err == nil {
+			err = benchScale(*endpoint, *pierd, sizes, *plot)
+		}
+	} else if run("pull") {
 		err = benchPull(*endpoint, *pierd, *runs, *cache)
 	}
-	if err == nil && (run("pods") || run("containers") || run("streaming") || run("stats")) {
+	if err == nil && *only != "scale" && (run("pods") || run("containers") || run("streaming") || run("stats")) {
 		var env *benchEnv
 		if env, err = newEnv(*endpoint, *pierd); err == nil {
 			if *pid != 0 {
