@@ -4,6 +4,7 @@ package mountinfo
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -28,17 +29,33 @@ func Under(dir string) ([]string, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		// id parent major:minor root mount-point options ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+		// id parent major:minor root mount-point options ...: the fifth
+		// field, found without splitting the line (a node has hundreds
+		// of mounts, and a container's removal reads them twice).
+		p, ok := field(sc.Bytes(), 4)
+		if !ok {
 			continue
 		}
-		p := Unescape(fields[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
+		if pt := Unescape(string(p)); pt == dir || strings.HasPrefix(pt, dir+"/") {
+			points = append(points, pt)
 		}
 	}
 	return points, sc.Err()
+}
+
+// field returns the n-th (from 0) space-separated field of line.
+func field(line []byte, n int) ([]byte, bool) {
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(line, ' ')
+		if i < 0 {
+			return nil, false
+		}
+		line = line[i+1:]
+	}
+	if i := bytes.IndexByte(line, ' '); i >= 0 {
+		line = line[:i]
+	}
+	return line, len(line) > 0
 }
 
 // UnmountUnder unmounts everything mounted at dir or below it, deepest
@@ -46,7 +63,7 @@ func Under(dir string) ([]string, error) {
 // caller never removes files through one.
 func UnmountUnder(dir string) error {
 	points, err := Under(dir)
-	if err != nil {
+	if err != nil || len(points) == 0 {
 		return err
 	}
 	// Deeper paths, and later mounts on the same path, first.

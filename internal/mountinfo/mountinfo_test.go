@@ -44,3 +44,18 @@ func TestUnescape(t *testing.T) {
 		}
 	}
 }
+
+func TestField(t *testing.T) {
+	line := []byte(`36 35 98:0 /mnt1 /mnt\040x rw,noatime master:1 - ext3 /dev/root rw`)
+	for n, want := range map[int]string{0: "36", 3: "/mnt1", 4: `/mnt\040x`, 10: "rw"} {
+		if got, ok := field(line, n); !ok || string(got) != want {
+			t.Errorf("field %d = %q, %v; want %q", n, got, ok, want)
+		}
+	}
+	if _, ok := field(line, 11); ok {
+		t.Error("field 11 of 11 found")
+	}
+	if _, ok := field([]byte("a b c d"), 4); ok {
+		t.Error("a fifth field in a line of four")
+	}
+}
