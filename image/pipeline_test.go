@@ -287,3 +287,40 @@ func TestPullVerifiesLayers(t *testing.T) {
 		})
 	}
 }
+
+// A layer stopped by the unpacker (here over the uncompressed limit) while
+// the registry has stopped sending ends at once: stopping the pipeline
+// closes the blob, which ends the read its first stage is blocked in.
+func TestStoppedLayerDoesNotWaitForRegistry(t *testing.T) {
+	raw := tarOf(t, map[string][]byte{"big": randomBytes(8<<20, 5)})
+	blob := gzipOf(raw)
+	img := makeImage(t, [][]byte{blob}, []v1.Hash{digestOf(raw)})
+	reg := newFakeRegistry(t)
+	ref := reg.serve("stalls", img)
+	ended := make(chan struct{})
+	reg.handle(blobPath(digestOf(blob)), func(w http.ResponseWriter, req *http.Request) {
+		defer close(ended)
+		w.Header().Set("Content-Length", fmt.Sprint(len(blob)))
+		// Over the limit, uncompressed, but less than the readahead holds:
+		// the first stage has read it all and waits for more.
+		w.Write(blob[:1200<<10])
+		w.(http.Flusher).Flush()
+		<-req.Context().Done() // then nothing, until the client goes
+	})
+	// Without the fix, the progress timeout would end the pull.
+	s := newTestStore(t, Options{MaxLayerUncompressedBytes: 1 << 20, PullProgressTimeout: 15 * time.Second})
+	start := time.Now()
+	_, err := s.Pull(context.Background(), ref, nil, nodeWide(t))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("pull: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the pull took %v: it waited for the registry", d)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blob's request is still open")
+	}
+	assertNoPartialLayers(t, s)
+}
