@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	clog "github.com/containerd/log"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -130,7 +129,7 @@ func FuzzApplyLayer(f *testing.F) {
 		if err := os.WriteFile(sentinel, []byte("untouched"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		stream, err := compression.DecompressStream(bytes.NewReader(raw))
+		stream, err := decompress(bytes.NewReader(raw))
 		if err != nil {
 			return
 		}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"k8s.io/klog/v2"
 
 	"github.com/pier-runtime/pier/internal/atomicfile"
@@ -151,22 +150,56 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 	if err != nil {
 		return nil, err
 	}
-	defer blob.Close()
+	// Three stages (pipeline.go): the blob is read and its digest checked
+	// in one goroutine, decompressed and hashed in another, unpacked in
+	// this one. Stopping them all, the blob's reader first (closing the
+	// blob ends a read that blocks), leaves nothing running.
 	counted := &countingReader{r: blob, n: done}
-	tarStream, err := compression.DecompressStream(counted)
-	if err != nil {
-		if counted.err != nil {
-			return nil, blobError(l, counted)
+	compressed := newReadahead(counted, blob)
+	var plain *readahead
+	var tarStream io.ReadCloser
+	stop := func() {
+		compressed.Close()
+		if plain != nil {
+			plain.Close()
+			tarStream.Close()
 		}
-		return nil, withKind(ErrBadLayer, fmt.Errorf("layer %s: %w", l.Digest, err))
 	}
-	defer tarStream.Close()
+	defer stop()
+	// blobFailed explains a blob whose stream ended in an error, as the
+	// stage reading it saw: the connection broke, or the content did not
+	// match its digest or size. It stops the pipeline then.
+	blobFailed := func() error {
+		err := compressed.sourceErr()
+		if err == nil {
+			return nil
+		}
+		stop()
+		return blobError(l, counted.read, err)
+	}
+	// badLayer explains a blob that does not decompress or unpack (err):
+	// it may not match its digest, which reading the rest of it (no more
+	// than its declared size) tells.
+	badLayer := func(err error) error {
+		if plain != nil {
+			plain.Close()
+		}
+		io.Copy(io.Discard, compressed)
+		if berr := blobFailed(); berr != nil {
+			return berr
+		}
+		return withKind(ErrBadLayer, fmt.Errorf("unpack layer %s: %w", l.Digest, err))
+	}
+	tarStream, err = decompress(compressed)
+	if err != nil {
+		return nil, badLayer(err)
+	}
 	diff := sha256.New()
-	tee := io.TeeReader(tarStream, diff)
+	plain = newReadahead(io.TeeReader(tarStream, diff), nil)
 	guard := &spaceGuard{layer: l.Digest, dir: s.layersDir(), limit: s.opts.MaxLayerUncompressedBytes}
-	if err := applyLayer(ctx, fsDir, tee, guard); err != nil {
-		if counted.err != nil {
-			return nil, blobError(l, counted)
+	if err := applyLayer(ctx, fsDir, plain, guard); err != nil {
+		if berr := blobFailed(); berr != nil {
+			return nil, berr
 		}
 		var kerr *kindError
 		switch {
@@ -175,24 +208,24 @@ func (s *Store) unpack(ctx context.Context, l Layer, fetch fetchFunc, done *atom
 		case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 			return nil, errorf(ErrNoSpace, "unpack layer %s into %s: the file system is full (%v): free some space or remove unused images", l.Digest, s.root, err)
 		}
-		// A tar that does not unpack may be a blob that does not match its
-		// digest: read the rest (no more than its declared size) to tell.
-		if _, derr := io.Copy(io.Discard, counted); derr != nil && counted.err != nil {
-			return nil, blobError(l, counted)
-		}
-		return nil, withKind(ErrBadLayer, fmt.Errorf("unpack layer %s: %w", l.Digest, err))
+		return nil, badLayer(err)
 	}
 	// Read what the tar reader left (end-of-archive padding) and the rest of
 	// the blob: the digest and size are checked when the blob ends.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		if counted.err != nil {
-			return nil, blobError(l, counted)
+	if _, err := io.Copy(io.Discard, plain); err != nil {
+		if berr := blobFailed(); berr != nil {
+			return nil, berr
+		}
+		return nil, badLayer(err)
+	}
+	plain.Close() // ended: diff has it all
+	if _, err := io.Copy(io.Discard, compressed); err != nil {
+		if berr := blobFailed(); berr != nil {
+			return nil, berr
 		}
 		return nil, withKind(ErrBadLayer, fmt.Errorf("layer %s: %w", l.Digest, err))
 	}
-	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return nil, blobError(l, counted)
-	}
+	stop()
 	if got := "sha256:" + hex.EncodeToString(diff.Sum(nil)); got != l.DiffID {
 		return nil, errorf(ErrCorrupt, "layer %s: uncompressed content has digest %s, the image config says %s", l.Digest, got, l.DiffID)
 	}
@@ -226,35 +259,31 @@ func applyLayer(ctx context.Context, dir string, r io.Reader, guard *spaceGuard)
 	return err
 }
 
-// blobError explains why reading a layer blob failed: the connection broke
-// off (worth a retry), or the content did not match its digest or size.
-func blobError(l Layer, c *countingReader) error {
+// blobError explains why reading a layer blob failed after read bytes
+// with err: the connection broke off (worth a retry), or the content did
+// not match its digest or size.
+func blobError(l Layer, read int64, err error) error {
 	var kerr *kindError
-	if errors.As(c.err, &kerr) { // explained already (limitTransport)
-		return fmt.Errorf("layer %s: %w", l.Digest, c.err)
+	if errors.As(err, &kerr) { // explained already (limitTransport)
+		return fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
 	var nerr net.Error
-	if errors.Is(c.err, io.ErrUnexpectedEOF) || errors.Is(c.err, syscall.ECONNRESET) || errors.As(c.err, &nerr) {
-		return errorf(ErrUnavailable, "download of layer %s broke off after %d of %d bytes: %v; pull again to retry", l.Digest, c.read, l.Size, c.err)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &nerr) {
+		return errorf(ErrUnavailable, "download of layer %s broke off after %d of %d bytes: %v; pull again to retry", l.Digest, read, l.Size, err)
 	}
-	return errorf(ErrCorrupt, "layer %s: %v", l.Digest, c.err)
+	return errorf(ErrCorrupt, "layer %s: %v", l.Digest, err)
 }
 
-// countingReader adds the bytes read to a pull's progress counter, and
-// keeps the error the blob stream ended with, if not EOF.
+// countingReader adds the bytes read to a pull's progress counter.
 type countingReader struct {
 	r    io.Reader
 	n    *atomic.Int64
 	read int64
-	err  error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	c.read += int64(n)
-	if err != nil && err != io.EOF {
-		c.err = err
-	}
 	return n, err
 }

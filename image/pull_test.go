@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -581,5 +582,25 @@ func TestSparseBomb(t *testing.T) {
 	guard = &spaceGuard{layer: "bomb", dir: dir}
 	if err := applyLayer(context.Background(), dir, bytes.NewReader(raw), guard); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("without a limit: %v", err)
+	}
+}
+
+// A new image's record is written once, with its names: a store reloaded
+// after one pull lists the image under its tag and digest.
+func TestPulledRecordHasNames(t *testing.T) {
+	reg := newFakeRegistry(t)
+	ref := reg.serve("named", smallImage(t))
+	s := newTestStore(t, Options{})
+	img, err := s.Pull(context.Background(), ref, nil, nodeWide(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloaded, err := New(Options{Root: s.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := reloaded.List()
+	if len(list) != 1 || list[0].ID != img.ID || !slices.Equal(list[0].RepoTags, []string{ref}) || len(list[0].RepoDigests) != 1 {
+		t.Fatalf("after a reload: %+v", list)
 	}
 }

@@ -620,10 +620,8 @@ func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.images[img.ID]
-	if cur == nil {
-		if err := s.writeNewImage(img, rawConfig); err != nil {
-			return nil, err
-		}
+	isNew := cur == nil
+	if isNew {
 		cur = img
 	}
 	updated := *cur
@@ -643,7 +641,12 @@ func (s *Store) commit(img *Image, rawConfig []byte, names ...string) (*Image, e
 			updated.RepoTags = append(updated.RepoTags, n)
 		}
 	}
-	if err := writeRecord(s.imageDir(img.ID), &updated); err != nil {
+	if isNew {
+		// One record, with its names: not one without, then another.
+		if err := s.writeNewImage(&updated, rawConfig); err != nil {
+			return nil, err
+		}
+	} else if err := writeRecord(s.imageDir(img.ID), &updated); err != nil {
 		return nil, err
 	}
 	s.images[img.ID] = &updated
