@@ -220,19 +220,15 @@ func (m *Manager) socket(id string) string {
 	return filepath.Join(m.opts.SocketDir, hex.EncodeToString(sum[:6])+".sock")
 }
 
-// save records a container's change of state, not durably: after a crash
-// of pierd the page cache holds it, and a reboot ends the container (its
-// exit is then recorded as lost). It runs under m.mu, so it must not wait
-// for the disk.
+// save records a container, not durably: after a crash of pierd the page
+// cache holds it, and a reboot ends the container (its exit is then
+// recorded as lost). A new container's record lost with the node is no
+// leak either: load removes a container directory without a readable
+// record. It runs under m.mu, so it must not wait for the disk.
 func (m *Manager) save(c *Container) error {
 	return atomicfile.ReplaceJSON(filepath.Join(m.dir(c.ID), "container.json"), c)
 }
 
-// saveDurably records a new container so that even a reboot finds it, and
-// the layers and directories it holds are released.
-func (m *Manager) saveDurably(c *Container) error {
-	return atomicfile.WriteJSON(filepath.Join(m.dir(c.ID), "container.json"), c)
-}
 
 // nameOf is the name kubelet reserves a container under.
 func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {

@@ -147,7 +147,7 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	}
 	c.ChainIDs = chains[0]
 	c.ImageVolumes = m.newImageVolumes(id, cfg, volumeIDs, chains[1:])
-	if err := m.saveDurably(c); err != nil {
+	if err := m.save(c); err != nil {
 		m.destroy(ctx, c)
 		return nil, err
 	}
