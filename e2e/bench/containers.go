@@ -80,7 +80,7 @@ func benchContainers(env *benchEnv, n int) error {
 		return err
 	}
 	fmt.Printf("\ncreate+start of a busybox sleep container (%s, %d containers in one pod)\n", env.target, n)
-	fmt.Printf("  through crictl: median %s  p90 %s  (target with runc: median < 90ms; containerd 1.6 here: 108ms); create median %s, start median %s\n",
+	fmt.Printf("  through crictl: median %s  p90 %s  (target with runc: median < 90ms; the peers: make bench-compare); create median %s, start median %s\n",
 		percentile(viaCrictl, 50), percentile(viaCrictl, 90), percentile(crictlCreate, 50), percentile(crictlStart, 50))
 	fmt.Printf("  through a Go client: median %s  p90 %s  (target: < 55ms); create median %s, start median %s\n",
 		percentile(viaGo, 50), percentile(viaGo, 90), percentile(goCreate, 50), percentile(goStart, 50))
@@ -159,7 +159,7 @@ func benchContainers(env *benchEnv, n int) error {
 		fmt.Printf("  daemon: PSS +%d KiB per pod, RSS +%d KiB per pod\n", growth/pods, (rssKB(env.pid)-rssBefore)/pods)
 		// The daemon's heap may shrink meanwhile (a GC): a pod never costs
 		// less than nothing.
-		fmt.Printf("  per pod in all: %d KiB PSS (target < 1024 KiB; containerd 1.6 here: 4200 KB)\n", (helperPSS+max(growth, 0))/pods)
+		fmt.Printf("  per pod in all: %d KiB PSS (target < 250 KiB; the peers: make bench-compare)\n", (helperPSS+max(growth, 0))/pods)
 		record("pod_daemon_growth_kib", float64(growth)/pods)
 		record("pod_memory_pss_kib", float64(helperPSS+max(growth, 0))/pods)
 	}

@@ -61,7 +61,7 @@ func benchPods(env *benchEnv, n int) error {
 		made = append(made, resp.PodSandboxId)
 	}
 	fmt.Printf("\nRunPodSandbox (%s, %d pods, bridge network)\n", env.target, n)
-	fmt.Printf("  through crictl: median %s  p90 %s  (target: median < 60ms; containerd 1.6 here: 121ms)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
+	fmt.Printf("  through crictl: median %s  p90 %s  (target: median < 60ms; the peers: make bench-compare)\n", percentile(viaCrictl, 50), percentile(viaCrictl, 90))
 	fmt.Printf("  through a Go client: median %s  p90 %s\n", percentile(viaGo, 50), percentile(viaGo, 90))
 	if rss != 0 {
 		fmt.Printf("  daemon RSS with %d pods: %d KiB\n", n, rss)
