@@ -229,7 +229,6 @@ func (m *Manager) save(c *Container) error {
 	return atomicfile.ReplaceJSON(filepath.Join(m.dir(c.ID), "container.json"), c)
 }
 
-
 // nameOf is the name kubelet reserves a container under.
 func nameOf(cfg *runtimeapi.ContainerConfig, pod *sandbox.Sandbox) string {
 	md := cfg.GetMetadata()
