@@ -52,13 +52,27 @@ func (e *benchEnv) removePod(ctx context.Context, id string) error {
 // fresh pierd with a bridge network of its own.
 type benchEnv struct {
 	endpoint, target, dir string
-	pid                   int // pierd's, 0 for another runtime
+	pid                   int              // pierd's, 0 for another runtime
+	network               *testenv.Network // the fresh pierd's, nil for another runtime
+	metrics               string           // the fresh pierd's /metrics URL, with envOptions.metrics
 	runtime               runtimeapi.RuntimeServiceClient
 	images                runtimeapi.ImageServiceClient
 	cleanup               []func()
 }
 
+// envOptions are a fresh pierd's bridge network and whether it serves
+// Prometheus metrics (on a free loopback port).
+type envOptions struct {
+	bridge, subnet string
+	metrics        bool
+}
+
 func newEnv(endpoint, pierd string) (*benchEnv, error) {
+	return newEnvWith(endpoint, pierd, envOptions{bridge: "pierbench0", subnet: "10.97.0.0/16"})
+}
+
+// newEnvWith is newEnv with a fresh pierd made as opts says.
+func newEnvWith(endpoint, pierd string, opts envOptions) (*benchEnv, error) {
 	dir, err := os.MkdirTemp("", "pier-bench-")
 	if err != nil {
 		return nil, err
@@ -66,13 +80,24 @@ func newEnv(endpoint, pierd string) (*benchEnv, error) {
 	env := &benchEnv{endpoint: endpoint, target: endpoint, dir: dir}
 	env.cleanup = append(env.cleanup, func() { os.RemoveAll(dir) })
 	if endpoint == "" {
-		network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), "pierbench0", "10.97.0.0/16")
+		network, err := testenv.NewNetwork(filepath.Join(dir, "cni"), opts.bridge, opts.subnet)
 		if err != nil {
 			env.close()
 			return nil, err
 		}
+		env.network = network
 		env.cleanup = append(env.cleanup, func() { network.Close() })
-		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: network.Config(), NodeLogging: true})
+		cfg := network.Config()
+		if opts.metrics {
+			addr, err := freeLoopbackPort()
+			if err != nil {
+				env.close()
+				return nil, err
+			}
+			cfg += fmt.Sprintf("\n[metrics]\naddress = %q\n", addr)
+			env.metrics = "http://" + addr + "/metrics"
+		}
+		p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: cfg, NodeLogging: true})
 		if err != nil {
 			env.close()
 			return nil, err

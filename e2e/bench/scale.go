@@ -42,14 +42,10 @@ const (
 // makes them.
 const scaleCgroupParent = "/pier-bench-scale"
 
-// helperComms are the comm names (truncated to 15 bytes, as the kernel
-// keeps them) of the per-container helper processes of pier and its peers.
-var helperComms = map[string]bool{
-	"pier-shim":       true,
-	"pier-shim-monit": true, // pier-shim-monitor
-	"containerd-shim": true, // containerd-shim-runc-v2
-	"conmon":          true,
-}
+// scaleHelpers are the per-container helper processes of pier and its
+// peers, counted (with helperProcs) when their command line names a pod or
+// container of the run.
+var scaleHelpers = []string{"pier-shim", "pier-shim-monitor", "containerd-shim-runc-v2", "conmon"}
 
 // scaleLatencies are the calls timed, in the order they are printed:
 // `crictl version` (one Version RPC) is crictl's own start-up, which the
@@ -107,49 +103,6 @@ func benchScale(endpoint, pierd string, sizes []int, plot string) error {
 	return nil
 }
 
-// scaleEnv starts the runtime for one size: a fresh pierd with metrics on
-// a loopback port and a bridge network of its own, or a connection to
-// endpoint. metrics is pierd's /metrics URL, "" for another runtime.
-func scaleEnv(endpoint, pierd string) (env *benchEnv, metrics string, network *testenv.Network, err error) {
-	if endpoint != "" {
-		env, err = newEnv(endpoint, pierd)
-		return env, "", nil, err
-	}
-	dir, err := os.MkdirTemp("", "pier-bench-scale-")
-	if err != nil {
-		return nil, "", nil, err
-	}
-	env = &benchEnv{dir: dir, target: "pier"}
-	env.cleanup = append(env.cleanup, func() { os.RemoveAll(dir) })
-	fail := func(err error) (*benchEnv, string, *testenv.Network, error) {
-		env.close()
-		return nil, "", nil, err
-	}
-	network, err = testenv.NewNetwork(filepath.Join(dir, "cni"), "pierscale0", "10.98.0.0/16")
-	if err != nil {
-		return fail(err)
-	}
-	env.cleanup = append(env.cleanup, func() { network.Close() })
-	addr, err := freeLoopbackPort()
-	if err != nil {
-		return fail(err)
-	}
-	cfg := network.Config() + fmt.Sprintf("\n[metrics]\naddress = %q\n", addr)
-	p, err := testenv.StartPierd(testenv.PierdOptions{Binary: pierd, Dir: dir, Config: cfg, NodeLogging: true})
-	if err != nil {
-		return fail(err)
-	}
-	env.cleanup = append(env.cleanup, func() { p.RemovePods(); p.Stop() })
-	env.endpoint, env.pid = p.Endpoint(), p.Pid()
-	conn, err := grpc.NewClient(env.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fail(err)
-	}
-	env.cleanup = append(env.cleanup, func() { conn.Close() })
-	env.runtime, env.images = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	return env, "http://" + addr + "/metrics", network, nil
-}
-
 func freeLoopbackPort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -162,7 +115,7 @@ func freeLoopbackPort() (string, error) {
 // scaleOnce measures one size.
 func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	pt = scalePoint{pods: n, latency: map[string][]time.Duration{}}
-	env, metrics, network, err := scaleEnv(endpoint, pierd)
+	env, err := newEnvWith(endpoint, pierd, envOptions{bridge: "pierscale0", subnet: "10.98.0.0/16", metrics: true})
 	if err != nil {
 		return pt, err
 	}
@@ -259,7 +212,7 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	if env.pid != 0 {
 		pt.idleCPU = float64(cpuTicks(env.pid)-before) / clockTicks / window.Seconds()
 	}
-	for _, pid := range helperPids(marks) {
+	for _, pid := range helperProcs(scaleHelpers, marks) {
 		pt.helpers++
 		pt.helpersKB += pss(pid)
 	}
@@ -267,8 +220,8 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 		pt.growthKB = pss(env.pid) - pssBefore
 		pt.rssKB = rssKB(env.pid)
 	}
-	if metrics != "" {
-		if pt.goroutines, err = goroutines(metrics); err != nil {
+	if env.metrics != "" {
+		if pt.goroutines, err = goroutines(env.metrics); err != nil {
 			return pt, err
 		}
 	}
@@ -352,7 +305,7 @@ func scaleOnce(endpoint, pierd string, n int) (pt scalePoint, err error) {
 	if err := errors.Join(errs...); err != nil {
 		return pt, err
 	}
-	left := leftBehind(ctx, env.runtime, pods, marks, network)
+	left := leftBehind(ctx, env.runtime, pods, marks, env.network)
 
 	fmt.Printf("  %d pods (%d containers): started in %s (a pod: median %s, p95 %s), removed in %s\n",
 		n, n*scaleContainers, pt.start.Round(time.Millisecond), percentile(pt.podStart, 50), percentile(pt.podStart, 95), pt.remove.Round(time.Millisecond))
@@ -458,7 +411,7 @@ func leftBehind(ctx context.Context, rt runtimeapi.RuntimeServiceClient, pods, m
 	// Helpers may take a moment to exit after their container is gone.
 	var extra []int
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if extra = helperPids(marks); len(extra) == 0 || time.Now().After(deadline) {
+		if extra = helperProcs(scaleHelpers, marks); len(extra) == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -483,27 +436,6 @@ func leftBehind(ctx context.Context, rt runtimeapi.RuntimeServiceClient, pods, m
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// helperPids are the running helper processes (see helperComms) whose
-// command line holds one of marks.
-func helperPids(marks []string) []int {
-	var ps []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || !helperComms[strings.TrimSpace(string(b))] {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if slices.ContainsFunc(marks, func(m string) bool { return strings.Contains(string(cmdline), m) }) {
-			ps = append(ps, pid)
-		}
-	}
-	return ps
 }
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc's CPU times: 100

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pier-runtime/pier/e2e/testenv"
+	"github.com/pier-runtime/pier/internal/mountinfo"
 )
 
 // nodePaths are the node's directories a runtime writes by default; the
@@ -96,7 +97,7 @@ func (in *instance) cleanup(b before) error {
 	if len(made) > 0 {
 		fmt.Printf("=== %s: removed %d top-level cgroups it made\n", in.def.title, len(made))
 	}
-	if err := unmountUnder(in.dir); err != nil {
+	if err := mountinfo.UnmountUnder(in.dir); err != nil {
 		errs = append(errs, err)
 	}
 	if in.pierd == nil {
@@ -117,7 +118,7 @@ func (in *instance) cleanup(b before) error {
 	}
 	for _, p := range nodePaths {
 		if _, err := os.Lstat(p); err == nil && !b.paths[p] {
-			if err := unmountUnder(p); err != nil {
+			if err := mountinfo.UnmountUnder(p); err != nil {
 				errs = append(errs, err)
 			}
 			os.RemoveAll(p)
@@ -182,50 +183,4 @@ func waitGone(pids []int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// unmountUnder detaches every mount at or below dir, deepest first.
-func unmountUnder(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		p := unescape(f[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	var errs []error
-	for _, p := range points {
-		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("umount %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
