@@ -693,6 +693,41 @@ func nsPids(pid int) []int {
 	return nil
 }
 
+// TestPodInitPinsNoHostMount checks that a pod init keeps no copy of the
+// host's mounts: a network namespace bind-mounted when it started (another
+// pod's) is destroyed, with its veth, once the host unmounts it.
+func TestPodInitPinsNoHostMount(t *testing.T) {
+	needRoot(t)
+	ns := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(ns, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("unshare", "--net="+ns, "true").CombinedOutput(); err != nil {
+		t.Fatalf("unshare: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(ns, unix.MNT_DETACH) })
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	host := "pt" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", host).Run() })
+	startPodInit(t)
+	if err := unix.Unmount(ns, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel destroys the namespace asynchronously.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err := exec.Command("ip", "link", "show", host).Run(); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the veth of an unmounted network namespace stays while a pod init lives: the pod init keeps a copy of the host's mounts")
+		}
+	}
+}
+
 func TestStartPodInit(t *testing.T) {
 	needRoot(t)
 	pid := startPodInit(t)

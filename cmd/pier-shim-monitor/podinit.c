@@ -36,8 +36,15 @@ static const char *confine_pod_init(void) {
 		return "make the mounts private";
 	if (mount("pod-init", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555") < 0)
 		return "mount an empty root";
-	if (chdir("/proc") < 0 || chroot(".") < 0 || chdir("/") < 0)
+	/* pivot_root, not chroot: the namespace began as a copy of the host's
+	 * mounts, and every copy (other pods' network namespaces, container
+	 * root file systems) would live as long as the pod, keeping a removed
+	 * pod's namespace, and its veth, alive. Detaching the old root drops
+	 * them all. */
+	if (chdir("/proc") < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
 		return "enter the empty root";
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		return "detach the host's mounts";
 	for (int cap = 0; cap <= 63; cap++)
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
 			return "drop the bounding set";
