@@ -32,6 +32,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cdi"
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/image"
@@ -150,6 +151,9 @@ type Options struct {
 	OOMScoreAdj int
 	// Confine is the confinement (seccomp, AppArmor) the node can apply.
 	Confine *confine.Node
+	// Devices is the node's CDI devices; nil knows none, and a container
+	// that asks for one is refused.
+	Devices *cdi.Registry
 	// OnExit, if set, is told the reason ("OOMKilled", "Completed",
 	// "Error", ...) of each exit recorded from a container's shim (package
 	// metrics counts OOM kills). It runs under the manager's lock: it must

@@ -12,11 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cdi"
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/image"
@@ -186,6 +188,9 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	for _, n := range append(notes, usernsNotes...) {
 		klog.InfoS("Container spec adjusted", "id", id, "note", n)
 	}
+	if err := m.injectDevices(spec, cfg); err != nil {
+		return c, err
+	}
 	c.User = User{UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids}
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -206,6 +211,23 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	}
 	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
 	return c, nil
+}
+
+// injectDevices adds the CDI devices the container asks for (CDIDevices,
+// cdi.k8s.io/* annotations) to its spec: an unknown one is ErrInvalid.
+func (m *Manager) injectDevices(spec *specs.Spec, cfg *runtimeapi.ContainerConfig) error {
+	var names []string
+	for _, d := range cfg.GetCDIDevices() {
+		names = append(names, d.GetName())
+	}
+	devices, err := cdi.Requested(names, cfg.GetAnnotations())
+	if err == nil {
+		err = m.opts.Devices.Inject(spec, devices)
+	}
+	if errors.Is(err, cdi.ErrUnknownDevice) {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return err
 }
 
 // checkLogPath refuses a container log path (the CRI's log_path, relative

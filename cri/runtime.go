@@ -14,6 +14,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cdi"
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
@@ -65,6 +66,7 @@ type RuntimeOptions struct {
 	Handlers       []Handler        // runtime handlers, probed at start-up
 	DefaultHandler string
 	Platforms      *platform.Policy // the platforms pods may run; nil: Status says none
+	Devices        *cdi.Registry    // the node's CDI devices; nil: CDI is off
 }
 
 // Network is what the runtime service asks of the pods' network.
@@ -192,6 +194,12 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 			platforms, _ := json.Marshal(s.opts.Platforms.Info())
 			info["platforms"] = string(platforms)
 		}
+		cdiInfo := any(map[string]bool{"enabled": false})
+		if d := s.opts.Devices.Info(); d != nil {
+			cdiInfo = d
+		}
+		b, _ := json.Marshal(cdiInfo)
+		info["cdi"] = string(b)
 		resp.Info = info
 	}
 	return resp, nil

@@ -39,6 +39,8 @@ type Config struct {
 	Registries     map[string]image.RegistryConfig `toml:"registries"`
 	Metrics        metrics.Config                  `toml:"metrics"`
 	Platforms      PlatformsConfig                 `toml:"platforms"`
+	NRI            NRIConfig                       `toml:"nri"`
+	CDI            CDIConfig                       `toml:"cdi"`
 
 	// origin names, by key path, the file (or flag) that set each key
 	// (mergeConfig); files lists the files read, in order.
@@ -76,6 +78,21 @@ func (c *Config) platforms() platform.Config {
 		}
 	}
 	return pc
+}
+
+// NRIConfig is the [nri] table: NRI plugins (package nri).
+type NRIConfig struct {
+	Enable                    bool     `toml:"enable"`
+	SocketPath                string   `toml:"socket_path"`
+	PluginPath                string   `toml:"plugin_path"`
+	PluginConfigPath          string   `toml:"plugin_config_path"`
+	PluginRegistrationTimeout duration `toml:"plugin_registration_timeout"`
+	PluginRequestTimeout      duration `toml:"plugin_request_timeout"`
+}
+
+// CDIConfig is the [cdi] table: CDI device specs (package cdi).
+type CDIConfig struct {
+	SpecDirs []string `toml:"spec_dirs"`
 }
 
 // SecurityConfig is the [security] table.

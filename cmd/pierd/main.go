@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/pier-runtime/pier/cdi"
 	"github.com/pier-runtime/pier/cgroup"
 	"github.com/pier-runtime/pier/cni"
 	"github.com/pier-runtime/pier/confine"
@@ -168,6 +169,10 @@ func serve(cfg *Config) error {
 	}
 	klog.InfoS("Confinement", "seccompDefault", confinement.SeccompDefault, "apparmor", confinement.Info()["apparmor"])
 	handlers, runtimes := probeHandlers(cfg, cgroups.Driver == cgroup.Systemd)
+	devices, err := cdi.New(cfg.CDI.SpecDirs)
+	if err != nil {
+		return err
+	}
 	containers, err := container.New(container.Options{
 		Root:        filepath.Join(cfg.Root, "containers"),
 		State:       filepath.Join(cfg.State, "containers"),
@@ -180,6 +185,7 @@ func serve(cfg *Config) error {
 		Cgroups:     cgroups,
 		OOMScoreAdj: ownOOMScoreAdj(),
 		Confine:     confinement,
+		Devices:     devices,
 		OnExit:      obs.exit,
 		OnEvent:     hub.ContainerEvent,
 	})
@@ -215,6 +221,7 @@ func serve(cfg *Config) error {
 		Handlers:       handlers,
 		DefaultHandler: cfg.DefaultRuntime,
 		Platforms:      platforms,
+		Devices:        devices,
 	})
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)), grpc.StreamInterceptor(cri.NewStreamInterceptor(obs.cri)))
