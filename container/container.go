@@ -151,6 +151,8 @@ type Options struct {
 	OOMScoreAdj int
 	// Confine is the confinement (seccomp, AppArmor) the node can apply.
 	Confine *confine.Node
+	// Hooks, if set, are told of each container's life (NRI plugins).
+	Hooks Hooks
 	// Devices is the node's CDI devices; nil knows none, and a container
 	// that asks for one is refused.
 	Devices *cdi.Registry

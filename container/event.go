@@ -17,6 +17,9 @@ type EventFunc func(t runtimeapi.ContainerEventType, id string, pod *sandbox.San
 // publish tells Options.OnEvent of a change of c's state, once it is
 // recorded. The caller holds mu: events come in the order of the changes.
 func (m *Manager) publish(t runtimeapi.ContainerEventType, c *Container) {
+	if t == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+		m.stoppedHook(c.copy())
+	}
 	if m.opts.OnEvent == nil {
 		return
 	}

@@ -40,5 +40,10 @@ func (m *Manager) Spec(id string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(filepath.Join(m.bundle(c.ID), "config.json"))
+	return os.ReadFile(m.SpecPath(c))
+}
+
+// SpecPath is where the container's OCI spec is, its bundle's config.json.
+func (m *Manager) SpecPath(c *Container) string {
+	return filepath.Join(m.bundle(c.ID), "config.json")
 }

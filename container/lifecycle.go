@@ -89,6 +89,8 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	m.names[name] = id
 	m.mu.Unlock()
 
+	unblock := m.hooks().Block()
+	defer unblock()
 	c, err := m.create(ctx, id, pod, rt, img, volumes, cfg)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -191,6 +193,14 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	if err := m.injectDevices(spec, cfg); err != nil {
 		return c, err
 	}
+	if err := m.adjust(ctx, pod, c, spec); err != nil {
+		return c, err
+	}
+	defer func() {
+		if err != nil {
+			m.undoHooks(pod, c)
+		}
+	}()
 	c.User = User{UID: spec.Process.User.UID, GID: spec.Process.User.GID, AdditionalGids: spec.Process.User.AdditionalGids}
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -211,6 +221,34 @@ func (m *Manager) create(ctx context.Context, id string, pod *sandbox.Sandbox, r
 	}
 	klog.V(2).InfoS("Container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(), "duration", time.Since(start))
 	return c, nil
+}
+
+// adjust lets the hooks (NRI plugins) adjust a new container's spec; once
+// they were asked, a create that fails later tells them the container
+// stopped and was removed. An adjustment of the cgroup path is refused:
+// pier keeps its containers where cgroup.Node puts them.
+func (m *Manager) adjust(ctx context.Context, pod *sandbox.Sandbox, c *Container, spec *specs.Spec) (err error) {
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	cgroupsPath := spec.Linux.CgroupsPath
+	err = m.hooks().CreateContainer(ctx, pod, c.copy(), spec)
+	if err == nil && (spec.Linux == nil || spec.Linux.CgroupsPath != cgroupsPath) {
+		err = fmt.Errorf("%w: an NRI plugin moved the container's cgroup away from %q: pier does not support that", ErrInvalid, cgroupsPath)
+	}
+	if err != nil {
+		m.undoHooks(pod, c)
+		return err
+	}
+	return nil
+}
+
+// undoHooks tells the hooks that a container they were told of will not
+// be: it stopped and was removed.
+func (m *Manager) undoHooks(pod *sandbox.Sandbox, c *Container) {
+	ctx := context.Background()
+	m.hooks().StopContainer(ctx, pod, c.copy())
+	m.hooks().RemoveContainer(ctx, pod, c.copy())
 }
 
 // injectDevices adds the CDI devices the container asks for (CDIDevices,
@@ -419,6 +457,13 @@ func (m *Manager) startShim(c *Container, rt *oci.Runtime, logDir string, l *liv
 		Tty: c.config.GetTty(), Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(),
 	})
 	m.cgroupMu.RUnlock()
+	if err == nil {
+		// Before the container is ready: a StartContainer waits for it.
+		m.mu.Lock()
+		cc := c.copy()
+		m.mu.Unlock()
+		m.hooks().PostCreateContainer(context.Background(), m.podOf(cc), cc)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l.client, l.err = client, err
@@ -464,20 +509,30 @@ func (m *Manager) image(ref, handler string) (*image.Image, error) {
 // its command is not in the image) ends Exited with reason StartError and
 // the runtime's message.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	c, l, err := m.client(id)
+	c, err := m.start(ctx, id)
 	if err != nil {
 		return err
 	}
+	m.hooks().PostStartContainer(ctx, m.podOf(c), c)
+	return nil
+}
+
+// start is Start; it returns a copy of the container started.
+func (m *Manager) start(ctx context.Context, id string) (*Container, error) {
+	c, l, err := m.client(id)
+	if err != nil {
+		return nil, err
+	}
 	if c.State != Created {
-		return fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
+		return nil, fmt.Errorf("%w: container %s is %s, not created", ErrNotRunning, c.ID, stateName(c.State))
 	}
 	if l == nil {
-		return fmt.Errorf("%w: container %s has no shim", ErrNotRunning, c.ID)
+		return nil, fmt.Errorf("%w: container %s has no shim", ErrNotRunning, c.ID)
 	}
 	m.mu.Lock()
 	if l.starting {
 		m.mu.Unlock()
-		return fmt.Errorf("%w: container %s is being started by another request", ErrNotRunning, c.ID)
+		return nil, fmt.Errorf("%w: container %s is being started by another request", ErrNotRunning, c.ID)
 	}
 	l.starting = true
 	m.mu.Unlock()
@@ -487,7 +542,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.mu.Lock()
 		l.starting = false
 		m.mu.Unlock()
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	err = l.err
 	startedAt := time.Now()
@@ -498,7 +553,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	defer m.mu.Unlock()
 	cur := m.containers[c.ID]
 	if cur == nil {
-		return fmt.Errorf("%w: container %s was removed while it started", ErrNotFound, c.ID)
+		return nil, fmt.Errorf("%w: container %s was removed while it started", ErrNotFound, c.ID)
 	}
 	c = cur
 	if err != nil {
@@ -508,7 +563,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		}
 		m.save(c)
 		m.publish(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	// A quick container may have exited already: it did start.
 	c.StartedAt = startedAt
@@ -516,13 +571,13 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		c.State = Running
 	}
 	if err := m.save(c); err != nil {
-		return err
+		return nil, err
 	}
 	m.publish(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
 	if c.State == Exited {
 		m.publish(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	}
-	return nil
+	return c.copy(), nil
 }
 
 // runtimeStart runs the runtime's start and tells the shim. When the
@@ -533,7 +588,11 @@ func (m *Manager) runtimeStart(ctx context.Context, c *Container, l *live) error
 	if rt == nil {
 		return fmt.Errorf("%w: runtime handler %q is gone", ErrNotRunning, c.Handler)
 	}
-	if err := rt.Start(ctx, c.ID); err != nil {
+	err := m.hooks().StartContainer(ctx, m.podOf(c), c.copy())
+	if err == nil {
+		err = rt.Start(ctx, c.ID)
+	}
+	if err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if kerr := rt.Kill(kctx, c.ID, syscall.SIGKILL, true); kerr != nil {
@@ -729,6 +788,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	m.publish(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	m.mu.Unlock()
+	m.hooks().RemoveContainer(ctx, m.podOf(c), c.copy())
 	m.destroy(ctx, c)
 	klog.V(2).InfoS("Container removed", "id", c.ID)
 	return nil

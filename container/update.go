@@ -181,15 +181,33 @@ func (m *Manager) ociResources(r *runtimeapi.LinuxContainerResources) (*specs.Li
 // ErrNotRunning, as CRI-O answers; a memory limit below the container's
 // usage is ErrBelowUsage.
 func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtimeapi.LinuxContainerResources) error {
-	if err := CheckResources(update); err != nil {
-		return err
-	}
-	c, l, err := m.client(id)
+	c, err := m.updateResources(ctx, id, update, true)
 	if err != nil {
 		return err
 	}
+	m.hooks().PostUpdateContainer(ctx, m.podOf(c), c)
+	return nil
+}
+
+// ApplyResources is UpdateResources without the hooks: for the updates
+// the hooks (NRI plugins) ask for themselves.
+func (m *Manager) ApplyResources(ctx context.Context, id string, update *runtimeapi.LinuxContainerResources) error {
+	_, err := m.updateResources(ctx, id, update, false)
+	return err
+}
+
+// updateResources is UpdateResources, which hooks, if set, may adjust; it
+// returns a copy of the container updated.
+func (m *Manager) updateResources(ctx context.Context, id string, update *runtimeapi.LinuxContainerResources, hooks bool) (*Container, error) {
+	if err := CheckResources(update); err != nil {
+		return nil, err
+	}
+	c, l, err := m.client(id)
+	if err != nil {
+		return nil, err
+	}
 	if err := updatable(c, l); err != nil {
-		return err
+		return nil, err
 	}
 	// One update at a time per container, so that the last one recorded is
 	// the last one applied.
@@ -198,68 +216,73 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, update *runtim
 	case slot <- struct{}{}:
 		defer func() { <-slot }()
 	case <-ctx.Done():
-		return fmt.Errorf("container %s: waiting for another update of its resources: %w", c.ID, ctx.Err())
+		return nil, fmt.Errorf("container %s: waiting for another update of its resources: %w", c.ID, ctx.Err())
 	}
 	select {
 	case <-l.ready:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	if l.err != nil {
-		return fmt.Errorf("%w: container %s: its runtime could not create it: %v", ErrNotRunning, c.ID, l.err)
+		return nil, fmt.Errorf("%w: container %s: its runtime could not create it: %v", ErrNotRunning, c.ID, l.err)
 	}
 	// As it is now, with the resources of the update before.
 	if c, l, err = m.client(id); err != nil {
-		return err
+		return nil, err
 	}
 	if err := updatable(c, l); err != nil {
-		return err
+		return nil, err
 	}
 	current := c.CurrentResources()
 	merged := mergeResources(current, update)
+	if hooks {
+		if merged, err = m.hooks().UpdateContainer(ctx, m.podOf(c), c.copy(), merged); err != nil {
+			return nil, fmt.Errorf("update the resources of container %s: %w", c.ID, err)
+		}
+	}
 	if mem, swap := merged.GetMemoryLimitInBytes(), merged.GetMemorySwapLimitInBytes(); mem > 0 && swap > 0 && swap < mem {
-		return fmt.Errorf("%w: resources: memory_swap_limit_in_bytes %d is below memory_limit_in_bytes %d (it counts memory and swap together): raise both", ErrInvalid, swap, mem)
+		return nil, fmt.Errorf("%w: resources: memory_swap_limit_in_bytes %d is below memory_limit_in_bytes %d (it counts memory and swap together): raise both", ErrInvalid, swap, mem)
 	}
 	res, err := m.ociResources(merged)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A lowered (or first) memory limit, as kubelet checks it.
 	if limit, was := update.GetMemoryLimitInBytes(), current.GetMemoryLimitInBytes(); limit > 0 && (was == 0 || limit < was) {
 		if usage := memoryUsage(c.Cgroup); usage > uint64(limit) {
-			return fmt.Errorf("%w: container %s uses %d bytes of memory; the new limit is %d: free memory in the container first, or keep a higher limit", ErrBelowUsage, c.ID, usage, limit)
+			return nil, fmt.Errorf("%w: container %s uses %d bytes of memory; the new limit is %d: free memory in the container first, or keep a higher limit", ErrBelowUsage, c.ID, usage, limit)
 		}
 	}
 	rt := m.runtimeOf(c)
 	if rt == nil {
-		return fmt.Errorf("%w: container %s: runtime handler %q is gone", ErrNotRunning, c.ID, c.Handler)
+		return nil, fmt.Errorf("%w: container %s: runtime handler %q is gone", ErrNotRunning, c.ID, c.Handler)
 	}
 	if err := rt.Update(ctx, c.ID, res); err != nil {
 		switch {
 		case ctx.Err() == nil && exited(ctx, l.client):
-			return fmt.Errorf("%w: container %s exited: %v", ErrNotRunning, c.ID, err)
+			return nil, fmt.Errorf("%w: container %s exited: %v", ErrNotRunning, c.ID, err)
 		case update.GetMemoryLimitInBytes() > 0 && strings.Contains(err.Error(), "device or resource busy"):
 			// cgroup v1 refuses a limit it cannot reclaim down to.
-			return fmt.Errorf("%w: container %s: %v", ErrBelowUsage, c.ID, err)
+			return nil, fmt.Errorf("%w: container %s: %v", ErrBelowUsage, c.ID, err)
 		}
-		return fmt.Errorf("update the resources of container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("update the resources of container %s: %w", c.ID, err)
 	}
 	raw, err := protojson.Marshal(merged)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := m.containers[c.ID]
 	if cur == nil {
-		return fmt.Errorf("%w: container %s was removed while its resources were updated", ErrNotFound, c.ID)
+		return nil, fmt.Errorf("%w: container %s was removed while its resources were updated", ErrNotFound, c.ID)
 	}
 	cur.Resources = raw
 	if err := m.save(cur); err != nil {
-		return fmt.Errorf("record the new resources of container %s (they apply; a restarted pierd reports the previous ones): %w", c.ID, err)
+		return nil, fmt.Errorf("record the new resources of container %s (they apply; a restarted pierd reports the previous ones): %w", c.ID, err)
 	}
 	klog.V(2).InfoS("Container resources updated", "id", c.ID, "resources", merged)
-	return nil
+	return cur.copy(), nil
 }
 
 // updatable refuses a container that is neither created nor running, or

@@ -19,6 +19,7 @@ import (
 	"github.com/pier-runtime/pier/confine"
 	"github.com/pier-runtime/pier/container"
 	"github.com/pier-runtime/pier/events"
+	"github.com/pier-runtime/pier/nri"
 	"github.com/pier-runtime/pier/oci"
 	"github.com/pier-runtime/pier/platform"
 	"github.com/pier-runtime/pier/sandbox"
@@ -67,6 +68,7 @@ type RuntimeOptions struct {
 	DefaultHandler string
 	Platforms      *platform.Policy // the platforms pods may run; nil: Status says none
 	Devices        *cdi.Registry    // the node's CDI devices; nil: CDI is off
+	NRI            *nri.NRI         // NRI plugins; nil: NRI is off
 }
 
 // Network is what the runtime service asks of the pods' network.
@@ -200,6 +202,8 @@ func (s *RuntimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 		}
 		b, _ := json.Marshal(cdiInfo)
 		info["cdi"] = string(b)
+		b, _ = json.Marshal(s.opts.NRI.Info())
+		info["nri"] = string(b)
 		resp.Info = info
 	}
 	return resp, nil

@@ -132,7 +132,35 @@ type Options struct {
 	// recorded (package events), in the order of the changes: it must be
 	// quick and must not call the manager.
 	OnEvent EventFunc
+	// Hooks, if set, are told of each pod made, stopped and removed (NRI
+	// plugins): see Hooks.
+	Hooks Hooks
 }
+
+// Hooks are told of a pod's life, outside the manager's lock; each may
+// block for as long as its own timeouts allow.
+type Hooks interface {
+	// Block holds off a change of Hooks' audience (a plugin that joins
+	// and is told of the pods there are) until unblock: Run holds it from
+	// before RunPod until the pod is published or undone.
+	Block() (unblock func())
+	// RunPod is told of a pod made, before it is published (listed, or
+	// given containers); an error undoes the pod and fails Run.
+	RunPod(ctx context.Context, sb *Sandbox) error
+	// StopPod is told of a ready pod stopped, once, before its network and
+	// namespaces are released; RemovePod of a pod removed, before its
+	// files are deleted. Their errors are the hooks' to log.
+	StopPod(ctx context.Context, sb *Sandbox)
+	RemovePod(ctx context.Context, sb *Sandbox)
+}
+
+// noHooks are the Hooks of a manager given none.
+type noHooks struct{}
+
+func (noHooks) Block() func()                          { return func() {} }
+func (noHooks) RunPod(context.Context, *Sandbox) error { return nil }
+func (noHooks) StopPod(context.Context, *Sandbox)      {}
+func (noHooks) RemovePod(context.Context, *Sandbox)    {}
 
 // Network attaches pods to the node's network; *cni.Manager is one.
 type Network interface {
@@ -186,6 +214,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if len(opts.IDMapDirs) == 0 {
 		opts.IDMapDirs = []string{opts.State}
+	}
+	if opts.Hooks == nil {
+		opts.Hooks = noHooks{}
 	}
 	m := &Manager{opts: opts, pods: map[string]*pod{}, names: map[string]*reservation{}}
 	for _, d := range []string{opts.Root, opts.State} {
@@ -315,7 +346,9 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (*Sandbox, error) {
 	m.names[name] = r
 	m.mu.Unlock()
 
-	sb, err := m.create(r.id, cfg)
+	unblock := m.opts.Hooks.Block()
+	defer unblock()
+	sb, err := m.create(ctx, r.id, cfg)
 	m.mu.Lock()
 	r.err = err
 	if err != nil {
@@ -362,7 +395,7 @@ func (m *Manager) retry(ctx context.Context, name string, r *reservation) (*Sand
 }
 
 // create makes the sandbox; on any failure it undoes what it made.
-func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
+func (m *Manager) create(ctx context.Context, id string, cfg Config) (sb *Sandbox, err error) {
 	start := time.Now()
 	sb = &Sandbox{
 		Version: recordVersion, ID: id, Config: cfg, State: NotReady, Creating: true,
@@ -422,6 +455,9 @@ func (m *Manager) create(id string, cfg Config) (sb *Sandbox, err error) {
 		return sb, err
 	}
 	sb.State, sb.Creating = Ready, false
+	if err := m.opts.Hooks.RunPod(ctx, sb.copy()); err != nil {
+		return sb, err
+	}
 	if err := m.save(sb); err != nil {
 		return sb, err
 	}
@@ -547,6 +583,7 @@ func (m *Manager) stop(ctx context.Context, p *pod) error {
 		m.mu.Unlock()
 		sb = next
 		m.publishStop(sb)
+		m.opts.Hooks.StopPod(ctx, sb.copy())
 	}
 	if err := m.teardown(ctx, sb); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
@@ -570,6 +607,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	sb := m.current(p)
+	m.opts.Hooks.RemovePod(ctx, sb.copy())
 	if err := m.deleteFiles(sb); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}

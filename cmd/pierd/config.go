@@ -212,6 +212,24 @@ func (c *Config) validate() error {
 			return c.keyError(toml.Key{"image", "pinned_images"}, "entry %d: %v", i, err)
 		}
 	}
+	if c.NRI.Enable {
+		if c.NRI.SocketPath != "" && !filepath.IsAbs(c.NRI.SocketPath) {
+			return c.keyError(toml.Key{"nri", "socket_path"}, "%q: want an absolute path, or \"\" to accept no plugin connections", c.NRI.SocketPath)
+		}
+		for _, k := range []struct {
+			key string
+			d   time.Duration
+		}{{"plugin_registration_timeout", c.NRI.PluginRegistrationTimeout.Duration}, {"plugin_request_timeout", c.NRI.PluginRequestTimeout.Duration}} {
+			if k.d <= 0 {
+				return c.keyError(toml.Key{"nri", k.key}, "%v: must be positive", k.d)
+			}
+		}
+	}
+	for _, d := range c.CDI.SpecDirs {
+		if !filepath.IsAbs(d) {
+			return c.keyError(toml.Key{"cdi", "spec_dirs"}, "%q: want absolute paths", d)
+		}
+	}
 	if err := c.Metrics.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", c.from(toml.Key{"metrics", "address"}), err)
 	}

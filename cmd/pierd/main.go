@@ -31,6 +31,7 @@ import (
 	"github.com/pier-runtime/pier/image"
 	"github.com/pier-runtime/pier/internal/privdir"
 	"github.com/pier-runtime/pier/internal/proc"
+	"github.com/pier-runtime/pier/nri"
 	"github.com/pier-runtime/pier/platform"
 	"github.com/pier-runtime/pier/sandbox"
 	"github.com/pier-runtime/pier/streaming"
@@ -149,6 +150,10 @@ func serve(cfg *Config) error {
 		return err
 	}
 	hub := events.NewHub(events.Buffer)
+	plugins, err := newNRI(cfg.NRI)
+	if err != nil {
+		return err
+	}
 	pods, err := sandbox.New(sandbox.Options{
 		Root:    filepath.Join(cfg.Root, "pods"),
 		State:   filepath.Join(cfg.State, "pods"),
@@ -159,6 +164,7 @@ func serve(cfg *Config) error {
 		},
 		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
 		OnEvent:   hub.PodEvent,
+		Hooks:     plugins,
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
@@ -188,10 +194,15 @@ func serve(cfg *Config) error {
 		Devices:     devices,
 		OnExit:      obs.exit,
 		OnEvent:     hub.ContainerEvent,
+		Hooks:       plugins,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
 	}
+	if err := plugins.Start(pods, containers, devices); err != nil {
+		return err
+	}
+	defer plugins.Stop()
 	stopMetrics, err := obs.serve(containers, pods)
 	if err != nil {
 		return err
@@ -222,6 +233,7 @@ func serve(cfg *Config) error {
 		DefaultHandler: cfg.DefaultRuntime,
 		Platforms:      platforms,
 		Devices:        devices,
+		NRI:            plugins,
 	})
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(cri.NewInterceptor(obs.cri)), grpc.StreamInterceptor(cri.NewStreamInterceptor(obs.cri)))
@@ -317,4 +329,16 @@ func ownOOMScoreAdj() int {
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
+}
+
+// newNRI is NRI as [nri] configures it; nil when it is off.
+func newNRI(c NRIConfig) (*nri.NRI, error) {
+	if !c.Enable {
+		return nil, nil
+	}
+	return nri.New(nri.Options{
+		RuntimeName: "pier", RuntimeVersion: version,
+		SocketPath: c.SocketPath, PluginPath: c.PluginPath, PluginConfigPath: c.PluginConfigPath,
+		RegistrationTimeout: c.PluginRegistrationTimeout.Duration, RequestTimeout: c.PluginRequestTimeout.Duration,
+	})
 }

@@ -113,6 +113,9 @@ func run(o options) error {
 	defer network.Close()
 	var config strings.Builder
 	config.WriteString(network.Config())
+	// critest's NRI specs connect their plugins to this socket.
+	fmt.Fprintf(&config, "[nri]\nenable = true\nsocket_path = %q\nplugin_path = %q\nplugin_config_path = %q\n",
+		nriSocket(dir), filepath.Join(dir, "nri", "plugins"), filepath.Join(dir, "nri", "conf.d"))
 	for _, r := range testenv.CritestRegistries {
 		// mirrors_only: an image the replicas lack must not send pier to the internet.
 		fmt.Fprintf(&config, "[registries.%q]\nmirrors = [\"http://%s\"]\nmirrors_only = true\n", r, reg.Host())
@@ -216,6 +219,10 @@ type result struct {
 	passed, failed, skippedNames []string
 }
 
+// nriSocket is where the NRI plugins of critest's specs connect to the
+// pierd whose state is in dir.
+func nriSocket(dir string) string { return filepath.Join(dir, "nri", "nri.sock") }
+
 // runCritest runs one variant and reads its ginkgo JSON report.
 func runCritest(o options, p *testenv.Pierd, v variant) (*result, error) {
 	report, err := filepath.Abs(filepath.Join(o.out, v.name+".json"))
@@ -233,6 +240,7 @@ func runCritest(o options, p *testenv.Pierd, v variant) (*result, error) {
 	if v.handler != "" {
 		args = append(args, "-runtime-handler", v.handler)
 	}
+	args = append(args, "-nri-socket", nriSocket(p.Dir))
 	args = append(append(args, v.args...), o.extra...)
 	logPath := filepath.Join(o.out, v.name+".log")
 	log, err := os.Create(logPath)
