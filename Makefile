@@ -22,8 +22,10 @@ all: build
 
 build: bin/pierd bin/pier-shim bin/pier-shim-monitor bin/pier-install
 
+# nri_no_wasm: NRI plugins are processes (WebAssembly ones would link a
+# WebAssembly runtime into pierd, 8 MB).
 bin/pierd: FORCE
-	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
+	$(GO) build -tags nri_no_wasm -ldflags "$(LDFLAGS)" -o $@ ./cmd/pierd
 
 # The DaemonSet's installer (deploy/helm/pier): static, it runs in the
 # pier image and its probes run in the host's root.

@@ -206,7 +206,7 @@ func BuildPier(root, dir string, race bool) (string, error) {
 		args []string
 		env  string
 	}{
-		{append(append([]string{"go", "build", "-o", pierd}, flags...), filepath.Join(root, "cmd/pierd")), ""},
+		{append(append([]string{"go", "build", "-tags", "nri_no_wasm", "-o", pierd}, flags...), filepath.Join(root, "cmd/pierd")), ""},
 		{append(append([]string{"go", "build", "-o", filepath.Join(dir, "pier-shim")}, flags...), filepath.Join(root, "cmd/pier-shim")), cgo},
 		{[]string{"make", "-s", "-C", root, "bin/pier-shim-monitor"}, ""},
 		{[]string{"cp", filepath.Join(root, "bin/pier-shim-monitor"), filepath.Join(dir, "pier-shim-monitor")}, ""},
