@@ -202,10 +202,17 @@ func (n *NRI) RunPod(ctx context.Context, sb *sandbox.Sandbox) error {
 	return nil
 }
 
-// StopPod tells the plugins of a pod stopped (sandbox.Hooks).
+// StopPod tells the plugins of a pod stopped (sandbox.Hooks), after the
+// stops of its containers (the CRI handler stopped them; their own
+// notifications may still be on their way).
 func (n *NRI) StopPod(ctx context.Context, sb *sandbox.Sandbox) {
 	if n == nil {
 		return
+	}
+	for _, id := range n.containers.InPod(sb.ID) {
+		if c, err := n.containers.Get(id); err == nil && c.State == container.Exited {
+			n.StopContainer(ctx, sb, c)
+		}
 	}
 	if err := n.a.StopPodSandbox(ctx, &api.StopPodSandboxRequest{Pod: podSandbox(sb)}); err != nil {
 		klog.ErrorS(err, "NRI plugins on a pod stopped", "id", sb.ID)
