@@ -46,8 +46,10 @@ func (h *recordingHooks) RunPod(_ context.Context, sb *Sandbox) error {
 	}
 	return h.runErr
 }
-func (h *recordingHooks) StopPod(_ context.Context, sb *Sandbox)   { h.record("stop " + sb.Config.Name) }
-func (h *recordingHooks) RemovePod(_ context.Context, sb *Sandbox) { h.record("remove " + sb.Config.Name) }
+func (h *recordingHooks) StopPod(_ context.Context, sb *Sandbox) { h.record("stop " + sb.Config.Name) }
+func (h *recordingHooks) RemovePod(_ context.Context, sb *Sandbox) {
+	h.record("remove " + sb.Config.Name)
+}
 
 // TestHooks checks when the hooks are told of a pod: RunPod before it is
 // published and under Block, StopPod once however often it is stopped,
