@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -100,6 +101,14 @@ func (n *NRI) Start(pods *sandbox.Manager, containers *container.Manager, device
 	}
 	if err := n.a.Start(); err != nil {
 		return fmt.Errorf("NRI: %w", err)
+	}
+	// The library leaves the socket's mode to the umask, and its directory
+	// as it found it: plugins are root's.
+	if n.opts.SocketPath != "" {
+		if err := os.Chmod(n.opts.SocketPath, 0o600); err != nil {
+			n.a.Stop()
+			return fmt.Errorf("NRI: %w", err)
+		}
 	}
 	klog.InfoS("NRI", "socket", n.opts.SocketPath, "pluginPath", n.opts.PluginPath)
 	return nil
