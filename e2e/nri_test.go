@@ -436,12 +436,14 @@ func TestNRIPluginFailsCreate(t *testing.T) {
 }
 
 // TestNRIPluginHangs: a plugin that does not answer CreateContainer holds
-// the create for the request timeout (2 s) alone, while pierd answers
-// other requests; it is then disconnected, and the create fails if the
-// plugin's failure policy says so (else it proceeds without the plugin).
-// Later creates do not wait for it.
+// the create for the configured request timeout alone (3 s, not the
+// library's default of 2 s), while pierd answers other requests; it is
+// then disconnected, and the create fails if the plugin's failure policy
+// says so (else it proceeds without the plugin). Later creates do not
+// wait for it.
 func TestNRIPluginHangs(t *testing.T) {
-	p, socket := startNRIPierd(t, "2s")
+	const timeout = 3 * time.Second
+	p, socket := startNRIPierd(t, timeout.String())
 	mustPull(t, p, reg.Ref(busyboxImg))
 	podID, pod := podWithLogs(t, p, "nri-hang")
 	for i, c := range []struct {
@@ -492,11 +494,14 @@ func TestNRIPluginHangs(t *testing.T) {
 			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			asked := time.Now()
 			_, err := p.Runtime.ListPodSandbox(lctx, &runtimeapi.ListPodSandboxRequest{})
+			if err == nil {
+				_, err = p.Runtime.ListContainers(lctx, &runtimeapi.ListContainersRequest{})
+			}
 			cancel()
 			if err != nil {
-				t.Errorf("ListPodSandbox while a plugin hangs: %v", err)
+				t.Errorf("ListPodSandbox and ListContainers while a plugin hangs: %v", err)
 			}
-			t.Logf("ListPodSandbox while the plugin hangs: %v", time.Since(asked))
+			t.Logf("ListPodSandbox and ListContainers while the plugin hangs: %v", time.Since(asked))
 			var r result
 			select {
 			case r = <-done:
@@ -504,8 +509,8 @@ func TestNRIPluginHangs(t *testing.T) {
 				t.Fatal("CreateContainer did not return in 30 s with a plugin that hangs")
 			}
 			t.Logf("CreateContainer after %v: %v", r.d, r.err)
-			if r.d < 1800*time.Millisecond || r.d > 8*time.Second {
-				t.Errorf("CreateContainer returned after %v, want about the 2 s request timeout", r.d)
+			if r.d < timeout-200*time.Millisecond || r.d > timeout+6*time.Second {
+				t.Errorf("CreateContainer returned after %v, want about the %v request timeout", r.d, timeout)
 			}
 			if c.fails && (r.err == nil || !strings.Contains(r.err.Error(), "e2e-hang")) {
 				t.Errorf("CreateContainer with a plugin that hangs and fails requests: %v; want an error naming the plugin", r.err)
@@ -524,7 +529,7 @@ func TestNRIPluginHangs(t *testing.T) {
 			told := len(pl.seen())
 			start = time.Now()
 			id := startContainer(t, p, podID, pod, cfg)
-			if d := time.Since(start); d > 1800*time.Millisecond {
+			if d := time.Since(start); d > timeout-200*time.Millisecond {
 				t.Errorf("a create after the plugin was dropped took %v", d)
 			}
 			waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
