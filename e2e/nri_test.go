@@ -456,10 +456,10 @@ func TestNRIPluginHangs(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			pl := newNRIPlugin(fmt.Sprintf("3%d", i), "e2e-hang-"+c.name)
-			entered, release := make(chan struct{}, 1), make(chan struct{})
+			entered, release := make(chan time.Time, 1), make(chan struct{})
 			pl.create = func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
 				select {
-				case entered <- struct{}{}:
+				case entered <- time.Now():
 				default:
 				}
 				<-release // past its context's end
@@ -478,21 +478,21 @@ func TestNRIPluginHangs(t *testing.T) {
 			type result struct {
 				id  string
 				err error
-				d   time.Duration
+				at  time.Time
 			}
 			done := make(chan result, 1)
-			start := time.Now()
 			go func() {
 				resp, err := p.Runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
-				done <- result{resp.GetContainerId(), err, time.Since(start)}
+				done <- result{resp.GetContainerId(), err, time.Now()}
 			}()
+			var asked time.Time // when the plugin was asked
 			select {
-			case <-entered:
+			case asked = <-entered:
 			case <-time.After(30 * time.Second):
 				t.Fatal("the plugin was not asked to create the container")
 			}
 			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			asked := time.Now()
+			listed := time.Now()
 			_, err := p.Runtime.ListPodSandbox(lctx, &runtimeapi.ListPodSandboxRequest{})
 			if err == nil {
 				_, err = p.Runtime.ListContainers(lctx, &runtimeapi.ListContainersRequest{})
@@ -501,16 +501,17 @@ func TestNRIPluginHangs(t *testing.T) {
 			if err != nil {
 				t.Errorf("ListPodSandbox and ListContainers while a plugin hangs: %v", err)
 			}
-			t.Logf("ListPodSandbox and ListContainers while the plugin hangs: %v", time.Since(asked))
+			t.Logf("ListPodSandbox and ListContainers while the plugin hangs: %v", time.Since(listed))
 			var r result
 			select {
 			case r = <-done:
 			case <-time.After(30 * time.Second):
 				t.Fatal("CreateContainer did not return in 30 s with a plugin that hangs")
 			}
-			t.Logf("CreateContainer after %v: %v", r.d, r.err)
-			if r.d < timeout-200*time.Millisecond || r.d > timeout+6*time.Second {
-				t.Errorf("CreateContainer returned after %v, want about the %v request timeout", r.d, timeout)
+			held := r.at.Sub(asked)
+			t.Logf("CreateContainer returned %v after the plugin was asked: %v", held, r.err)
+			if held < timeout-200*time.Millisecond || held > timeout+6*time.Second {
+				t.Errorf("CreateContainer returned %v after the plugin was asked, want about the %v request timeout", held, timeout)
 			}
 			if c.fails && (r.err == nil || !strings.Contains(r.err.Error(), "e2e-hang")) {
 				t.Errorf("CreateContainer with a plugin that hangs and fails requests: %v; want an error naming the plugin", r.err)
@@ -527,7 +528,7 @@ func TestNRIPluginHangs(t *testing.T) {
 				t.Error("the plugin that hung is still connected")
 			}
 			told := len(pl.seen())
-			start = time.Now()
+			start := time.Now()
 			id := startContainer(t, p, podID, pod, cfg)
 			if d := time.Since(start); d > timeout-200*time.Millisecond {
 				t.Errorf("a create after the plugin was dropped took %v", d)
