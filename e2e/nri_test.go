@@ -399,8 +399,11 @@ func TestNRIPluginFailsCreate(t *testing.T) {
 			t.Errorf("%s left: %v", filepath.Join(d, id), err)
 		}
 	}
-	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), id) {
-		t.Errorf("a mount of the failed container is left:\n%s", b)
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, id) {
+			t.Errorf("a mount of the failed container is left: %s", l)
+		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range procs {
