@@ -264,7 +264,7 @@ func hostMemoryLimit(t *testing.T, pid int) (string, int64) {
 }
 
 // TestNRIPluginAdjustsContainer: a plugin connected to pierd's NRI socket
-// (which Status reports, root's alone) adjusts a container it is asked
+// (which Status reports) adjusts a container it is asked
 // about, adding an environment variable and a 64 MiB memory limit: the
 // container's processes have the variable, and its memory cgroup the
 // limit, read from inside the container and from the host. The plugin
@@ -276,11 +276,8 @@ func TestNRIPluginAdjustsContainer(t *testing.T) {
 	if info["enabled"] != true || info["socketPath"] != socket || info["requestTimeout"] != "2s" {
 		t.Errorf("Status info nri: %v; want enabled, socket %s, request timeout 2s", info, socket)
 	}
-	// Connecting takes write permission on the socket.
-	if fi, err := os.Stat(socket); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm()&0o022 != 0 {
-		t.Errorf("NRI socket %s: %v %v; want a socket only root may connect to", socket, fi.Mode(), err)
-	} else {
-		t.Logf("NRI socket %s: %v", socket, fi.Mode())
+	if fi, err := os.Stat(socket); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("NRI socket %s: %v %v", socket, fi.Mode(), err)
 	}
 	mustPull(t, p, reg.Ref(busyboxImg))
 	const limit = 64 << 20
@@ -638,5 +635,24 @@ func TestNRIDisabled(t *testing.T) {
 	}
 	if es, _ := os.ReadDir(dir); len(es) != 0 {
 		t.Errorf("the NRI socket's directory holds %v with NRI off", es)
+	}
+}
+
+// TestNRISocketMode: the NRI socket is root's alone, mode 0600, as
+// cmd/pierd/default.toml says, whatever pierd's umask.
+//
+// KNOWN PIER BUG (reported, not fixed here): this fails. The adaptation
+// library makes the socket with net.ListenUnix, and pier leaves its mode
+// to pierd's umask: srwxr-xr-x under umask 022 (only root may connect,
+// since connecting takes write permission), srwxrwxrwx under umask 000
+// (anyone who can reach the directory may connect and adjust containers).
+func TestNRISocketMode(t *testing.T) {
+	_, socket := startNRIPierd(t, "2s")
+	fi, err := os.Stat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("NRI socket %s: %v; want a socket of mode 0600", socket, fi.Mode())
 	}
 }
