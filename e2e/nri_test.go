@@ -656,3 +656,35 @@ func TestNRISocketMode(t *testing.T) {
 		t.Errorf("NRI socket %s: %v; want a socket of mode 0600", socket, fi.Mode())
 	}
 }
+
+// TestNRIPluginAfterRestart: a plugin that connects to a restarted pierd
+// is synchronised with the pod and the running container made before the
+// restart, and told when that container stops and is removed.
+func TestNRIPluginAfterRestart(t *testing.T) {
+	p, socket := startNRIPierd(t, "2s")
+	mustPull(t, p, reg.Ref(busyboxImg))
+	podID, pod := podWithLogs(t, p, "nri-restart")
+	id := startContainer(t, p, podID, pod, containerConfig("survivor", "sleep", "1000"))
+	waitState(t, p, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pl := newNRIPlugin("50", "e2e-restart")
+	pl.connect(t, socket)
+	pods, ctrs := pl.synchronised()
+	if len(pods) != 1 || pods[0].GetId() != podID || len(ctrs) != 1 || ctrs[0].GetId() != id ||
+		ctrs[0].GetState() != api.ContainerState_CONTAINER_RUNNING || !slices.Contains(ctrs[0].GetEnv(), "HOSTNAME=nri-restart") {
+		t.Errorf("plugin synchronised after the restart with pods %v, containers %v; want pod %s and running container %s with its spec's env", pods, ctrs, podID, id)
+	}
+	if _, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	pl.waitFor(t, "StopContainer", id)
+	if _, err := p.Runtime.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	pl.waitFor(t, "RemoveContainer", id)
+}
