@@ -46,7 +46,7 @@ func deviceCheck(t *testing.T, p *testenv.Pierd, id, class string) string {
 	t.Helper()
 	return execOut(t, p, id, "sh", "-c", fmt.Sprintf(`dev=/dev/pier-%s
 if [ -c $dev ]; then echo char; elif [ -e $dev ]; then echo not-char; else echo absent; fi
-echo hello 2>/dev/null >$dev && echo wrote || echo write-failed
+[ -c $dev ] && echo hello 2>/dev/null >$dev && echo wrote || echo write-failed
 echo "PIER_CDI=$PIER_CDI"`, class))
 }
 

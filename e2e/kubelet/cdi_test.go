@@ -214,7 +214,7 @@ func checkCDIDevice(t *testing.T, n *node, plugin *devicePlugin) {
 	resp, err := call(func(c context.Context) (*runtimeapi.ExecSyncResponse, error) {
 		return n.pierd.Runtime.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 20, Cmd: []string{"sh", "-c", `
 if [ -c /dev/pier-null ]; then echo char; elif [ -e /dev/pier-null ]; then echo not-char; else echo absent; fi
-echo hello 2>/dev/null >/dev/pier-null && echo wrote || echo write-failed
+[ -c /dev/pier-null ] && echo hello 2>/dev/null >/dev/pier-null && echo wrote || echo write-failed
 echo "PIER_CDI=$PIER_CDI"`}})
 	})
 	if err != nil || resp.ExitCode != 0 {
