@@ -117,10 +117,18 @@ func startDevicePlugin(t *testing.T, n *node, devices ...string) *devicePlugin {
 	// kubelet admits a pod's extended resources, and allocates its devices,
 	// only once it has the plugin's devices: until then a pod that asks for
 	// them runs without. It says when it has them.
-	want := fmt.Sprintf(`"Processed device updates for resource" resourceName=%q totalCount=%d healthyCount=%d`, cdiResource, len(devices), len(devices))
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(n.kubelet.LogText(), want); time.Sleep(100 * time.Millisecond) {
+	says := []string{`"Processed device updates for resource"`, fmt.Sprintf("resourceName=%q", cdiResource), fmt.Sprintf("healthyCount=%d", len(devices))}
+	hasDevices := func() bool {
+		for _, line := range strings.Split(n.kubelet.LogText(), "\n") {
+			if !slices.ContainsFunc(says, func(s string) bool { return !strings.Contains(line, s) }) {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(30 * time.Second); !hasDevices(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("kubelet's log does not say %s 30 s after registering the device plugin\nkubelet log:\n%s", want, n.kubelet.LogTail(60))
+			t.Fatalf("kubelet's log has no line saying %s 30 s after it registered the device plugin\nkubelet log:\n%s", strings.Join(says, " "), n.kubelet.LogTail(60))
 		}
 	}
 	return p
