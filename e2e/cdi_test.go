@@ -144,25 +144,26 @@ func TestCDI(t *testing.T) {
 			return resp.Containers
 		}
 		listed := len(list())
-		for name, c := range map[string]struct {
+		for i, c := range []struct {
+			name        string
 			devices     []string
 			annotations map[string]string
 			says        string
 		}{
-			"unknown device":         {devices: []string{"pier.test/null=null9"}, says: "pier.test/null=null9"},
-			"known and unknown":      {devices: []string{"pier.test/null=null0", "pier.test/gpu=g0"}, says: "pier.test/gpu=g0"},
-			"unknown annotation":     {annotations: map[string]string{"cdi.k8s.io/x": "pier.test/null=null7"}, says: "pier.test/null=null7"},
-			"unqualified name":       {devices: []string{"null0"}, says: `"null0"`},
-			"unqualified annotation": {annotations: map[string]string{"cdi.k8s.io/x": "null0"}, says: `"null0"`},
+			{name: "unknown device", devices: []string{"pier.test/null=null9"}, says: "pier.test/null=null9"},
+			{name: "known and unknown", devices: []string{"pier.test/null=null0", "pier.test/gpu=g0"}, says: "pier.test/gpu=g0"},
+			{name: "unknown annotation", annotations: map[string]string{"cdi.k8s.io/x": "pier.test/null=null7"}, says: "pier.test/null=null7"},
+			{name: "unqualified name", devices: []string{"null0"}, says: `"null0"`},
+			{name: "unqualified annotation", annotations: map[string]string{"cdi.k8s.io/x": "null0"}, says: `"null0"`},
 		} {
-			cfg := containerConfig("cdi-unknown", "sleep", "1000")
+			cfg := containerConfig(fmt.Sprintf("cdi-unknown-%d", i), "sleep", "1000")
 			for _, d := range c.devices {
 				cfg.CDIDevices = append(cfg.CDIDevices, &runtimeapi.CDIDevice{Name: d})
 			}
 			cfg.Annotations = c.annotations
 			_, err := p.Runtime.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.says) {
-				t.Errorf("%s: CreateContainer: %v; want InvalidArgument naming %s", name, err, c.says)
+				t.Errorf("%s: CreateContainer: %v; want InvalidArgument naming %s", c.name, err, c.says)
 			}
 		}
 		if n := len(list()); n != listed {
@@ -176,17 +177,28 @@ func TestCDI(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(specDir, "pier-zero.json"), []byte(cdiSpec("zero", "zero0", "/dev/zero")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// pierd watches the directory: the device shows up within moments.
-		deadline := time.Now().Add(10 * time.Second)
-		for !slices.Contains(statusCDI(t, p).Devices, "pier.test/zero=zero0") {
-			if time.Now().After(deadline) {
-				t.Fatalf("10 s after its spec was written, Status lists %q", statusCDI(t, p).Devices)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		// pierd watches the directory: the device can be had within
+		// moments (CreateContainer alone: Status would reread the specs).
 		cfg := containerConfig("cdi-late", "sleep", "1000")
 		cfg.CDIDevices = []*runtimeapi.CDIDevice{{Name: "pier.test/zero=zero0"}}
-		id := startContainer(t, p, podID, pod, cfg)
+		var id string
+		for deadline := time.Now().Add(10 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
+			resp, err := p.Runtime.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+			switch {
+			case err == nil:
+				id = resp.ContainerId
+			case status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "pier.test/zero=zero0"):
+				t.Fatalf("CreateContainer: %v", err)
+			case time.Now().After(deadline):
+				t.Fatalf("CreateContainer 10 s after the device's spec was written: %v", err)
+			}
+		}
+		if _, err := p.Runtime.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatalf("StartContainer: %v", err)
+		}
+		if devices := statusCDI(t, p).Devices; !slices.Contains(devices, "pier.test/zero=zero0") {
+			t.Errorf("Status lists the devices %q, without pier.test/zero=zero0", devices)
+		}
 		if got := deviceCheck(t, p, id, "zero"); got != "char\nwrote\nPIER_CDI=zero0\n" {
 			t.Errorf("in the container: %q", got)
 		}
