@@ -155,6 +155,19 @@ func TestInject(t *testing.T) {
 	}
 }
 
+// TestInjectMissingHostDevice checks that a device whose spec names a host
+// device node that does not exist is an error naming the device, not an
+// unknown device: the vendor's spec is wrong, not the container's request.
+func TestInjectMissingHostDevice(t *testing.T) {
+	dir := t.TempDir()
+	writeSpec(t, dir, "pier-gone.json", strings.ReplaceAll(strings.ReplaceAll(nullSpec, "/dev/null", filepath.Join(dir, "gone")), "pier.test/null", "pier.test/gone"))
+	r := newRegistry(t, dir)
+	err := r.Inject(baseSpec(), []string{"pier.test/gone=null0"})
+	if err == nil || errors.Is(err, ErrUnknownDevice) || !strings.Contains(err.Error(), "pier.test/gone=null0") {
+		t.Errorf("Inject of a device whose host node is missing: %v; want an error naming it, not ErrUnknownDevice", err)
+	}
+}
+
 // TestNilRegistry checks that a nil Registry (CDI off) refuses any device,
 // naming it, and has no Info; and that New of no directory is nil.
 func TestNilRegistry(t *testing.T) {
