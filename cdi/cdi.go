@@ -11,6 +11,7 @@ package cdi
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"sort"
 	"strings"
@@ -44,8 +45,8 @@ func New(dirs []string) (*Registry, error) {
 		return nil, fmt.Errorf("CDI: %w", err)
 	}
 	r := &Registry{dirs: slices.Clone(dirs), cache: cache}
-	for spec, errs := range cache.GetErrors() {
-		klog.ErrorS(errors.Join(errs...), "Ignoring an invalid CDI spec", "spec", spec)
+	for path, err := range r.readErrors() {
+		klog.ErrorS(errors.New(err), "Ignoring an unreadable CDI spec or spec directory", "path", path)
 	}
 	klog.InfoS("CDI", "specDirs", dirs, "devices", cache.ListDevices())
 	return r, nil
@@ -108,21 +109,28 @@ func (r *Registry) Info() *Info {
 	if err := r.cache.Refresh(); err != nil {
 		klog.V(2).InfoS("CDI refresh", "err", err)
 	}
-	info := &Info{SpecDirs: r.dirs, Devices: r.cache.ListDevices()}
-	for spec, errs := range r.cache.GetErrors() {
-		if info.Errors == nil {
-			info.Errors = map[string]string{}
+	return &Info{SpecDirs: r.dirs, Devices: r.cache.ListDevices(), Errors: r.readErrors()}
+}
+
+// readErrors is why each spec file or directory that could not be read was
+// not, by path; nil if none. A missing spec directory is no error: the
+// node may have no device of its vendors yet, and the directory is watched
+// for its creation.
+func (r *Registry) readErrors() map[string]string {
+	var out map[string]string
+	for path, errs := range r.cache.GetErrors() {
+		var kept []error
+		for _, err := range errs {
+			if err != nil && !(slices.Contains(r.dirs, path) && errors.Is(err, fs.ErrNotExist)) {
+				kept = append(kept, err)
+			}
 		}
-		info.Errors[spec] = errors.Join(errs...).Error()
+		if len(kept) > 0 {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[path] = errors.Join(kept...).Error()
+		}
 	}
-	for dir, err := range r.cache.GetSpecDirErrors() {
-		if err == nil {
-			continue
-		}
-		if info.Errors == nil {
-			info.Errors = map[string]string{}
-		}
-		info.Errors[dir] = err.Error()
-	}
-	return info
+	return out
 }

@@ -27,7 +27,7 @@ import (
 func TestKubelet(t *testing.T) {
 	parallel(t)
 	start := time.Now()
-	n := startNode(t, nodeOptions{kubelet: map[string]any{
+	n := startNode(t, nodeOptions{pierConfig: cdiSpecDir(t), kubelet: map[string]any{
 		// Small enough that the chatty pod's log is rotated several times;
 		// enough files that kubelet never removes one (the log, about
 		// 210 KB, fills at most 21 of 10 KiB, however slowly it comes).
@@ -39,13 +39,15 @@ func TestKubelet(t *testing.T) {
 		// stats from the CRI: checkStats.
 		"featureGates": map[string]bool{"EventedPLEG": true, "CRIListStreaming": true, "PodAndContainerStatsFromCRI": true},
 	}})
+	// Before the pods: kubelet allocates devices only of the plugins it has.
+	plugin := startDevicePlugin(t, n, "null0")
 	hostFile := filepath.Join(t.TempDir(), "hostfile.txt")
 	if err := os.WriteFile(hostFile, []byte("from the host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []*corev1.Pod{deletePod(), orderPod(), volumesPod(hostFile), probesPod(), livenessPod(),
 		resourcesPod(), ephemeralPod(), oomPod(), restrictedPod(), neverPod(), onFailurePod(), killPod(), chattyPod(),
-		imageVolumePod(), statsPod()} {
+		imageVolumePod(), statsPod(), cdiPod()} {
 		if err := n.kubelet.WritePod(p); err != nil {
 			t.Fatal(err)
 		}
@@ -63,6 +65,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("FailingLivenessRestarts", func(t *testing.T) { checkLiveness(t, n) })
 	t.Run("ResourcesInCgroup", func(t *testing.T) { checkResources(t, n) })
 	t.Run("ImageVolume", func(t *testing.T) { checkImageVolume(t, n) })
+	t.Run("CDIDevice", func(t *testing.T) { checkCDIDevice(t, n, plugin) })
 	t.Run("EphemeralStorageLimit", func(t *testing.T) { checkEphemeral(t, n) })
 	t.Run("OOMKilled", func(t *testing.T) { checkOOM(t, n) })
 	t.Run("RestrictedPod", func(t *testing.T) { checkRestricted(t, n) })
