@@ -96,6 +96,7 @@ func (r *Registry) Inject(spec *specs.Spec, devices []string) error {
 // Info is what Status's verbose info says of CDI: the spec directories,
 // the devices known, and the specs that could not be read, with why.
 type Info struct {
+	Enabled  bool              `json:"enabled"`
 	SpecDirs []string          `json:"specDirs"`
 	Devices  []string          `json:"devices"`
 	Errors   map[string]string `json:"errors,omitempty"`
