@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -231,16 +233,63 @@ func (m *Manager) adjust(ctx context.Context, pod *sandbox.Sandbox, c *Container
 	if spec.Linux == nil {
 		spec.Linux = &specs.Linux{}
 	}
-	cgroupsPath := spec.Linux.CgroupsPath
+	cgroupsPath, before := spec.Linux.CgroupsPath, criResources(spec)
 	err = m.hooks().CreateContainer(ctx, pod, c.copy(), spec)
 	if err == nil && (spec.Linux == nil || spec.Linux.CgroupsPath != cgroupsPath) {
 		err = fmt.Errorf("%w: an NRI plugin moved the container's cgroup away from %q: pier does not support that", ErrInvalid, cgroupsPath)
+	}
+	if err == nil {
+		// The limits the node cannot apply are dropped, as of a CRI config.
+		if ferr := WithResourcesFit(m.opts.Cgroups)(spec); ferr != nil {
+			err = fmt.Errorf("%w: resources after the NRI plugins' adjustment: %v", ErrInvalid, ferr)
+		}
+	}
+	if err == nil {
+		// Adjusted resources are the container's: its status reports them,
+		// and an update starts from them.
+		if after := criResources(spec); !proto.Equal(before, after) {
+			c.Resources, err = protojson.Marshal(mergeResources(c.CurrentResources(), after))
+		}
 	}
 	if err != nil {
 		m.undoHooks(pod, c)
 		return err
 	}
 	return nil
+}
+
+// criResources is the CRI form of a spec's cgroup limits.
+func criResources(spec *specs.Spec) *runtimeapi.LinuxContainerResources {
+	out := &runtimeapi.LinuxContainerResources{}
+	if spec.Linux == nil || spec.Linux.Resources == nil {
+		return out
+	}
+	r := spec.Linux.Resources
+	if cpu := r.CPU; cpu != nil {
+		if cpu.Shares != nil {
+			out.CpuShares = int64(*cpu.Shares)
+		}
+		if cpu.Quota != nil {
+			out.CpuQuota = *cpu.Quota
+		}
+		if cpu.Period != nil {
+			out.CpuPeriod = int64(*cpu.Period)
+		}
+		out.CpusetCpus, out.CpusetMems = cpu.Cpus, cpu.Mems
+	}
+	if mem := r.Memory; mem != nil {
+		if mem.Limit != nil {
+			out.MemoryLimitInBytes = *mem.Limit
+		}
+		if mem.Swap != nil {
+			out.MemorySwapLimitInBytes = *mem.Swap
+		}
+	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, &runtimeapi.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+	}
+	out.Unified = maps.Clone(r.Unified)
+	return out
 }
 
 // undoHooks tells the hooks that a container they were told of will not
