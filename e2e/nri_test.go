@@ -311,6 +311,10 @@ func TestNRIPluginAdjustsContainer(t *testing.T) {
 	if !strings.Contains(file, id) || host != limit {
 		t.Errorf("memory limit of the container's cgroup read on the host: %s: %d, want the container's cgroup with %d", file, host, limit)
 	}
+	// The status reports the adjusted limit, which a resize starts from.
+	if st, err := p.Runtime.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id}); err != nil || st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes() != limit {
+		t.Errorf("ContainerStatus resources %v (%v), want the memory limit %d", st.GetStatus().GetResources(), err, limit)
+	}
 
 	if _, err := p.Runtime.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
