@@ -147,6 +147,9 @@ func restartKeys(c *Config) map[string]any {
 		"image.max_concurrent_downloads": c.Image.MaxConcurrentDownloads, "image.progress_interval": c.Image.ProgressInterval.String(),
 		"image.pull_progress_timeout": c.Image.PullProgressTimeout.String(), "image.max_layer_uncompressed_bytes": c.Image.MaxLayerUncompressedBytes,
 		"metrics.address": c.Metrics.Address, "metrics.allow_non_loopback": c.Metrics.AllowNonLoopback,
+		"nri.enable": c.NRI.Enable, "nri.socket_path": c.NRI.SocketPath, "nri.plugin_path": c.NRI.PluginPath,
+		"nri.plugin_config_path": c.NRI.PluginConfigPath, "nri.plugin_registration_timeout": c.NRI.PluginRegistrationTimeout.String(),
+		"nri.plugin_request_timeout": c.NRI.PluginRequestTimeout.String(), "cdi.spec_dirs": c.CDI.SpecDirs,
 	}
 }
 
