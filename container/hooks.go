@@ -65,10 +65,10 @@ func (m *Manager) hooks() Hooks {
 	return m.opts.Hooks
 }
 
-// podOf is the record of a container's pod, nil if it is gone (or the
-// manager has no pods, in tests).
+// podOf is the record of a container's pod for the hooks: nil if it is
+// gone, or when no hook would read it (none set; no pods, in tests).
 func (m *Manager) podOf(c *Container) *sandbox.Sandbox {
-	if m.opts.Pods == nil {
+	if m.opts.Hooks == nil || m.opts.Pods == nil {
 		return nil
 	}
 	pod, err := m.opts.Pods.Get(c.PodID)
@@ -81,5 +81,8 @@ func (m *Manager) podOf(c *Container) *sandbox.Sandbox {
 // stoppedHook tells the hooks of a container's exit, or the loss of its
 // shim (publish calls it, under mu, for each CONTAINER_STOPPED_EVENT).
 func (m *Manager) stoppedHook(c *Container) {
-	go m.hooks().StopContainer(context.Background(), m.podOf(c), c)
+	if m.opts.Hooks == nil {
+		return
+	}
+	go func() { m.opts.Hooks.StopContainer(context.Background(), m.podOf(c), c) }()
 }

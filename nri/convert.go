@@ -64,7 +64,7 @@ func (n *NRI) container(c *container.Container, spec *specs.Spec) *api.Container
 		ctr.CDIDevices = append(ctr.CDIDevices, &api.CDIDevice{Name: d.GetName()})
 	}
 	if spec == nil {
-		spec = n.bundleSpec(c)
+		spec = n.spec(c)
 	}
 	if spec == nil {
 		return ctr
@@ -90,6 +90,28 @@ func (n *NRI) container(c *container.Container, spec *specs.Spec) *api.Container
 		}
 	}
 	return ctr
+}
+
+// spec is the OCI spec of a container, read from its bundle once for each
+// container the plugins were told of.
+func (n *NRI) spec(c *container.Container) *specs.Spec {
+	n.mu.Lock()
+	t := n.told[c.ID]
+	var spec *specs.Spec
+	if t != nil {
+		spec = t.spec
+	}
+	n.mu.Unlock()
+	if spec != nil {
+		return spec
+	}
+	spec = n.bundleSpec(c)
+	if t != nil && spec != nil {
+		n.mu.Lock()
+		t.spec = spec
+		n.mu.Unlock()
+	}
+	return spec
 }
 
 // bundleSpec is the OCI spec of a container's bundle, nil if there is

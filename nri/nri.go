@@ -10,8 +10,8 @@
 // pods and containers there are; no pod or container made meanwhile is
 // lost (Block).
 //
-// NRI implements sandbox.Hooks and container.Hooks; a nil *NRI (NRI off)
-// tells no one and adjusts nothing.
+// NRI implements sandbox.Hooks and container.Hooks; Start, Stop and Info
+// take a nil *NRI, NRI off.
 package nri
 
 import (
@@ -64,6 +64,9 @@ type NRI struct {
 type told struct {
 	mu      sync.Mutex
 	stopped bool
+	// spec is the container's OCI spec as created, read once (under
+	// NRI.mu; nil until then).
+	spec *specs.Spec
 }
 
 // New makes pier's NRI; Start starts it.
@@ -136,9 +139,6 @@ func (n *NRI) Info() map[string]any {
 // Block holds off the synchronisation of a plugin that connects until
 // unblock.
 func (n *NRI) Block() (unblock func()) {
-	if n == nil {
-		return func() {}
-	}
 	b := n.a.BlockPluginSync()
 	return b.Unblock
 }
@@ -202,9 +202,6 @@ func (n *NRI) evict(ctx context.Context, evictions []*api.ContainerEviction) {
 
 // RunPod tells the plugins of a pod made (sandbox.Hooks).
 func (n *NRI) RunPod(ctx context.Context, sb *sandbox.Sandbox) error {
-	if n == nil {
-		return nil
-	}
 	if err := n.a.RunPodSandbox(ctx, &api.RunPodSandboxRequest{Pod: podSandbox(sb)}); err != nil {
 		return fmt.Errorf("NRI: %w", err)
 	}
@@ -215,9 +212,6 @@ func (n *NRI) RunPod(ctx context.Context, sb *sandbox.Sandbox) error {
 // stops of its containers (the CRI handler stopped them; their own
 // notifications may still be on their way).
 func (n *NRI) StopPod(ctx context.Context, sb *sandbox.Sandbox) {
-	if n == nil {
-		return
-	}
 	for _, id := range n.containers.InPod(sb.ID) {
 		if c, err := n.containers.Get(id); err == nil && c.State == container.Exited {
 			n.StopContainer(ctx, sb, c)
@@ -230,9 +224,6 @@ func (n *NRI) StopPod(ctx context.Context, sb *sandbox.Sandbox) {
 
 // RemovePod tells the plugins of a pod removed (sandbox.Hooks).
 func (n *NRI) RemovePod(ctx context.Context, sb *sandbox.Sandbox) {
-	if n == nil {
-		return
-	}
 	if err := n.a.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: podSandbox(sb)}); err != nil {
 		klog.ErrorS(err, "NRI plugins on a pod removed", "id", sb.ID)
 	}
@@ -242,11 +233,8 @@ func (n *NRI) RemovePod(ctx context.Context, sb *sandbox.Sandbox) {
 // (container.Hooks), then applies their updates of other containers and
 // their evictions.
 func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container, spec *specs.Spec) error {
-	if n == nil {
-		return nil
-	}
 	n.mu.Lock()
-	n.told[c.ID] = &told{}
+	n.told[c.ID] = &told{spec: spec} // as the plugins adjust it
 	n.mu.Unlock()
 	resp, err := n.a.CreateContainer(ctx, &api.CreateContainerRequest{Pod: podSandbox(pod), Container: n.container(c, spec)})
 	if err != nil {
@@ -267,9 +255,6 @@ func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Sandbox, c *cont
 
 // PostCreateContainer tells the plugins the runtime created a container.
 func (n *NRI) PostCreateContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) {
-	if n == nil {
-		return
-	}
 	if err := n.a.PostCreateContainer(ctx, &api.PostCreateContainerRequest{Pod: podSandbox(pod), Container: n.container(c, nil)}); err != nil {
 		klog.ErrorS(err, "NRI plugins on a container created", "id", c.ID)
 	}
@@ -277,9 +262,6 @@ func (n *NRI) PostCreateContainer(ctx context.Context, pod *sandbox.Sandbox, c *
 
 // StartContainer tells the plugins of a start before the runtime's.
 func (n *NRI) StartContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) error {
-	if n == nil {
-		return nil
-	}
 	if err := n.a.StartContainer(ctx, &api.StartContainerRequest{Pod: podSandbox(pod), Container: n.container(c, nil)}); err != nil {
 		return fmt.Errorf("NRI: %w", err)
 	}
@@ -288,9 +270,6 @@ func (n *NRI) StartContainer(ctx context.Context, pod *sandbox.Sandbox, c *conta
 
 // PostStartContainer tells the plugins a container started.
 func (n *NRI) PostStartContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) {
-	if n == nil {
-		return
-	}
 	if err := n.a.PostStartContainer(ctx, &api.PostStartContainerRequest{Pod: podSandbox(pod), Container: n.container(c, nil)}); err != nil {
 		klog.ErrorS(err, "NRI plugins on a container started", "id", c.ID)
 	}
@@ -300,9 +279,6 @@ func (n *NRI) PostStartContainer(ctx context.Context, pod *sandbox.Sandbox, c *c
 // resources, and applies their updates of other containers and their
 // evictions.
 func (n *NRI) UpdateContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container, res *runtimeapi.LinuxContainerResources) (*runtimeapi.LinuxContainerResources, error) {
-	if n == nil {
-		return res, nil
-	}
 	resp, err := n.a.UpdateContainer(ctx, &api.UpdateContainerRequest{Pod: podSandbox(pod), Container: n.container(c, nil), LinuxResources: nriResources(res)})
 	if err != nil {
 		return nil, fmt.Errorf("NRI: %w", err)
@@ -324,9 +300,6 @@ func (n *NRI) UpdateContainer(ctx context.Context, pod *sandbox.Sandbox, c *cont
 
 // PostUpdateContainer tells the plugins a container's resources changed.
 func (n *NRI) PostUpdateContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) {
-	if n == nil {
-		return
-	}
 	if err := n.a.PostUpdateContainer(ctx, &api.PostUpdateContainerRequest{Pod: podSandbox(pod), Container: n.container(c, nil)}); err != nil {
 		klog.ErrorS(err, "NRI plugins on a container updated", "id", c.ID)
 	}
@@ -335,9 +308,6 @@ func (n *NRI) PostUpdateContainer(ctx context.Context, pod *sandbox.Sandbox, c *
 // StopContainer tells the plugins of a container's exit, once, and applies
 // their updates of other containers.
 func (n *NRI) StopContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) {
-	if n == nil {
-		return
-	}
 	n.mu.Lock()
 	t := n.told[c.ID]
 	n.mu.Unlock()
@@ -366,9 +336,6 @@ func (n *NRI) stop(ctx context.Context, pod *sandbox.Sandbox, c *container.Conta
 // RemoveContainer tells the plugins of a container removed, after its
 // stop if they were not told of it yet.
 func (n *NRI) RemoveContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container) {
-	if n == nil {
-		return
-	}
 	n.mu.Lock()
 	t := n.told[c.ID]
 	delete(n.told, c.ID)

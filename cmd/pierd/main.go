@@ -154,6 +154,13 @@ func serve(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	// The managers' hooks, none when NRI is off (not a nil *nri.NRI, which
+	// they would call for nothing).
+	var podHooks sandbox.Hooks
+	var containerHooks container.Hooks
+	if plugins != nil {
+		podHooks, containerHooks = plugins, plugins
+	}
 	pods, err := sandbox.New(sandbox.Options{
 		Root:    filepath.Join(cfg.Root, "pods"),
 		State:   filepath.Join(cfg.State, "pods"),
@@ -164,7 +171,7 @@ func serve(cfg *Config) error {
 		},
 		IDMapDirs: []string{cfg.Root, cfg.State}, // image layers, containers
 		OnEvent:   hub.PodEvent,
-		Hooks:     plugins,
+		Hooks:     podHooks,
 	})
 	if err != nil {
 		return fmt.Errorf("load pod sandboxes: %w", err)
@@ -194,7 +201,7 @@ func serve(cfg *Config) error {
 		Devices:     devices,
 		OnExit:      obs.exit,
 		OnEvent:     hub.ContainerEvent,
-		Hooks:       plugins,
+		Hooks:       containerHooks,
 	})
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
