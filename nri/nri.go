@@ -230,8 +230,7 @@ func (n *NRI) RemovePod(ctx context.Context, sb *sandbox.Sandbox) {
 }
 
 // CreateContainer lets the plugins adjust a new container's spec
-// (container.Hooks), then applies their updates of other containers and
-// their evictions.
+// (container.Hooks), then applies their updates of other containers.
 func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Sandbox, c *container.Container, spec *specs.Spec) error {
 	n.mu.Lock()
 	n.told[c.ID] = &told{spec: spec} // as the plugins adjust it
