@@ -90,6 +90,12 @@ func startDevicePlugin(t *testing.T, n *node, devices ...string) *devicePlugin {
 		registered: make(chan error, 1),
 		stop:       make(chan struct{}),
 	}
+	// kubelet makes the directory when its plugin watcher starts, which
+	// may be after it answers healthz; it also registers the sockets it
+	// finds there then.
+	if err := os.MkdirAll(filepath.Dir(p.socket), 0o750); err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("unix", p.socket)
 	if err != nil {
 		t.Fatal(err)
